@@ -1,0 +1,1 @@
+//! Chat templates: Jinja (Hugging Face) to Ollama Go templates, proven equal by rendering both.
