@@ -5,7 +5,11 @@
 //! came from.
 
 mod ftype;
+mod imatrix;
+mod policy;
 mod types;
 
 pub use ftype::FileType;
+pub use imatrix::{Imatrix, ImatrixError};
+pub use policy::{choose_types, PolicyError, PolicyModel, PolicyTensor, TypeOverrides};
 pub use types::GgmlType;
