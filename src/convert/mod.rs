@@ -8,6 +8,13 @@
 //!
 //! This module must not know about the queue, retries or HTTP.
 
+mod discover;
+mod run;
+mod shims;
+
+pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
+pub use run::default_name;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -31,6 +38,9 @@ pub struct ConvertRequest {
     pub imatrix: Option<PathBuf>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// Re-quantize tensors of a GGUF input that are already quantized
+    /// (lossy twice; llama-quantize's `--allow-requantize`).
+    pub allow_requantize: bool,
 }
 
 /// One requested output.
@@ -113,6 +123,25 @@ pub enum ConvertError {
     /// Writing a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
+    /// The checkpoint does not map to a supported family.
+    #[error("{path}: {source}")]
+    Arch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::arch::ArchError,
+    },
+    /// A tensor's data cannot be converted (NaN, Inf, wrong size).
+    #[error("{path}: tensor '{tensor}': {reason}")]
+    Tensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        reason: String,
+    },
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),
@@ -129,9 +158,9 @@ pub fn convert(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ConvertReport, ConvertError> {
-    let _ = (progress, cancel);
-    Err(ConvertError::Other(format!(
-        "{}: conversion is not implemented yet",
-        req.source.display()
-    )))
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| ConvertError::Other(format!("thread pool: {e}")))?;
+    pool.install(|| run::run(req, progress, cancel))
 }
