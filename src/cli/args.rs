@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use kvant::quant::FileType;
+
 use super::logging::LogFormat;
 
 /// kvant turns freshly trained checkpoints into quantized GGUF models and
@@ -58,8 +60,45 @@ Examples:
   kvant convert ./hf-gpt2-az --type q4_k_m --type q8_0 --output-dir models/")]
     Convert(ConvertArgs),
 
+    /// Re-quantize an F32/F16/BF16 GGUF file (what llama-quantize does,
+    /// with the same per-tensor choices and the same bytes).
+    #[command(after_help = "\
+Examples:
+  kvant quantize model-f32.gguf -o model-q4_k_m.gguf --type q4_k_m
+  kvant quantize model-f16.gguf -o model-q4_k_m.gguf --type q4_k_m --imatrix imatrix.gguf")]
+    Quantize(QuantizeArgs),
+
     /// Print a GGUF file's or a checkpoint's metadata and tensor table.
     Inspect(InspectArgs),
+}
+
+/// `kvant quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The GGUF file to re-quantize.
+    pub input: PathBuf,
+
+    /// Output file.
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub output: PathBuf,
+
+    /// Output type (see `kvant convert --help` for the list).
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub file_type: FileType,
+
+    /// Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy
+    /// .dat).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
+    /// Re-quantize tensors that are already quantized (compounds the
+    /// error; start from F32/F16/BF16 when you can).
+    #[arg(long)]
+    pub allow_requantize: bool,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// `kvant convert`.
@@ -75,8 +114,14 @@ pub struct ConvertArgs {
     /// Output type, repeatable: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k
     /// q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k. Every type is
     /// written in the same single pass over the checkpoint.
-    #[arg(short = 't', long = "type", value_name = "TYPE", default_value = "f16")]
-    pub types: Vec<String>,
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        default_value = "f16",
+        value_delimiter = ','
+    )]
+    pub types: Vec<FileType>,
 
     /// Folder for the outputs when several types are requested; files are
     /// named `<model>-<type>.gguf`.

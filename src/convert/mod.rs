@@ -8,12 +8,16 @@
 //!
 //! This module must not know about the queue, retries or HTTP.
 
+mod checkpoint;
 mod discover;
-mod run;
+mod naming;
+mod report;
+mod requantize;
 mod shims;
+mod stream;
 
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
-pub use run::default_name;
+pub use naming::default_name;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -162,5 +166,15 @@ pub fn convert(
         .num_threads(req.threads.unwrap_or(0))
         .build()
         .map_err(|e| ConvertError::Other(format!("thread pool: {e}")))?;
-    pool.install(|| run::run(req, progress, cancel))
+    if req.outputs.is_empty() {
+        return Err(ConvertError::Other("no output requested".into()));
+    }
+    let paths = locate(&req.source)?;
+    pool.install(|| {
+        if paths.is_gguf {
+            requantize::run(req, &paths, progress, cancel)
+        } else {
+            checkpoint::run(req, &paths, progress, cancel)
+        }
+    })
 }

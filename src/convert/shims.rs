@@ -68,3 +68,21 @@ pub fn quantize(ty: GgmlType, src: &[f32], _n_per_row: usize) -> Result<Vec<u8>,
         other => return Err(format!("{other} is not implemented yet")),
     })
 }
+
+pub fn dequantize(ty: GgmlType, bytes: &[u8], _n: usize) -> Result<Vec<f32>, String> {
+    Ok(match ty {
+        GgmlType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        GgmlType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        GgmlType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => return Err(format!("cannot decode {other} yet")),
+    })
+}

@@ -4,22 +4,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use kvant::convert::{self, ConvertRequest, OutputSpec};
+use kvant::convert::{self, ConvertReport, ConvertRequest, OutputSpec};
 use kvant::quant::FileType;
 
 use crate::cli::args::ConvertArgs;
 use crate::cli::progress::TensorBar;
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let mut types = Vec::new();
+    let mut types: Vec<FileType> = Vec::new();
     for t in &a.types {
-        for one in t.split(',').filter(|s| !s.trim().is_empty()) {
-            let ft: FileType = one.parse().map_err(anyhow::Error::msg)?;
-            if !types.contains(&ft) {
-                types.push(ft);
-            }
+        if !types.contains(t) {
+            types.push(*t);
         }
     }
     let name = a.name.clone().unwrap_or_else(|| {
@@ -54,10 +51,22 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         threads: a.threads,
         allow_requantize: false,
     };
+    let report = run_with_bar(&req)?;
+    print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a conversion with a terminal progress bar.
+pub fn run_with_bar(req: &ConvertRequest) -> anyhow::Result<ConvertReport> {
     let bar = TensorBar::new("converting");
-    let result = convert::convert(&req, &bar, &AtomicBool::new(false));
+    let result = convert::convert(req, &bar, &AtomicBool::new(false));
     bar.finish();
-    let report = result.with_context(|| format!("converting {}", a.src.display()))?;
+    // Errors already name the file and the reason.
+    Ok(result?)
+}
+
+/// One line per written file: params, types, size, time.
+pub fn print_summary(report: &ConvertReport) {
     for out in &report.outputs {
         let types: Vec<String> = out
             .type_counts
@@ -75,7 +84,6 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
             report.seconds
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn human_count(n: u64) -> String {

@@ -2,6 +2,7 @@
 
 mod convert;
 mod inspect;
+mod quantize;
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use super::args::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Convert(a) => convert::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Inspect(a) => inspect::run(a),
     }
 }
