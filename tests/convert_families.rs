@@ -13,7 +13,11 @@ fn family(name: &str, arch: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (gguf, report) = convert_to(&fixtures::path(name), FileType::F32, dir.path(), None);
     assert_eq!(report.arch, arch);
-    let worst = check_logits(&gguf, &fixtures::json(&format!("{name}/expected.json")), 0.01);
+    let worst = check_logits(
+        &gguf,
+        &fixtures::json(&format!("{name}/expected.json")),
+        0.01,
+    );
     eprintln!("{name}: max abs logit diff {worst}");
 }
 
@@ -65,6 +69,9 @@ fn unknown_architecture_is_refused_naming_it() {
     let err = kvant::convert::convert(&req, &kvant::convert::NoProgress, &Default::default())
         .expect_err("unsupported");
     let msg = err.to_string();
-    assert!(msg.contains("FalconForCausalLM") && msg.contains("Qwen2ForCausalLM"), "{msg}");
+    assert!(
+        msg.contains("FalconForCausalLM") && msg.contains("Qwen2ForCausalLM"),
+        "{msg}"
+    );
     assert!(!dir.path().join("x.gguf").exists());
 }
