@@ -36,6 +36,12 @@ pub(super) fn run(
         source,
     })?;
 
+    // Planning may have compared tensors (tied heads); start streaming with
+    // none of the checkpoint resident.
+    for t in &ck.tensors {
+        t.release_pages();
+    }
+
     let mut files = discover(&paths.dir);
     if let Some(t) = &req.tokenizer {
         files.tokenizer_json = Some(t.clone());
@@ -102,7 +108,14 @@ pub(super) fn run(
         &paths.checkpoint,
         progress,
         cancel,
-        |i| materialize(&ck, &plan.tensors[i]).map(TensorData::F32),
+        |i| {
+            let data = materialize(&ck, &plan.tensors[i]).map(TensorData::F32);
+            // The source bytes are in f32 now; let their pages go.
+            if let Some(src) = plan.tensors[i].recipe.source().and_then(|s| ck.tensor(s)) {
+                src.release_pages();
+            }
+            data
+        },
         |ty, _, _| Err(format!("cannot decode {ty}")),
     )?;
     Ok(build_report(
