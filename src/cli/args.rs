@@ -1,0 +1,159 @@
+//! What the user typed, checked by clap but not acted on. Doc comments are
+//! the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kvant::quant::FileType;
+
+use super::logging::LogFormat;
+
+/// kvant turns freshly trained checkpoints into quantized GGUF models and
+/// registers them with Ollama.
+///
+/// Drop a nanoGPT `ckpt.pt`, a Hugging Face folder or a `.safetensors` file
+/// into the watched inbox and a verified, quantized model appears in
+/// `ollama list` — or run the steps yourself with `convert` and `register`.
+#[derive(Debug, Parser)]
+#[command(name = "kvant", version, about, long_about, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  kvant convert out/ckpt.pt -o az-gpt.gguf --type q8_0
+  kvant convert ./my-hf-model --type q4_k_m --type q8_0 --output-dir models/
+  kvant inspect az-gpt.gguf
+
+Exit codes: 0 success, 1 the job failed (reason on stderr), 2 bad command line.")]
+pub struct Cli {
+    /// Log format: `text` (plain when not on a terminal, fit for journald)
+    /// or `json`.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a checkpoint (file or folder) into one or more GGUF files.
+    #[command(after_help = "\
+SRC may be:
+  - a nanoGPT ckpt.pt (weights under `model`, hyper-parameters in `model_args`)
+  - a bare state_dict .pt (give --n-head, or put a config.json with nanoGPT's
+    model_args keys beside it)
+  - a .safetensors file, or a Hugging Face folder (config.json + weights)
+  - a folder holding one of those and its tokenizer.json
+
+The tokenizer is found beside the checkpoint (tokenizer.json, or a single
+*tokenizer*.json); --tokenizer names another.
+
+Examples:
+  kvant convert out/ckpt.pt -o az-gpt.gguf --type f16
+  kvant convert best_model.pt --n-head 4 -o az.gguf --type q8_0
+  kvant convert ./hf-gpt2-az --type q4_k_m --type q8_0 --output-dir models/")]
+    Convert(ConvertArgs),
+
+    /// Re-quantize an F32/F16/BF16 GGUF file (what llama-quantize does,
+    /// with the same per-tensor choices and the same bytes).
+    #[command(after_help = "\
+Examples:
+  kvant quantize model-f32.gguf -o model-q4_k_m.gguf --type q4_k_m
+  kvant quantize model-f16.gguf -o model-q4_k_m.gguf --type q4_k_m --imatrix imatrix.gguf")]
+    Quantize(QuantizeArgs),
+
+    /// Print a GGUF file's or a checkpoint's metadata and tensor table.
+    Inspect(InspectArgs),
+}
+
+/// `kvant quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The GGUF file to re-quantize.
+    pub input: PathBuf,
+
+    /// Output file.
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub output: PathBuf,
+
+    /// Output type (see `kvant convert --help` for the list).
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub file_type: FileType,
+
+    /// Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy
+    /// .dat).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
+    /// Re-quantize tensors that are already quantized (compounds the
+    /// error; start from F32/F16/BF16 when you can).
+    #[arg(long)]
+    pub allow_requantize: bool,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `kvant convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Checkpoint file or model folder.
+    pub src: PathBuf,
+
+    /// Output file (with exactly one --type).
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub output: Option<PathBuf>,
+
+    /// Output type, repeatable: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k
+    /// q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k. Every type is
+    /// written in the same single pass over the checkpoint.
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        default_value = "f16",
+        value_delimiter = ','
+    )]
+    pub types: Vec<FileType>,
+
+    /// Folder for the outputs when several types are requested; files are
+    /// named `<model>-<type>.gguf`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// tokenizer.json to use instead of the one beside the checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// Model name stored in the file (default: the checkpoint's name, or
+    /// its folder's for generic names like ckpt.pt).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Attention heads, for checkpoints that do not store it (a bare
+    /// state_dict). Cannot be derived from tensor shapes.
+    #[arg(long, value_name = "N")]
+    pub n_head: Option<usize>,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `kvant inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .gguf file, a checkpoint file or a model folder.
+    pub file: PathBuf,
+
+    /// Print every tensor (default: the first 40 and a count).
+    #[arg(long)]
+    pub all: bool,
+}
