@@ -137,6 +137,12 @@ impl Imatrix {
         })
     }
 
+    /// The raw entry for `tensor_name`, without the size check (for tools
+    /// that hand the whole matrix on, as llama-quantize does).
+    pub fn values(&self, tensor_name: &str) -> Option<&[f32]> {
+        self.entries.get(tensor_name).map(Vec::as_slice)
+    }
+
     /// Names of all entries (unordered).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)

@@ -4,3 +4,4 @@
 
 pub mod fixtures;
 pub mod logits;
+pub mod quantize;
