@@ -12,164 +12,14 @@ mod quantize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kvant::gguf::{GgufArray, GgufFile, GgufValue, GgufWriter, Metadata, TensorInfo};
+use kvant::gguf::{GgufFile, GgufValue};
 use kvant::quant::{
     choose_types, FileType, GgmlType, PolicyError, PolicyModel, PolicyTensor, TypeOverrides,
 };
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use quantize::{quantize_with, QuantizeOptions};
-
-/// A synthetic model's shape.
-#[derive(Debug, Clone)]
-struct Spec {
-    arch: &'static str,
-    n_embd: u64,
-    n_layer: u64,
-    n_head: u64,
-    n_head_kv: u64,
-    n_ff: u64,
-    n_vocab: u64,
-    n_ctx: u64,
-    n_expert: u64,
-    /// Write `output.weight` (untied embeddings).
-    output: bool,
-    /// Write the tensors in a shuffled order.
-    shuffle: bool,
-}
-
-/// GPT-2's byte → printable-character map (`bytes_to_unicode`).
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
-    if printable(b) {
-        return char::from(b);
-    }
-    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(256 + n).unwrap()
-}
-
-/// A byte-level BPE vocabulary of `n` tokens with merges.
-fn vocab(n: u64) -> (Vec<String>, Vec<String>) {
-    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
-    let mut merges = Vec::new();
-    let chars: Vec<char> = ('!'..='~').collect();
-    'outer: for &a in &chars {
-        for &b in &chars {
-            if tokens.len() as u64 >= n {
-                break 'outer;
-            }
-            tokens.push(format!("{a}{b}"));
-            merges.push(format!("{a} {b}"));
-        }
-    }
-    tokens.truncate(n as usize);
-    (tokens, merges)
-}
-
-fn tensor_table(s: &Spec) -> Vec<(String, Vec<u64>)> {
-    let e = s.n_embd;
-    let head_dim = e / s.n_head;
-    let gqa = head_dim * s.n_head_kv;
-    let mut t: Vec<(String, Vec<u64>)> = vec![("token_embd.weight".into(), vec![e, s.n_vocab])];
-    if s.arch == "gpt2" {
-        t.push(("position_embd.weight".into(), vec![e, s.n_ctx]));
-        t.push(("output_norm.bias".into(), vec![e]));
-    }
-    t.push(("output_norm.weight".into(), vec![e]));
-    if s.output {
-        t.push(("output.weight".into(), vec![e, s.n_vocab]));
-    }
-    for i in 0..s.n_layer {
-        let b = |n: &str| format!("blk.{i}.{n}");
-        t.push((b("attn_norm.weight"), vec![e]));
-        t.push((b("ffn_norm.weight"), vec![e]));
-        if s.arch == "gpt2" {
-            t.push((b("attn_norm.bias"), vec![e]));
-            t.push((b("ffn_norm.bias"), vec![e]));
-            t.push((b("attn_qkv.weight"), vec![e, e + 2 * gqa]));
-            t.push((b("attn_qkv.bias"), vec![e + 2 * gqa]));
-            t.push((b("attn_output.weight"), vec![e, e]));
-            t.push((b("attn_output.bias"), vec![e]));
-            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_up.bias"), vec![s.n_ff]));
-            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
-            t.push((b("ffn_down.bias"), vec![e]));
-        } else {
-            t.push((b("attn_q.weight"), vec![e, e]));
-            t.push((b("attn_k.weight"), vec![e, gqa]));
-            t.push((b("attn_v.weight"), vec![e, gqa]));
-            t.push((b("attn_output.weight"), vec![e, e]));
-            t.push((b("ffn_gate.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
-        }
-    }
-    t
-}
-
-/// Writes `s` as an F32 GGUF with random weights; returns the policy view
-/// of the file (tensors in file order).
-fn build(s: &Spec, path: &Path, seed: u64) -> PolicyModel {
-    let a = s.arch;
-    let mut md = Metadata::new();
-    let u32v = |v: u64| GgufValue::U32(v as u32);
-    md.set("general.architecture", a);
-    md.set("general.name", "policy-test");
-    md.set("general.file_type", u32v(0));
-    md.set(format!("{a}.context_length"), u32v(s.n_ctx));
-    md.set(format!("{a}.embedding_length"), u32v(s.n_embd));
-    md.set(format!("{a}.block_count"), u32v(s.n_layer));
-    md.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
-    md.set(format!("{a}.attention.head_count"), u32v(s.n_head));
-    md.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
-    if a == "gpt2" {
-        md.set(format!("{a}.attention.layer_norm_epsilon"), GgufValue::F32(1e-5));
-    } else {
-        md.set(format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(1e-5));
-        md.set(format!("{a}.rope.dimension_count"), u32v(s.n_embd / s.n_head));
-    }
-    if s.n_expert > 0 {
-        md.set(format!("{a}.expert_count"), u32v(s.n_expert));
-        md.set(format!("{a}.expert_used_count"), u32v(2));
-    }
-    let (tokens, merges) = vocab(s.n_vocab);
-    md.set("tokenizer.ggml.model", "gpt2");
-    md.set("tokenizer.ggml.pre", "gpt-2");
-    md.set("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(tokens)));
-    md.set("tokenizer.ggml.merges", GgufValue::Array(GgufArray::String(merges)));
-
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut table = tensor_table(s);
-    if s.shuffle {
-        table.shuffle(&mut rng);
-    }
-    let infos: Vec<TensorInfo> = table
-        .iter()
-        .map(|(n, ne)| TensorInfo::new(n.clone(), ne.clone(), GgmlType::F32))
-        .collect();
-    let mut w = GgufWriter::create(path, &md, infos).unwrap();
-    for (name, ne) in &table {
-        let n: u64 = ne.iter().product();
-        let data: Vec<u8> = (0..n)
-            .flat_map(|_| rng.random_range(-0.05f32..0.05).to_le_bytes())
-            .collect();
-        w.write_tensor(name, &data).unwrap();
-    }
-    w.finish().unwrap();
-    PolicyModel {
-        arch: a.to_string(),
-        n_layer: s.n_layer as u32,
-        n_head: s.n_head as u32,
-        n_head_kv: s.n_head_kv as u32,
-        n_expert: s.n_expert as u32,
-        tensors: table
-            .into_iter()
-            .map(|(name, ne)| PolicyTensor { name, ne })
-            .collect(),
-    }
-}
+use quantize::{build, quantize_with, QuantizeOptions, Spec};
 
 /// Like fixtures `hf-gpt2-az`: n_embd 128 (K-quants fall back), tied.
 fn gpt2_small() -> Spec {
@@ -347,7 +197,13 @@ fn gpt2_narrow_tied_every_file_type_matches_llama_cpp() {
         use GgmlType as G;
         let expected: &[(GgmlType, usize)] = match ft {
             FileType::Q8_0 => &[(G::F32, 35), (G::Q8_0, 17)],
-            FileType::Q4_K_M => &[(G::F32, 35), (G::Q8_0, 3), (G::Q5_0, 10), (G::Q4K, 2), (G::Q6K, 2)],
+            FileType::Q4_K_M => &[
+                (G::F32, 35),
+                (G::Q8_0, 3),
+                (G::Q5_0, 10),
+                (G::Q4K, 2),
+                (G::Q6K, 2),
+            ],
             FileType::Q6_K => &[(G::F32, 35), (G::Q8_0, 13), (G::Q6K, 4)],
             FileType::Q2_K => &[(G::F32, 35), (G::Q8_0, 1), (G::Q4_0, 12), (G::Q3K, 4)],
             _ => continue,
@@ -384,7 +240,9 @@ fn random_imatrix(model: &PolicyModel, seed: u64) -> Vec<(String, Vec<f32>)> {
         .iter()
         .filter(|t| t.ne.len() == 2 && t.name.ends_with(".weight"))
         .map(|t| {
-            let v = (0..t.ne[0]).map(|_| rng.random_range(0.01f32..2.0)).collect();
+            let v = (0..t.ne[0])
+                .map(|_| rng.random_range(0.01f32..2.0))
+                .collect();
             (t.name.clone(), v)
         })
         .collect()
@@ -404,8 +262,7 @@ fn with_an_imatrix_the_rules_still_match_llama_cpp() {
             let with = check(&input, &model, ft, &opts, dir.path());
             if spec.n_layer >= 8 && matches!(ft, FileType::Q4_0 | FileType::Q5_0) {
                 // the imatrix really changed llama.cpp's choice here
-                let without =
-                    choose_types(ft, &model, &TypeOverrides::default(), false).unwrap();
+                let without = choose_types(ft, &model, &TypeOverrides::default(), false).unwrap();
                 let without: BTreeMap<_, _> = model
                     .tensors
                     .iter()
@@ -482,7 +339,10 @@ fn pure_and_overrides_match_llama_cpp() {
         (
             llama_gqa(),
             QuantizeOptions {
-                tensor_types: vec![("attn_v".into(), GgmlType::Q4K), ("token_embd".into(), GgmlType::Q8_0)],
+                tensor_types: vec![
+                    ("attn_v".into(), GgmlType::Q4K),
+                    ("token_embd".into(), GgmlType::Q8_0),
+                ],
                 leave_output_tensor: true,
                 ..Default::default()
             },
@@ -518,7 +378,10 @@ fn an_override_that_cannot_hold_the_rows_is_refused() {
         ..Default::default()
     };
     let err = choose_types(FileType::Q8_0, &model, &o, false).unwrap_err();
-    assert!(matches!(err, PolicyError::IncompatibleShape { .. }), "{err}");
+    assert!(
+        matches!(err, PolicyError::IncompatibleShape { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("output.weight"), "{err}");
 }
 
@@ -541,7 +404,6 @@ fn moe_tensor_without_a_layer_number_is_an_error() {
             },
         ],
     };
-    let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false)
-        .unwrap_err();
+    let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false).unwrap_err();
     assert!(matches!(err, PolicyError::BadLayer { .. }), "{err}");
 }
