@@ -6,13 +6,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::report::{build_report, n_params};
-use super::shims::{choose_types, discover, gguf_vocab, PolicyModel, PolicyTensor};
+use super::shims::{choose_types, PolicyModel, PolicyTensor};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
+use crate::tokenizer::{discover, gguf_vocab};
 
 /// `general.quantization_version` (ggml's `GGML_QNT_VERSION`).
 pub(super) const QUANTIZATION_VERSION: u32 = 2;
@@ -47,8 +48,7 @@ pub(super) fn run(
         files.tokenizer_json = Some(t.clone());
     }
     files.config_json = config.cloned();
-    let vocab = gguf_vocab(&files, plan.n_vocab)
-        .map_err(|e| ConvertError::Other(format!("{}: {e}", paths.checkpoint.display())))?;
+    let vocab = gguf_vocab(&files, plan.n_vocab)?;
 
     let name = req
         .name

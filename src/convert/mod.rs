@@ -124,6 +124,9 @@ pub enum ConvertError {
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The tokenizer cannot be converted faithfully.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     /// Writing a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),

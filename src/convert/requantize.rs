@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use super::checkpoint::QUANTIZATION_VERSION;
 use super::report::build_report;
-use super::shims::{choose_types, dequantize, PolicyModel, PolicyTensor};
+use super::shims::{choose_types, PolicyModel, PolicyTensor};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use crate::quant::dequantize;
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -101,7 +102,7 @@ pub(super) fn run(
             })
         },
         |ty, bytes, n| {
-            let v = dequantize(ty, bytes, n)?;
+            let v = dequantize(ty, bytes, n).map_err(|e| e.to_string())?;
             match v.iter().position(|x| !x.is_finite()) {
                 Some(i) => Err(format!("element {i} is not finite")),
                 None => Ok(v),

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::shims::quantize;
 use super::{ConvertError, OutputSpec, Progress};
 use crate::gguf::{GgufWriter, Metadata, TensorInfo, WrittenGguf};
 use crate::quant::GgmlType;
@@ -100,7 +99,8 @@ pub(super) fn write_outputs(
                     f32_data = Some(decode(*src_ty, bytes, t.n_elements() as usize).map_err(bad)?);
                 }
                 let data = f32_data.as_deref().unwrap_or_default();
-                let bytes = quantize(ty, data, n_per_row).map_err(|e| bad(e.to_string()))?;
+                let bytes = crate::quant::quantize(ty, data, n_per_row, None)
+                    .map_err(|e| bad(e.to_string()))?;
                 encoded.insert(ty, bytes);
             }
             w.write_tensor(&t.name, &encoded[&ty])?;

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod llama;
 pub mod logits;
