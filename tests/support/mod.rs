@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod ggml;
 pub mod llama;
 pub mod logits;
