@@ -12,6 +12,7 @@ pub mod chat_template;
 mod error;
 mod pretokenizer;
 mod specials;
+mod spm;
 
 pub use error::TokenizerError;
 pub use pretokenizer::llama_pre;
@@ -118,17 +119,19 @@ pub fn gguf_vocab(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, 
         .as_deref()
         .map(read_json)
         .transpose()?;
-    if let Some(p) = &files.tokenizer_json {
-        let tok = read_json(p)?;
+    let tok = files.tokenizer_json.as_deref().map(read_json).transpose()?;
+    if let (Some(p), Some(tok)) = (&files.tokenizer_json, &tok) {
         let is_metaspace = tok
             .get("pre_tokenizer")
             .and_then(|p| p.get("type"))
             .and_then(Value::as_str)
             == Some("Metaspace");
+        // A Metaspace BPE is SentencePiece's: convert the SentencePiece
+        // model itself when it is there, as llama.cpp's converter does.
         if !(is_metaspace && files.spm_model.is_some()) {
             return bpe::from_tokenizer_json(
                 p,
-                &tok,
+                tok,
                 tokenizer_config.as_ref(),
                 files.config_json.as_ref(),
                 n_vocab_rows,
@@ -136,10 +139,13 @@ pub fn gguf_vocab(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, 
         }
     }
     if let Some(p) = &files.spm_model {
-        return Err(TokenizerError::Unreproducible {
-            path: p.clone(),
-            reason: "SentencePiece tokenizer.model conversion is not implemented yet".into(),
-        });
+        return spm::from_model(
+            p,
+            tok.as_ref(),
+            tokenizer_config.as_ref(),
+            files.config_json.as_ref(),
+            n_vocab_rows,
+        );
     }
     Err(TokenizerError::NotFound {
         dir: files.dir.clone(),
