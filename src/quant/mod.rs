@@ -6,6 +6,8 @@
 //!   and its reference quantizer each; `search` — the scale searches they
 //!   share; `imatrix_kernels` — the importance-weighted variants.
 //! * [`quantize`] / [`dequantize`] — whole tensors, rows in parallel.
+//! * `policy` — which type each tensor gets ([`choose_types`], llama.cpp's
+//!   `llama-quant.cpp` rules); `imatrix` — reading importance matrices.
 //!
 //! This module must not know about files, GGUF offsets or where tensors
 //! came from.
@@ -13,9 +15,11 @@
 mod error;
 mod fp16;
 mod ftype;
+mod imatrix;
 mod imatrix_kernels;
 mod kquants;
 mod legacy;
+mod policy;
 mod rows;
 mod search;
 mod types;
@@ -23,5 +27,7 @@ mod types;
 pub use error::QuantError;
 pub use fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 pub use ftype::FileType;
+pub use imatrix::{Imatrix, ImatrixError};
+pub use policy::{choose_types, PolicyError, PolicyModel, PolicyTensor, TypeOverrides};
 pub use rows::{dequantize, quantize, quantize_into};
 pub use types::GgmlType;

@@ -6,3 +6,4 @@ pub mod fixtures;
 pub mod ggml;
 pub mod llama;
 pub mod logits;
+pub mod quantize;
