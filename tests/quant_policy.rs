@@ -125,10 +125,19 @@ fn build(s: &Spec, path: &Path, seed: u64) -> PolicyModel {
     md.set(format!("{a}.attention.head_count"), u32v(s.n_head));
     md.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
     if a == "gpt2" {
-        md.set(format!("{a}.attention.layer_norm_epsilon"), GgufValue::F32(1e-5));
+        md.set(
+            format!("{a}.attention.layer_norm_epsilon"),
+            GgufValue::F32(1e-5),
+        );
     } else {
-        md.set(format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(1e-5));
-        md.set(format!("{a}.rope.dimension_count"), u32v(s.n_embd / s.n_head));
+        md.set(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(1e-5),
+        );
+        md.set(
+            format!("{a}.rope.dimension_count"),
+            u32v(s.n_embd / s.n_head),
+        );
     }
     if s.n_expert > 0 {
         md.set(format!("{a}.expert_count"), u32v(s.n_expert));
@@ -137,8 +146,14 @@ fn build(s: &Spec, path: &Path, seed: u64) -> PolicyModel {
     let (tokens, merges) = vocab(s.n_vocab);
     md.set("tokenizer.ggml.model", "gpt2");
     md.set("tokenizer.ggml.pre", "gpt-2");
-    md.set("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(tokens)));
-    md.set("tokenizer.ggml.merges", GgufValue::Array(GgufArray::String(merges)));
+    md.set(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(GgufArray::String(tokens)),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        GgufValue::Array(GgufArray::String(merges)),
+    );
 
     let mut rng = StdRng::seed_from_u64(seed);
     let mut table = tensor_table(s);
@@ -347,7 +362,13 @@ fn gpt2_narrow_tied_every_file_type_matches_llama_cpp() {
         use GgmlType as G;
         let expected: &[(GgmlType, usize)] = match ft {
             FileType::Q8_0 => &[(G::F32, 35), (G::Q8_0, 17)],
-            FileType::Q4_K_M => &[(G::F32, 35), (G::Q8_0, 3), (G::Q5_0, 10), (G::Q4K, 2), (G::Q6K, 2)],
+            FileType::Q4_K_M => &[
+                (G::F32, 35),
+                (G::Q8_0, 3),
+                (G::Q5_0, 10),
+                (G::Q4K, 2),
+                (G::Q6K, 2),
+            ],
             FileType::Q6_K => &[(G::F32, 35), (G::Q8_0, 13), (G::Q6K, 4)],
             FileType::Q2_K => &[(G::F32, 35), (G::Q8_0, 1), (G::Q4_0, 12), (G::Q3K, 4)],
             _ => continue,
@@ -384,7 +405,9 @@ fn random_imatrix(model: &PolicyModel, seed: u64) -> Vec<(String, Vec<f32>)> {
         .iter()
         .filter(|t| t.ne.len() == 2 && t.name.ends_with(".weight"))
         .map(|t| {
-            let v = (0..t.ne[0]).map(|_| rng.random_range(0.01f32..2.0)).collect();
+            let v = (0..t.ne[0])
+                .map(|_| rng.random_range(0.01f32..2.0))
+                .collect();
             (t.name.clone(), v)
         })
         .collect()
@@ -404,8 +427,7 @@ fn with_an_imatrix_the_rules_still_match_llama_cpp() {
             let with = check(&input, &model, ft, &opts, dir.path());
             if spec.n_layer >= 8 && matches!(ft, FileType::Q4_0 | FileType::Q5_0) {
                 // the imatrix really changed llama.cpp's choice here
-                let without =
-                    choose_types(ft, &model, &TypeOverrides::default(), false).unwrap();
+                let without = choose_types(ft, &model, &TypeOverrides::default(), false).unwrap();
                 let without: BTreeMap<_, _> = model
                     .tensors
                     .iter()
@@ -482,7 +504,10 @@ fn pure_and_overrides_match_llama_cpp() {
         (
             llama_gqa(),
             QuantizeOptions {
-                tensor_types: vec![("attn_v".into(), GgmlType::Q4K), ("token_embd".into(), GgmlType::Q8_0)],
+                tensor_types: vec![
+                    ("attn_v".into(), GgmlType::Q4K),
+                    ("token_embd".into(), GgmlType::Q8_0),
+                ],
                 leave_output_tensor: true,
                 ..Default::default()
             },
@@ -518,7 +543,10 @@ fn an_override_that_cannot_hold_the_rows_is_refused() {
         ..Default::default()
     };
     let err = choose_types(FileType::Q8_0, &model, &o, false).unwrap_err();
-    assert!(matches!(err, PolicyError::IncompatibleShape { .. }), "{err}");
+    assert!(
+        matches!(err, PolicyError::IncompatibleShape { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("output.weight"), "{err}");
 }
 
@@ -541,7 +569,6 @@ fn moe_tensor_without_a_layer_number_is_an_error() {
             },
         ],
     };
-    let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false)
-        .unwrap_err();
+    let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false).unwrap_err();
     assert!(matches!(err, PolicyError::BadLayer { .. }), "{err}");
 }

@@ -86,10 +86,9 @@ pub struct QuantizeArgs {
     #[arg(short = 't', long = "type", value_name = "TYPE")]
     pub file_type: FileType,
 
-    /// Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy
-    /// .dat).
-    #[arg(long, value_name = "FILE")]
-    pub imatrix: Option<PathBuf>,
+    /// Quantization choices.
+    #[command(flatten)]
+    pub quant: QuantOptions,
 
     /// Re-quantize tensors that are already quantized (compounds the
     /// error; start from F32/F16/BF16 when you can).
@@ -145,6 +144,41 @@ pub struct ConvertArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Quantization choices.
+    #[command(flatten)]
+    pub quant: QuantOptions,
+}
+
+/// Choices llama-quantize offers, for users who know better than the
+/// default mix.
+#[derive(Debug, Args, Clone, Default)]
+pub struct QuantOptions {
+    /// Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy
+    /// .dat); improves the low-bit types.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
+    /// Force the type of tensors whose name matches a regex, repeatable:
+    /// `--tensor-type 'attn_v=q8_0'`.
+    #[arg(long, value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
+
+    /// Type of output.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+
+    /// Type of token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+
+    /// Every quantizable tensor gets the file type's default type (no mix).
+    #[arg(long)]
+    pub pure: bool,
+
+    /// Keep output.weight unquantized.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
 }
 
 /// `kvant inspect`.

@@ -228,13 +228,24 @@ fn load_gguf(path: &Path) -> Result<Imatrix, ImatrixError> {
     let mut entries = HashMap::new();
     for (name, p) in parts {
         let (Some(sums), Some(counts)) = (p.in_sum2, p.counts) else {
-            return Err(malformed(path, format!("mismatched sums and counts for {name}")));
+            return Err(malformed(
+                path,
+                format!("mismatched sums and counts for {name}"),
+            ));
         };
-        if p.in_sum.is_some_and(|s| s.info.n_elements() != sums.info.n_elements()) {
-            return Err(malformed(path, format!("mismatched sums and counts for {name}")));
+        if p.in_sum
+            .is_some_and(|s| s.info.n_elements() != sums.info.n_elements())
+        {
+            return Err(malformed(
+                path,
+                format!("mismatched sums and counts for {name}"),
+            ));
         }
         if sums.info.ty != GgmlType::F32 || counts.info.ty != GgmlType::F32 {
-            return Err(malformed(path, format!("sums and counts for {name} must be F32")));
+            return Err(malformed(
+                path,
+                format!("sums and counts for {name} must be F32"),
+            ));
         }
         let sums: Vec<f32> = f32s(file.tensor_data(sums)).collect();
         let counts: Vec<f32> = f32s(file.tensor_data(counts)).collect();
@@ -242,7 +253,10 @@ fn load_gguf(path: &Path) -> Result<Imatrix, ImatrixError> {
             return Err(malformed(path, format!("no counts for {name}")));
         }
         if let Some(c) = counts.iter().find(|c| !c.is_finite()) {
-            return Err(malformed(path, format!("count {c} for {name} is not finite")));
+            return Err(malformed(
+                path,
+                format!("count {c} for {name} is not finite"),
+            ));
         }
         // The loader stores counts as integers (lround), then the quantize
         // tool divides each expert's slice by its count as f32; a slice
@@ -284,7 +298,10 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| {
                 malformed(
                     self.path,
-                    format!("{what} needs {n} bytes at offset {}, file ends first", self.pos),
+                    format!(
+                        "{what} needs {n} bytes at offset {}, file ends first",
+                        self.pos
+                    ),
                 )
             })?;
         let out = &self.bytes[self.pos..end];
@@ -305,7 +322,11 @@ impl<'a> Reader<'a> {
 /// The legacy `.dat` form: per entry a name, a call count and values that
 /// are mean(x²) times the call count.
 fn load_legacy(path: &Path, bytes: &[u8]) -> Result<Imatrix, ImatrixError> {
-    let mut r = Reader { bytes, pos: 0, path };
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        path,
+    };
     let n_entries = r.i32("entry count")?;
     if n_entries < 1 {
         return Err(malformed(path, "no data"));
@@ -324,13 +345,19 @@ fn load_legacy(path: &Path, bytes: &[u8]) -> Result<Imatrix, ImatrixError> {
         let ncall = r.i32("call count")?;
         let nval = r.i32("value count")?;
         if nval < 1 {
-            return Err(malformed(path, format!("entry {name}: bad value count {nval}")));
+            return Err(malformed(
+                path,
+                format!("entry {name}: bad value count {nval}"),
+            ));
         }
         let nval = nval as usize;
         if nval > r.left() / 4 {
             return Err(malformed(
                 path,
-                format!("entry {name}: {nval} values but only {} bytes left", r.left()),
+                format!(
+                    "entry {name}: {nval} values but only {} bytes left",
+                    r.left()
+                ),
             ));
         }
         let raw = r.take(nval * 4, "values")?;

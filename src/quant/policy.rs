@@ -147,7 +147,10 @@ impl Category {
 
     /// The value-projection-like tensors, the most sensitive to bits.
     fn is_attn_v(self) -> bool {
-        matches!(self, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
+        matches!(
+            self,
+            Category::AttnV | Category::AttnQkv | Category::AttnKvB
+        )
     }
 }
 
@@ -183,7 +186,10 @@ fn weight_order(a: &str, b: &str) -> Ordering {
 
 /// ggml's `ggml_n_dims`: trailing dimensions of size 1 do not count.
 fn n_dims(ne: &[u64]) -> usize {
-    (1..ne.len()).rev().find(|&i| ne[i] > 1).map_or(1, |i| i + 1)
+    (1..ne.len())
+        .rev()
+        .find(|&i| ne[i] > 1)
+        .map_or(1, |i| i + 1)
 }
 
 /// `tensor_allows_quantization` for the names kvant's architectures and
@@ -503,7 +509,11 @@ pub fn choose_types(
             tensor: t.name.clone(),
         });
     }
-    let categories: Vec<Category> = model.tensors.iter().map(|t| Category::of(&t.name)).collect();
+    let categories: Vec<Category> = model
+        .tensors
+        .iter()
+        .map(|t| Category::of(&t.name))
+        .collect();
     let mut state = State {
         model,
         overrides,
