@@ -87,9 +87,15 @@ fn quantized_nanogpt_logits_stay_within_llama_cpp_deviations() {
         let a = compare_logits(&ours, &expected);
         let b = compare_logits(&theirs, &expected);
         eprintln!("{ft}: kvant {a:?}, llama.cpp {b:?}, README {readme_diff} / {readme_agreement}");
-        assert_eq!(a.max_abs_diff, b.max_abs_diff, "{ft}: logits differ from llama.cpp's own file");
+        assert_eq!(
+            a.max_abs_diff, b.max_abs_diff,
+            "{ft}: logits differ from llama.cpp's own file"
+        );
         assert_eq!(a.argmax_agreement, b.argmax_agreement, "{ft}");
-        assert!(a.max_abs_diff <= readme_diff * 1.25, "{ft}: {a:?} far beyond README's {readme_diff}");
+        assert!(
+            a.max_abs_diff <= readme_diff * 1.25,
+            "{ft}: {a:?} far beyond README's {readme_diff}"
+        );
         assert!(a.argmax_agreement >= readme_agreement - 0.01, "{ft}: {a:?}");
     }
 }
