@@ -66,19 +66,37 @@ fn every_mix_matches_llama_model_quantize_on_the_fixture() {
 
 #[test]
 fn quantized_nanogpt_logits_stay_within_llama_cpp_deviations() {
-    // (type, max abs logit diff, argmax agreement) from the fixtures README,
-    // measured with llama.cpp's own quantizer on the same model.
+    // The fixtures README lists what llama.cpp's own quantizer does to this
+    // model (max abs logit diff, argmax agreement). Those figures come from
+    // its own evaluation texts; on expected.json's samples, the honest
+    // comparison is with llama.cpp's quantizer run here on the same F32
+    // model: kvant's file must behave exactly like it (same bytes, same
+    // logits), and stay near the README's figures.
     let dir = tempfile::tempdir().unwrap();
-    for (ft, max_diff, agreement) in [
+    let ckpt = fixtures::path("nanogpt-az/ckpt.pt");
+    let expected = fixtures::json("nanogpt-az/expected.json");
+    let (f32_gguf, _) = convert_to(&ckpt, FileType::F32, dir.path(), None);
+    for (ft, readme_diff, readme_agreement) in [
         (FileType::Q8_0, 0.055f32, 0.995f64),
         (FileType::Q4_K_M, 0.085, 0.977),
         (FileType::Q6_K, 0.040, 0.995),
     ] {
-        let (gguf, _) = convert_to(&fixtures::path("nanogpt-az/ckpt.pt"), ft, dir.path(), None);
-        let a = compare_logits(&gguf, &fixtures::json("nanogpt-az/expected.json"));
-        eprintln!("{ft}: {a:?}");
-        assert!(a.max_abs_diff <= max_diff + 1e-3, "{ft}: {a:?}");
-        assert!(a.argmax_agreement >= agreement - 1e-9, "{ft}: {a:?}");
+        let (ours, _) = convert_to(&ckpt, ft, dir.path(), None);
+        let theirs = dir.path().join(format!("llama-{}.gguf", ft.name()));
+        support::quantize::llama_model_quantize(&f32_gguf, &theirs, ft, None);
+        let a = compare_logits(&ours, &expected);
+        let b = compare_logits(&theirs, &expected);
+        eprintln!("{ft}: kvant {a:?}, llama.cpp {b:?}, README {readme_diff} / {readme_agreement}");
+        assert_eq!(
+            a.max_abs_diff, b.max_abs_diff,
+            "{ft}: logits differ from llama.cpp's own file"
+        );
+        assert_eq!(a.argmax_agreement, b.argmax_agreement, "{ft}");
+        assert!(
+            a.max_abs_diff <= readme_diff * 1.25,
+            "{ft}: {a:?} far beyond README's {readme_diff}"
+        );
+        assert!(a.argmax_agreement >= readme_agreement - 0.01, "{ft}: {a:?}");
     }
 }
 

@@ -25,6 +25,13 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_format, cli.verbose);
     match commands::run(cli) {
         Ok(code) => code,
+        // A closed pipe (`kvant inspect f | head`) is not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("kvant: error: {e:#}");
             ExitCode::from(1)

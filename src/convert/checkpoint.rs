@@ -5,14 +5,15 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use super::mix::{load_imatrix, policy_model, types_for};
 use super::report::{build_report, n_params};
-use super::shims::{choose_types, discover, gguf_vocab, PolicyModel, PolicyTensor};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
+use crate::tokenizer::{discover, gguf_vocab};
 
 /// `general.quantization_version` (ggml's `GGML_QNT_VERSION`).
 pub(super) const QUANTIZATION_VERSION: u32 = 2;
@@ -47,8 +48,7 @@ pub(super) fn run(
         files.tokenizer_json = Some(t.clone());
     }
     files.config_json = config.cloned();
-    let vocab = gguf_vocab(&files, plan.n_vocab)
-        .map_err(|e| ConvertError::Other(format!("{}: {e}", paths.checkpoint.display())))?;
+    let vocab = gguf_vocab(&files, plan.n_vocab)?;
 
     let name = req
         .name
@@ -65,25 +65,9 @@ pub(super) fn run(
     let params = n_params(&tensors);
     let base = base_metadata(&plan, &name, params);
 
-    let policy_model = PolicyModel {
-        tensors: tensors
-            .iter()
-            .map(|t| PolicyTensor {
-                name: t.name.clone(),
-                ne: t.ne.clone(),
-            })
-            .collect(),
-    };
+    let imatrix = load_imatrix(req.imatrix.as_deref())?;
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for spec in &req.outputs {
-        let mut types = choose_types(spec.file_type, &policy_model).map_err(ConvertError::Other)?;
-        // llama.cpp's converter stores 1-D tensors, norms, biases and
-        // position embeddings as F32 whatever the output type.
-        for (ty, t) in types.iter_mut().zip(&plan.tensors) {
-            if t.keep_f32 {
-                *ty = GgmlType::F32;
-            }
-        }
         let mut md = base.clone();
         md.set(
             "general.file_type",
@@ -94,6 +78,20 @@ pub(super) fn run(
             GgufValue::U32(QUANTIZATION_VERSION),
         );
         md.extend(vocab.metadata.clone());
+        let model = policy_model(&md, &tensors);
+        let mut types = types_for(
+            spec.file_type,
+            &model,
+            &req.type_overrides,
+            imatrix.as_ref(),
+        )?;
+        // llama.cpp's converter stores 1-D tensors, norms, biases and
+        // position embeddings as F32 whatever the output type.
+        for (ty, t) in types.iter_mut().zip(&plan.tensors) {
+            if t.keep_f32 {
+                *ty = GgmlType::F32;
+            }
+        }
         outputs.push(OutputPlan {
             spec,
             metadata: md,
@@ -106,6 +104,7 @@ pub(super) fn run(
         &tensors,
         outputs,
         &paths.checkpoint,
+        imatrix.as_ref(),
         progress,
         cancel,
         |i| {

@@ -10,10 +10,10 @@
 
 mod checkpoint;
 mod discover;
+mod mix;
 mod naming;
 mod report;
 mod requantize;
-mod shims;
 mod stream;
 
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
@@ -42,6 +42,9 @@ pub struct ConvertRequest {
     pub imatrix: Option<PathBuf>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// Per-tensor type overrides (llama-quantize's `--tensor-type`,
+    /// `--output-tensor-type`, `--token-embedding-type`, `--pure`).
+    pub type_overrides: crate::quant::TypeOverrides,
     /// Re-quantize tensors of a GGUF input that are already quantized
     /// (lossy twice; llama-quantize's `--allow-requantize`).
     pub allow_requantize: bool,
@@ -124,6 +127,9 @@ pub enum ConvertError {
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The tokenizer cannot be converted faithfully.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     /// Writing a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),

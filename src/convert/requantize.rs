@@ -10,11 +10,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::checkpoint::QUANTIZATION_VERSION;
+use super::mix::{load_imatrix, policy_model, types_for};
 use super::report::build_report;
-use super::shims::{choose_types, dequantize, PolicyModel, PolicyTensor};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use crate::quant::dequantize;
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -43,18 +44,16 @@ pub(super) fn run(
             ne: t.info.ne.clone(),
         })
         .collect();
-    let policy_model = PolicyModel {
-        tensors: tensors
-            .iter()
-            .map(|t| PolicyTensor {
-                name: t.name.clone(),
-                ne: t.ne.clone(),
-            })
-            .collect(),
-    };
+    let model = policy_model(md, &tensors);
+    let imatrix = load_imatrix(req.imatrix.as_deref())?;
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for spec in &req.outputs {
-        let mut types = choose_types(spec.file_type, &policy_model).map_err(ConvertError::Other)?;
+        let mut types = types_for(
+            spec.file_type,
+            &model,
+            &req.type_overrides,
+            imatrix.as_ref(),
+        )?;
         for (ty, t) in types.iter_mut().zip(&input.tensors) {
             // Tensors the policy leaves unquantized keep their input type.
             if !ty.is_quantized() && t.info.ne.len() < 2 {
@@ -91,6 +90,7 @@ pub(super) fn run(
         &tensors,
         outputs,
         &paths.checkpoint,
+        imatrix.as_ref(),
         progress,
         cancel,
         |i| {
@@ -101,7 +101,7 @@ pub(super) fn run(
             })
         },
         |ty, bytes, n| {
-            let v = dequantize(ty, bytes, n)?;
+            let v = dequantize(ty, bytes, n).map_err(|e| e.to_string())?;
             match v.iter().position(|x| !x.is_finite()) {
                 Some(i) => Err(format!("element {i} is not finite")),
                 None => Ok(v),

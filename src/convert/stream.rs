@@ -10,10 +10,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::shims::quantize;
 use super::{ConvertError, OutputSpec, Progress};
 use crate::gguf::{GgufWriter, Metadata, TensorInfo, WrittenGguf};
-use crate::quant::GgmlType;
+use crate::quant::{GgmlType, Imatrix};
 
 /// One tensor of the output table.
 #[derive(Debug, Clone)]
@@ -51,6 +50,7 @@ pub(super) fn write_outputs(
     tensors: &[JobTensor],
     outputs: Vec<OutputPlan<'_>>,
     source_path: &std::path::Path,
+    imatrix: Option<&Imatrix>,
     progress: &dyn Progress,
     cancel: &AtomicBool,
     mut produce: impl FnMut(usize) -> Result<TensorData, ConvertError>,
@@ -83,6 +83,16 @@ pub(super) fn write_outputs(
             reason,
         };
         let n_per_row = t.ne.first().copied().unwrap_or(1) as usize;
+        // llama.cpp looks the tensor up by name; a size mismatch is an
+        // error except for token_embd, which then goes without.
+        let weights = match imatrix {
+            Some(m) => match m.get(&t.name, n_per_row) {
+                Ok(w) => w,
+                Err(_) if t.name == "token_embd.weight" => None,
+                Err(e) => return Err(bad(e.to_string())),
+            },
+            None => None,
+        };
         let mut encoded: HashMap<GgmlType, Vec<u8>> = HashMap::new();
         let mut f32_data: Option<Vec<f32>> = None;
         match produce(i)? {
@@ -100,7 +110,8 @@ pub(super) fn write_outputs(
                     f32_data = Some(decode(*src_ty, bytes, t.n_elements() as usize).map_err(bad)?);
                 }
                 let data = f32_data.as_deref().unwrap_or_default();
-                let bytes = quantize(ty, data, n_per_row).map_err(|e| bad(e.to_string()))?;
+                let bytes = crate::quant::quantize(ty, data, n_per_row, weights)
+                    .map_err(|e| bad(e.to_string()))?;
                 encoded.insert(ty, bytes);
             }
             w.write_tensor(&t.name, &encoded[&ty])?;

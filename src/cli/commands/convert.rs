@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::bail;
 
 use kvant::convert::{self, ConvertReport, ConvertRequest, OutputSpec};
-use kvant::quant::FileType;
+use kvant::quant::{FileType, GgmlType, TypeOverrides};
 
-use crate::cli::args::ConvertArgs;
+use crate::cli::args::{ConvertArgs, QuantOptions};
 use crate::cli::progress::TensorBar;
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
@@ -47,8 +47,9 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         tokenizer: a.tokenizer.clone(),
         name: Some(name),
         n_head: a.n_head,
-        imatrix: None,
+        imatrix: a.quant.imatrix.clone(),
         threads: a.threads,
+        type_overrides: type_overrides(&a.quant)?,
         allow_requantize: false,
     };
     let report = run_with_bar(&req)?;
@@ -93,4 +94,25 @@ fn human_count(n: u64) -> String {
         n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
         n => n.to_string(),
     }
+}
+
+/// Turns the command-line overrides into the policy's typed form.
+pub fn type_overrides(q: &QuantOptions) -> anyhow::Result<TypeOverrides> {
+    let ty = |s: &str| -> anyhow::Result<GgmlType> { s.parse().map_err(anyhow::Error::msg) };
+    let mut tensor_types = Vec::new();
+    for spec in &q.tensor_type {
+        let (pattern, t) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--tensor-type wants PATTERN=TYPE, got '{spec}'"))?;
+        let re = regex::Regex::new(pattern)
+            .map_err(|e| anyhow::anyhow!("--tensor-type '{pattern}': {e}"))?;
+        tensor_types.push((re, ty(t)?));
+    }
+    Ok(TypeOverrides {
+        tensor_types,
+        output_type: q.output_tensor_type.as_deref().map(ty).transpose()?,
+        token_embedding_type: q.token_embedding_type.as_deref().map(ty).transpose()?,
+        pure: q.pure,
+        leave_output_tensor: q.leave_output_tensor,
+    })
 }

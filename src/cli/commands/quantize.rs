@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use kvant::convert::{ConvertRequest, OutputSpec};
 
-use super::convert::{print_summary, run_with_bar};
+use super::convert::{print_summary, run_with_bar, type_overrides};
 use crate::cli::args::QuantizeArgs;
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
@@ -14,7 +14,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<ExitCode> {
             file_type: a.file_type,
             path: a.output,
         }],
-        imatrix: a.imatrix,
+        imatrix: a.quant.imatrix.clone(),
+        type_overrides: type_overrides(&a.quant)?,
         threads: a.threads,
         allow_requantize: a.allow_requantize,
         ..Default::default()
