@@ -407,3 +407,143 @@ fn moe_tensor_without_a_layer_number_is_an_error() {
     let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false).unwrap_err();
     assert!(matches!(err, PolicyError::BadLayer { .. }), "{err}");
 }
+
+#[allow(dead_code)]
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+/// The fixtures README's table of tensor-type counts llama.cpp's quantizer
+/// gives the `hf-gpt2-az` F32 GGUF (`| Q4_K_M | F32 35, Q8_0 3, … |`).
+fn readme_type_counts() -> Vec<(FileType, BTreeMap<GgmlType, usize>)> {
+    let text = std::fs::read_to_string(fixtures::path("README.md")).unwrap();
+    let start = text
+        .find("on the `hf-gpt2-az` F32 GGUF")
+        .expect("README has the hf-gpt2-az quantization table");
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in text[start..].lines().skip(1) {
+        if !line.starts_with('|') {
+            if in_table {
+                break;
+            }
+            continue;
+        }
+        in_table = true;
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Ok(ft) = cells[1].parse::<FileType>() else {
+            continue;
+        };
+        let counts = cells[2]
+            .split(',')
+            .map(|kv| {
+                let (ty, n) = kv.trim().split_once(' ').unwrap();
+                (ty.parse::<GgmlType>().unwrap(), n.parse::<usize>().unwrap())
+            })
+            .collect();
+        rows.push((ft, counts));
+    }
+    assert!(rows.len() >= 4, "README table not parsed: {rows:?}");
+    rows
+}
+
+#[test]
+fn kvant_f32_of_the_gpt2_fixture_gives_the_readme_type_counts() {
+    use std::sync::atomic::AtomicBool;
+
+    use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let table = readme_type_counts();
+    let f32_path = dir.path().join("f32.gguf");
+    let mut outputs = vec![OutputSpec {
+        file_type: FileType::F32,
+        path: f32_path.clone(),
+    }];
+    for (ft, _) in &table {
+        outputs.push(OutputSpec {
+            file_type: *ft,
+            path: dir.path().join(format!("kvant-{}.gguf", ft.name())),
+        });
+    }
+    let req = ConvertRequest {
+        source: fixtures::path("hf-gpt2-az"),
+        outputs,
+        ..Default::default()
+    };
+    convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
+
+    // The policy's input: the F32 file's tensors and hyper-parameters.
+    let f = GgufFile::open(&f32_path).unwrap();
+    let u = |k: &str| {
+        f.metadata
+            .get(&format!("gpt2.{k}"))
+            .and_then(GgufValue::as_u64)
+            .unwrap() as u32
+    };
+    let model = PolicyModel {
+        arch: "gpt2".into(),
+        n_layer: u("block_count"),
+        n_head: u("attention.head_count"),
+        n_head_kv: u("attention.head_count"),
+        n_expert: 0,
+        tensors: f
+            .tensors
+            .iter()
+            .map(|t| PolicyTensor {
+                name: t.info.name.clone(),
+                ne: t.info.ne.clone(),
+            })
+            .collect(),
+    };
+    for (ft, want) in &table {
+        let ours = choose_types(*ft, &model, &TypeOverrides::default(), false).unwrap();
+        let ours_map: BTreeMap<String, GgmlType> = model
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .zip(ours)
+            .collect();
+        assert_eq!(&counts(&ours_map), want, "{ft}: choose_types vs README");
+        // llama.cpp on the same file agrees tensor by tensor
+        let theirs = check(
+            &f32_path,
+            &model,
+            *ft,
+            &QuantizeOptions::default(),
+            dir.path(),
+        );
+        assert_eq!(&counts(&theirs), want, "{ft}: llama.cpp vs README");
+        // and kvant's own file of that mix carries these types
+        let kvant_out = dir.path().join(format!("kvant-{}.gguf", ft.name()));
+        assert_eq!(types_in(&kvant_out), ours_map, "{ft}: kvant's file");
+    }
+}
+
+#[test]
+fn llama_70b_label_matches_llama_cpp() {
+    // 80 layers with GQA make llama.cpp call a llama model "70B", which
+    // bumps attn_v; the tensors are kept narrow (n_ff 32) to stay small.
+    let spec = Spec {
+        arch: "llama",
+        n_embd: 256,
+        n_layer: 80,
+        n_head: 8,
+        n_head_kv: 1,
+        n_ff: 32,
+        n_vocab: 300,
+        n_ctx: 64,
+        n_expert: 0,
+        output: true,
+        shuffle: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in-f32.gguf");
+    let model = build(&spec, &input, 20);
+    for ft in [FileType::Q2_K, FileType::Q3_K_S, FileType::Q4_K_M] {
+        let theirs = check(&input, &model, ft, &QuantizeOptions::default(), dir.path());
+        if ft == FileType::Q3_K_S {
+            // without the 70B rule this would be the default Q3_K
+            assert_eq!(theirs["blk.40.attn_v.weight"], GgmlType::Q5K);
+        }
+    }
+}
