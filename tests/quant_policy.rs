@@ -55,6 +55,20 @@ fn gpt2_wide() -> Spec {
     }
 }
 
+/// Small but wide enough for every K-quant, untied (for the override runs).
+fn gpt2_256_untied() -> Spec {
+    Spec {
+        n_embd: 256,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 4,
+        n_ff: 512,
+        n_vocab: 300,
+        n_ctx: 32,
+        ..gpt2_wide()
+    }
+}
+
 /// LLaMA with GQA (n_gqa 2), ffn_down rows of 640 (fallbacks).
 fn llama_gqa() -> Spec {
     Spec {
@@ -287,21 +301,21 @@ fn pure_and_overrides_match_llama_cpp() {
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 pure: true,
                 ..Default::default()
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 leave_output_tensor: true,
                 ..Default::default()
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 output_type: Some(GgmlType::Q5K),
                 token_embedding_type: Some(GgmlType::Q4_0),
