@@ -119,7 +119,12 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         reason: e.to_string(),
     })?;
     let client = Client::new(&cfg.ollama);
-    let backoff = Backoff::default();
+    // Retry often enough that a restarted Ollama is noticed within half a
+    // minute.
+    let backoff = Backoff {
+        max: Duration::from_secs(30),
+        ..Backoff::default()
+    };
     let mut settler = Settler::new(cfg.settle);
     let cancel = Arc::new(AtomicBool::new(false));
     let cfg = Arc::new(cfg);
@@ -127,6 +132,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let mut registering: JoinSet<PublishResult> = JoinSet::new();
     let mut reg_running: HashSet<String> = HashSet::new();
     let mut next_try: HashMap<String, Instant> = HashMap::new();
+    let mut server_errors: HashMap<String, u32> = HashMap::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -263,7 +269,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             Some(res) = registering.join_next(), if !registering.is_empty() => {
                 if let Ok((name, r)) = res {
                     reg_running.remove(&name);
-                    finish_registration(&cfg, &client, &mut st, &mut next_try, &backoff, &name, r).await;
+                    finish_registration(&cfg, &client, &mut st, (&mut next_try, &mut server_errors), &backoff, &name, r).await;
                     st.save(&cfg.state_dir)?;
                 }
             }
@@ -318,7 +324,7 @@ async fn finish_registration(
     cfg: &DaemonConfig,
     client: &Client,
     st: &mut State,
-    next_try: &mut HashMap<String, Instant>,
+    (next_try, server_errors): (&mut HashMap<String, Instant>, &mut HashMap<String, u32>),
     backoff: &Backoff,
     name: &str,
     r: Result<Vec<Registered>, OllamaError>,
@@ -328,6 +334,7 @@ async fn finish_registration(
     };
     match r {
         Ok(regs) => {
+            server_errors.remove(name);
             rec.step = Step::Registered;
             rec.error = None;
             for o in &mut rec.outputs {
@@ -365,8 +372,14 @@ async fn finish_registration(
         }
         Err(e) => {
             rec.attempts += 1;
+            // Ollama being down is waited out without limit; errors the
+            // server answers with (a failing create) count toward a bound.
             let down = matches!(e, OllamaError::Connect { .. });
-            if e.is_retryable() && (down || rec.attempts < MAX_SERVER_ERRORS) {
+            let answered = server_errors.entry(name.to_owned()).or_default();
+            if !down {
+                *answered += 1;
+            }
+            if e.is_retryable() && (down || *answered < MAX_SERVER_ERRORS) {
                 let wait = backoff.delay_random(rec.attempts);
                 warn!(drop = %name, attempt = rec.attempts, "registration failed, retrying in {:.1}s: {e}", wait.as_secs_f64());
                 rec.step = Step::Converted;
