@@ -201,6 +201,7 @@ pub fn parse(text: &str) -> Result<Vec<Command>, ModelfileError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

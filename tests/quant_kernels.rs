@@ -68,7 +68,7 @@ fn row_lengths(ty: GgmlType) -> Vec<usize> {
 fn random_rows_match_ggml() {
     for ty in TYPES {
         for (seed, n_per_row) in row_lengths(ty).into_iter().enumerate() {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed as u64 + 1) * 7919);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((seed as u64 + 1) * 7919));
             let src: Vec<f32> = (0..n_per_row * 6).map(|_| rng.normal(0.05)).collect();
             assert_same(
                 ty,

@@ -41,7 +41,7 @@ pub fn plan(
         .and_then(|a| a.as_array())
     {
         let names: Vec<&str> = archs.iter().filter_map(|a| a.as_str()).collect();
-        if names.iter().any(|a| *a == "GPT2LMHeadModel") {
+        if names.contains(&"GPT2LMHeadModel") {
             return gpt2::plan(ck, config, overrides);
         }
         if let (Some(hf), Some(cfg)) = (

@@ -44,6 +44,7 @@ pub(super) struct OutputPlan<'a> {
     pub types: Vec<GgmlType>,
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Writes every output; `produce(i)` gives tensor `i`'s data, called once
 /// per tensor in table order. `source_path` names the input in errors.
 pub(super) fn write_outputs(

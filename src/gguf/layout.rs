@@ -44,7 +44,7 @@ impl TensorInfo {
     pub fn nbytes(&self) -> Result<u64, GgufError> {
         let ne0 = *self.ne.first().unwrap_or(&1);
         let block = self.ty.block_size() as u64;
-        if ne0 % block != 0 {
+        if !ne0.is_multiple_of(block) {
             return Err(GgufError::Usage(format!(
                 "tensor '{}': row length {ne0} is not a multiple of {}'s block size {block}",
                 self.name, self.ty

@@ -315,7 +315,7 @@ impl State<'_> {
     fn get_type(&mut self, t: &PolicyTensor, cat: Category) -> Result<GgmlType, PolicyError> {
         let ncols = t.ne[0];
         let fits = |ty: GgmlType| -> Result<GgmlType, PolicyError> {
-            if ncols % ty.block_size() as u64 == 0 {
+            if ncols.is_multiple_of(ty.block_size() as u64) {
                 Ok(ty)
             } else {
                 Err(PolicyError::IncompatibleShape {
@@ -373,7 +373,7 @@ impl State<'_> {
         if cat == Category::Output || (self.has_tied_embeddings && cat == Category::TokenEmbd) {
             if let Some(ty) = self.overrides.output_type {
                 new_type = ty;
-            } else if self.is_falcon() || t.ne[0] % new_type.block_size() as u64 != 0 {
+            } else if self.is_falcon() || !t.ne[0].is_multiple_of(new_type.block_size() as u64) {
                 new_type = G::Q8_0;
             } else if new_type != G::Q8_0 {
                 new_type = G::Q6K;
@@ -476,7 +476,7 @@ impl State<'_> {
 /// even that does not fit.
 fn fallback(target: GgmlType, ncols: u64) -> GgmlType {
     use GgmlType as G;
-    let fits = |ty: GgmlType| ncols % ty.block_size() as u64 == 0;
+    let fits = |ty: GgmlType| ncols.is_multiple_of(ty.block_size() as u64);
     if fits(target) {
         return target;
     }

@@ -62,11 +62,7 @@ pub fn quantize(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>, QuantError> {
-    let n_rows = if n_per_row == 0 {
-        0
-    } else {
-        src.len() / n_per_row
-    };
+    let n_rows = src.len().checked_div(n_per_row).unwrap_or(0);
     let row_size = ty.row_size(n_per_row).ok_or(QuantError::BadRowLength {
         ty,
         block: ty.block_size(),
@@ -90,7 +86,7 @@ pub fn quantize_into(
         block: ty.block_size(),
         n_per_row,
     };
-    if n_per_row == 0 || src.len() % n_per_row != 0 {
+    if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
         return Err(bad_len);
     }
     let row_size = ty.row_size(n_per_row).ok_or(bad_len)?;
@@ -172,7 +168,7 @@ pub fn quantize_into(
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, QuantError> {
     let bs = ty.block_size();
     let ts = ty.type_size();
-    if n % bs != 0 || bytes.len() != n / bs * ts {
+    if !n.is_multiple_of(bs) || bytes.len() != n / bs * ts {
         return Err(QuantError::BadRowLength {
             ty,
             block: bs,

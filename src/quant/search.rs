@@ -6,6 +6,10 @@
 //! results equal an x86-64 build of ggml. Integers mixed into float
 //! expressions are converted where C converts them.
 
+// Index loops on purpose: they mirror the C reference line by line, which
+// is what makes byte-identity reviewable.
+#![allow(clippy::needless_range_loop)]
+
 /// ggml's `GROUP_MAX_EPS`.
 pub const GROUP_MAX_EPS: f32 = 1e-15;
 

@@ -144,7 +144,7 @@ impl GgmlType {
     /// Bytes of one row of `n_per_row` elements, or `None` when the row
     /// length is not a multiple of the block size.
     pub fn row_size(self, n_per_row: usize) -> Option<usize> {
-        if n_per_row % self.block_size() != 0 {
+        if !n_per_row.is_multiple_of(self.block_size()) {
             return None;
         }
         (n_per_row / self.block_size()).checked_mul(self.type_size())

@@ -51,7 +51,7 @@ pub fn open(path: &Path, map: Arc<Mmap>) -> Result<Checkpoint, SourceError> {
     }
     // File order (by offset), as the tensors lie on disk.
     let mut infos: Vec<(String, &safetensors::tensor::TensorInfo)> =
-        meta.tensors().into_iter().map(|(n, i)| (n, i)).collect();
+        meta.tensors().into_iter().collect();
     infos.sort_by_key(|(_, i)| i.data_offsets.0);
     let mut tensors = Vec::with_capacity(infos.len());
     for (name, info) in infos {

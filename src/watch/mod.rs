@@ -169,12 +169,7 @@ impl Settler {
 pub fn content_hash(path: &Path) -> std::io::Result<String> {
     let mut files = Vec::new();
     if path.is_dir() {
-        fn collect(
-            dir: &Path,
-            base: &Path,
-            out: &mut Vec<PathBuf>,
-            depth: usize,
-        ) -> std::io::Result<()> {
+        fn collect(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> std::io::Result<()> {
             for e in std::fs::read_dir(dir)? {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -183,14 +178,14 @@ pub fn content_hash(path: &Path) -> std::io::Result<String> {
                 }
                 let p = e.path();
                 if p.is_dir() && depth < 4 {
-                    collect(&p, base, out, depth + 1)?;
+                    collect(&p, out, depth + 1)?;
                 } else if p.is_file() {
                     out.push(p);
                 }
             }
             Ok(())
         }
-        collect(path, path, &mut files, 0)?;
+        collect(path, &mut files, 0)?;
         files.sort();
     } else {
         files.push(path.to_owned());
