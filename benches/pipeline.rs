@@ -36,6 +36,8 @@ struct Measured {
 /// Runs `cmd`, returning wall time and the child's peak RSS.
 fn measure(cmd: &mut Command) -> Measured {
     let started = Instant::now();
+    // Reaped below with wait4, which also reports the child's peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;

@@ -5,7 +5,7 @@
 //! without PyTorch on the machine; tests use the real fixtures instead.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 /// A tensor to save: name, shape, and a generator filling its elements.
@@ -144,7 +144,6 @@ impl Zip {
         h.extend_from_slice(&0u16.to_le_bytes());
         self.write(&h)?;
         self.out.flush()?;
-        let _ = self.out.seek(io::SeekFrom::Current(0))?;
         Ok(())
     }
 }
