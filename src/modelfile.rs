@@ -355,7 +355,7 @@ mod tests {
         };
         m.system = Some("a\"\"\"b".into());
         assert!(m.render().is_err());
-        m.system = Some(" \"x".into());
+        m.system = Some("\"x ".into());
         assert!(m.render().is_err());
         m.system = Some(String::new());
         assert!(m.render().is_err());

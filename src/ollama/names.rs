@@ -136,7 +136,8 @@ mod tests {
         fn sanitized_is_valid(s in ".{0,200}") {
             let n = sanitize_model_name(&s);
             proptest::prop_assert!(validate_name(&n).is_ok(), "{:?} -> {:?}", s, n);
-            proptest::prop_assert!(validate_name(&format!("{n}:latest")).is_ok());
+            let tagged_name = format!("{}:latest", n);
+            proptest::prop_assert!(validate_name(&tagged_name).is_ok());
         }
     }
 }
