@@ -353,7 +353,7 @@ mod tests {
             from: "x".into(),
             ..Default::default()
         };
-        m.system = Some("a\"\"\"b".into());
+        m.system = Some("a\n\"\"\"b".into());
         assert!(m.render().is_err());
         m.system = Some("\"x ".into());
         assert!(m.render().is_err());
