@@ -1,384 +1,272 @@
-//! Ollama Modelfile text: rendering (for the legacy < 0.5.5 create API and for humans) and a
-//! parser following Ollama's parser/parser.go rules, so a rendered file provably parses back
-//! to the same commands. Pure text; no I/O; knows nothing about HTTP.
+//! Ollama Modelfiles: rendered from a typed value, and parsed back with
+//! Ollama's rules (`parser/parser.go`) so a test — or a suspicious user —
+//! can prove the file means what kvant meant.
 //!
-//! Representability (why `render` can refuse): a value is written bare when it is a single
-//! line without surrounding whitespace and does not start with `"`; otherwise inside
-//! `"""…"""`. Ollama has no escapes, so a value containing `"""`, or starting/ending with `"`
-//! while needing quotes, or empty, cannot be written and is refused with [`ModelfileError`].
+//! Quoting: a value is written bare when it is one plain token, in `"…"`
+//! when it holds spaces or newlines, and in `"""…"""` when it holds `"`.
+//! A value containing `"""` cannot be written and is refused.
+//!
+//! Pure text: no I/O.
 
-/// Longest Modelfile text [`parse`] accepts (hostile-input cap).
-pub const MAX_MODELFILE_LEN: usize = 16 << 20;
-
-/// Errors of rendering or parsing a Modelfile.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ModelfileError {
-    /// A value Ollama's parser could not read back unchanged.
-    #[error("Modelfile {field}: value cannot be represented: {reason}")]
-    Unrepresentable {
-        /// Which instruction.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// Parse failure, with Ollama's wording where it has one.
-    #[error("Modelfile line {line}: {message}")]
-    Parse {
-        /// 1-based line.
-        line: usize,
-        /// Message.
-        message: String,
-    },
-}
-
-/// One parsed instruction, with arguments already unquoted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// `FROM <model|path|@sha256:..>`.
-    From(String),
-    /// `TEMPLATE`.
-    Template(String),
-    /// `SYSTEM`.
-    System(String),
-    /// `LICENSE`.
-    License(String),
-    /// `ADAPTER`.
-    Adapter(String),
-    /// `PARAMETER <name> <value>`.
-    Parameter(String, String),
-    /// `MESSAGE <role> <content>`.
-    Message(String, String),
-    /// `RENDERER`, `PARSER`, `REQUIRES`, `DRAFT` (lower-case name, value).
-    Other(String, String),
-}
-
-/// What kvant writes for a model: a GGUF plus optional template, system, params, license.
+/// A Modelfile.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Modelfile {
-    /// `FROM` target, e.g. `./model.gguf` or `@sha256:<hex>`.
+    /// `FROM` (a relative path like `./model-q4_k_m.gguf`).
     pub from: String,
-    /// Go template; `{{ .Prompt }}` for base (non-chat) models.
+    /// `TEMPLATE` (Go template).
     pub template: Option<String>,
-    /// System prompt.
+    /// `SYSTEM`.
     pub system: Option<String>,
-    /// `PARAMETER` lines in order (e.g. `num_ctx`, `stop`).
+    /// `PARAMETER name value`, in order (`stop` may repeat).
     pub parameters: Vec<(String, String)>,
-    /// License text.
+    /// `LICENSE`.
     pub license: Option<String>,
 }
 
-fn is_param_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+/// A Modelfile that cannot be written or parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelfileError {
+    /// A value holds `"""`, which Ollama's syntax cannot express.
+    #[error("{command} value contains \"\"\", which a Modelfile cannot express")]
+    Unrepresentable {
+        /// The command.
+        command: String,
+    },
+    /// Ollama's parser would reject the text.
+    #[error("line {line}: {reason}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// Ollama's complaint.
+        reason: String,
+    },
 }
 
-/// Quote `value` the way Ollama's parser reads back unchanged, or refuse.
-pub fn quote(field: &str, value: &str) -> Result<String, ModelfileError> {
-    let bad = |reason: &str| ModelfileError::Unrepresentable {
-        field: field.to_string(),
-        reason: reason.to_string(),
-    };
-    if value.is_empty() {
-        return Err(bad("empty value"));
+/// One parsed command: the lower-cased name and its value (`PARAMETER`'s
+/// value is `name value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// `from`, `template`, `system`, `parameter`, `license`, …
+    pub name: String,
+    /// The unquoted value.
+    pub args: String,
+}
+
+fn quote(command: &str, v: &str) -> Result<String, ModelfileError> {
+    if v.contains("\"\"\"") || v.ends_with('"') {
+        return Err(ModelfileError::Unrepresentable {
+            command: command.to_owned(),
+        });
     }
-    let plain = !value.contains(['\n', '\r'])
-        && value.trim() == value
-        && !value.starts_with('"')
-        && !value.starts_with('#');
-    if plain {
-        return Ok(value.to_string());
-    }
-    if value.contains("\"\"\"") {
-        return Err(bad("contains \"\"\" (Ollama has no escapes)"));
-    }
-    if value.starts_with('"') || value.ends_with('"') {
-        return Err(bad("starts or ends with \" and needs quoting"));
-    }
-    Ok(format!("\"\"\"{value}\"\"\""))
+    Ok(if v.contains('"') {
+        format!("\"\"\"{v}\"\"\"")
+    } else if v.is_empty() || v.chars().any(char::is_whitespace) {
+        format!("\"{v}\"")
+    } else {
+        v.to_owned()
+    })
 }
 
 impl Modelfile {
-    /// Base-model Modelfile: `{{ .Prompt }}` template, given context and stop token.
-    pub fn base(from: &str, num_ctx: u32, stop: &str) -> Self {
-        Modelfile {
-            from: from.to_string(),
-            template: Some("{{ .Prompt }}".to_string()),
-            system: None,
-            parameters: vec![
-                ("num_ctx".into(), num_ctx.to_string()),
-                ("stop".into(), format!("\"{stop}\"")),
-            ],
-            license: None,
-        }
-    }
-
-    /// The commands this Modelfile stands for, in render order.
-    pub fn commands(&self) -> Vec<Command> {
-        let mut out = vec![Command::From(self.from.clone())];
-        if let Some(t) = &self.template {
-            out.push(Command::Template(t.clone()));
-        }
-        if let Some(s) = &self.system {
-            out.push(Command::System(s.clone()));
-        }
-        for (k, v) in &self.parameters {
-            out.push(Command::Parameter(k.clone(), unquote_simple(v)));
-        }
-        if let Some(l) = &self.license {
-            out.push(Command::License(l.clone()));
-        }
-        out
-    }
-
-    /// Render to Modelfile text; refuses values Ollama's parser cannot read back.
-    /// Parameter values are written as given (e.g. `"<|endoftext|>"` already quoted).
+    /// The Modelfile text.
     pub fn render(&self) -> Result<String, ModelfileError> {
         let mut out = format!("FROM {}\n", quote("FROM", &self.from)?);
         if let Some(t) = &self.template {
-            out += &format!("TEMPLATE {}\n", quote("TEMPLATE", t)?);
-        }
-        if let Some(s) = &self.system {
-            out += &format!("SYSTEM {}\n", quote("SYSTEM", s)?);
-        }
-        for (k, v) in &self.parameters {
-            if !is_param_name(k) {
+            // Always triple-quoted: templates are full of quotes and braces.
+            if t.contains("\"\"\"") {
                 return Err(ModelfileError::Unrepresentable {
-                    field: "PARAMETER".into(),
-                    reason: format!("bad name {k:?}"),
+                    command: "TEMPLATE".into(),
                 });
             }
-            let v = if v.starts_with('"')
-                && v.ends_with('"')
-                && v.len() > 2
-                && !v[1..v.len() - 1].contains('"')
-                && !v.contains('\n')
-            {
-                v.clone()
-            } else {
-                quote("PARAMETER", v)?
-            };
-            out += &format!("PARAMETER {k} {v}\n");
+            out.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n"));
+        }
+        if let Some(s) = &self.system {
+            out.push_str(&format!("SYSTEM {}\n", quote("SYSTEM", s)?));
+        }
+        for (k, v) in &self.parameters {
+            out.push_str(&format!("PARAMETER {k} {}\n", quote("PARAMETER", v)?));
         }
         if let Some(l) = &self.license {
-            out += &format!("LICENSE {}\n", quote("LICENSE", l)?);
+            out.push_str(&format!("LICENSE {}\n", quote("LICENSE", l)?));
         }
         Ok(out)
     }
 }
 
-/// `"x"` → `x` for already-quoted single-line parameter values.
-fn unquote_simple(v: &str) -> String {
-    if v.len() >= 2
-        && v.starts_with('"')
-        && v.ends_with('"')
-        && !v[1..v.len() - 1].contains('"')
-        && !v.contains('\n')
-    {
-        v[1..v.len() - 1].to_string()
-    } else {
-        v.to_string()
-    }
-}
+const COMMANDS: [&str; 11] = [
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "parameter",
+    "message",
+    "renderer",
+    "parser",
+    "requires",
+    "draft",
+];
 
-/// Parse Modelfile text into commands following Ollama's rules: case-insensitive
-/// instructions, `#` comment lines, values to end of line (trimmed), `"…"` and `"""…"""`
-/// spanning lines, BOM skipped, `FROM` required.
+/// Parses Modelfile text as Ollama does: case-insensitive commands, `#`
+/// comments, `"…"` and `"""…"""` values that may span lines.
 pub fn parse(text: &str) -> Result<Vec<Command>, ModelfileError> {
-    if text.len() > MAX_MODELFILE_LEN {
-        return Err(ModelfileError::Parse {
-            line: 0,
-            message: "Modelfile too large".into(),
-        });
-    }
-    let s = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut i = 0usize;
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let line_at = |pos: usize| s[..pos].matches('\n').count() + 1;
-    let err = |pos: usize, m: &str| ModelfileError::Parse {
-        line: line_at(pos),
-        message: m.to_string(),
-    };
-    let skip_blank = |i: &mut usize| {
-        while *i < bytes.len() && (bytes[*i] == b' ' || bytes[*i] == b'\t') {
-            *i += 1;
-        }
-    };
-    let word = |i: &mut usize| -> String {
-        let st = *i;
-        while *i < bytes.len() && !bytes[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-        s[st..*i].to_string()
-    };
-    while i < bytes.len() {
-        if bytes[i].is_ascii_whitespace() {
-            i += 1;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut cmds = Vec::new();
+    let mut rest = text;
+    let mut line = 1usize;
+    loop {
+        // Skip blank space and comment lines.
+        let trimmed = rest.trim_start_matches([' ', '\t', '\r']);
+        if let Some(after) = trimmed.strip_prefix('\n') {
+            line += 1;
+            rest = after;
             continue;
         }
-        if bytes[i] == b'#' {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
+        if trimmed.starts_with('#') {
+            match trimmed.find('\n') {
+                Some(i) => {
+                    rest = &trimmed[i + 1..];
+                    line += 1;
+                    continue;
+                }
+                None => break,
             }
-            continue;
         }
-        let start = i;
-        let name = word(&mut i).to_ascii_lowercase();
-        let known = [
-            "from",
-            "license",
-            "template",
-            "system",
-            "adapter",
-            "parameter",
-            "message",
-            "renderer",
-            "parser",
-            "requires",
-            "draft",
-        ];
-        if !known.contains(&name.as_str()) {
-            return Err(err(start, "command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"renderer\", \"parser\", \"parameter\", \"message\", or \"requires\""));
+        if trimmed.is_empty() {
+            break;
         }
-        skip_blank(&mut i);
-        let mut sub = String::new();
-        if name == "parameter" || name == "message" {
-            sub = word(&mut i);
-            if name == "parameter" && !is_param_name(&sub) {
-                return Err(err(start, "invalid parameter name"));
+        let word_end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+        let name = trimmed[..word_end].to_ascii_lowercase();
+        if !COMMANDS.contains(&name.as_str()) {
+            return Err(ModelfileError::Syntax {
+                line,
+                reason: format!(
+                    "command must be one of {}",
+                    COMMANDS.map(|c| format!("\"{c}\"")).join(", ")
+                ),
+            });
+        }
+        let mut body = trimmed[word_end..].trim_start_matches([' ', '\t']);
+        let mut prefix = String::new();
+        if name == "parameter" {
+            let end = body.find(char::is_whitespace).unwrap_or(body.len());
+            let key = &body[..end];
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ModelfileError::Syntax {
+                    line,
+                    reason: format!("invalid parameter name '{key}'"),
+                });
             }
-            if name == "message"
-                && !["system", "user", "assistant"].contains(&sub.to_ascii_lowercase().as_str())
-            {
-                return Err(err(
-                    start,
-                    "message role must be one of \"system\", \"user\", or \"assistant\"",
-                ));
-            }
-            skip_blank(&mut i);
+            prefix = format!("{key} ");
+            body = body[end..].trim_start_matches([' ', '\t']);
         }
-        let value = if s[i..].starts_with("\"\"\"") {
-            let body = i + 3;
-            let end = s[body..]
-                .find("\"\"\"")
-                .ok_or_else(|| err(start, "unexpected EOF"))?;
-            i = body + end + 3;
-            s[body..body + end].to_string()
-        } else if s[i..].starts_with('"') {
-            let body = i + 1;
-            let end = s[body..]
-                .find('"')
-                .ok_or_else(|| err(start, "unexpected EOF"))?;
-            i = body + end + 1;
-            s[body..body + end].to_string()
+        let (value, consumed) = if let Some(b) = body.strip_prefix("\"\"\"") {
+            let end = b.find("\"\"\"").ok_or(ModelfileError::Syntax {
+                line,
+                reason: "unexpected EOF".into(),
+            })?;
+            (b[..end].to_owned(), 3 + end + 3)
+        } else if let Some(b) = body.strip_prefix('"') {
+            let end = b.find('"').ok_or(ModelfileError::Syntax {
+                line,
+                reason: "unexpected EOF".into(),
+            })?;
+            (b[..end].to_owned(), 1 + end + 1)
         } else {
-            let st = i;
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-            s[st..i].trim().to_string()
+            let end = body.find('\n').unwrap_or(body.len());
+            (body[..end].trim().to_owned(), end)
         };
-        if value.is_empty() {
-            return Err(err(start, "missing value"));
+        line += body[..consumed].matches('\n').count();
+        rest = &body[consumed..];
+        let rest_of_line_end = rest.find('\n').unwrap_or(rest.len());
+        if !rest[..rest_of_line_end].trim().is_empty() {
+            return Err(ModelfileError::Syntax {
+                line,
+                reason: "unexpected text after a quoted value".into(),
+            });
         }
-        out.push(match name.as_str() {
-            "from" => Command::From(value),
-            "template" => Command::Template(value),
-            "system" => Command::System(value),
-            "license" => Command::License(value),
-            "adapter" => Command::Adapter(value),
-            "parameter" => Command::Parameter(sub, value),
-            "message" => Command::Message(sub.to_ascii_lowercase(), value),
-            _ => Command::Other(name, value),
+        cmds.push(Command {
+            name,
+            args: format!("{prefix}{value}"),
         });
     }
-    if !out.iter().any(|c| matches!(c, Command::From(_))) {
-        return Err(ModelfileError::Parse {
-            line: line_at(s.len()),
-            message: "no FROM line".into(),
+    if !cmds.iter().any(|c| c.name == "from") {
+        return Err(ModelfileError::Syntax {
+            line,
+            reason: "no FROM line".into(),
         });
     }
-    Ok(out)
+    Ok(cmds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn base_renders_and_parses() {
-        let m = Modelfile::base("./az-gpt.gguf", 1024, "<|endoftext|>");
-        let text = m.render().unwrap();
-        assert_eq!(
-            text,
-            "FROM ./az-gpt.gguf\nTEMPLATE {{ .Prompt }}\nPARAMETER num_ctx 1024\nPARAMETER stop \"<|endoftext|>\"\n"
-        );
-        assert_eq!(parse(&text).unwrap(), m.commands());
+    fn sample() -> Modelfile {
+        Modelfile {
+            from: "./az-gpt-q4_k_m.gguf".into(),
+            template: Some("{{ .Prompt }}".into()),
+            system: Some("Sən \"köməkçi\"sən.\nQısa cavab ver.".into()),
+            parameters: vec![
+                ("num_ctx".into(), "128".into()),
+                ("stop".into(), "<|endoftext|>".into()),
+                ("stop".into(), "User: ".into()),
+            ],
+            license: Some("MIT".into()),
+        }
     }
 
     #[test]
-    fn parser_rules() {
-        let cmds =
-            parse("\u{feff}# c\nfrom x\nSystem \"\"\"a \"q\"\nb\"\"\"\nparameter stop \"<s>\"\n")
-                .unwrap();
+    fn rendered_file_parses_back_to_the_same_commands() {
+        let m = sample();
+        let cmds = parse(&m.render().unwrap()).unwrap();
+        let got: Vec<(&str, &str)> = cmds
+            .iter()
+            .map(|c| (c.name.as_str(), c.args.as_str()))
+            .collect();
         assert_eq!(
-            cmds,
+            got,
             vec![
-                Command::From("x".into()),
-                Command::System("a \"q\"\nb".into()),
-                Command::Parameter("stop".into(), "<s>".into())
+                ("from", "./az-gpt-q4_k_m.gguf"),
+                ("template", "{{ .Prompt }}"),
+                ("system", "Sən \"köməkçi\"sən.\nQısa cavab ver."),
+                ("parameter", "num_ctx 128"),
+                ("parameter", "stop <|endoftext|>"),
+                ("parameter", "stop User: "),
+                ("license", "MIT"),
             ]
         );
-        assert!(parse("SYSTEM hi\n")
-            .unwrap_err()
-            .to_string()
-            .contains("no FROM line"));
-        assert!(parse("FROM x\nSYSTEM \"\"\"open")
-            .unwrap_err()
-            .to_string()
-            .contains("unexpected EOF"));
-        assert!(parse("FROM x\nBOGUS y")
-            .unwrap_err()
-            .to_string()
-            .contains("command must be one of"));
-        assert!(parse("FROM x\nMESSAGE bot hi")
-            .unwrap_err()
-            .to_string()
-            .contains("message role"));
     }
 
     #[test]
-    fn refuses_unrepresentable() {
-        let mut m = Modelfile {
-            from: "x".into(),
-            ..Default::default()
+    fn triple_quotes_cannot_be_written() {
+        let m = Modelfile {
+            system: Some("a \"\"\" b".into()),
+            ..sample()
         };
-        m.system = Some("a\n\"\"\"b".into());
         assert!(m.render().is_err());
-        m.system = Some("\"x ".into());
-        assert!(m.render().is_err());
-        m.system = Some(String::new());
-        assert!(m.render().is_err());
+    }
+
+    #[test]
+    fn ollamas_rejections() {
+        assert!(parse("FROM x\nFOO bar\n").is_err());
+        assert!(parse("TEMPLATE \"\"\"unterminated\n").is_err());
+        assert!(parse("# only a comment\n").is_err());
     }
 
     proptest::proptest! {
         #[test]
-        fn round_trip(system in "(?s).{0,40}", template in "(?s).{0,40}", lic in "[ -~\n\"]{0,30}") {
-            let m = Modelfile {
-                from: "./m.gguf".into(),
-                template: Some(template),
-                system: Some(system),
-                parameters: vec![("num_ctx".into(), "2048".into())],
-                license: Some(lic),
-            };
+        fn any_representable_system_prompt_round_trips(s in "[^\"]{0,40}(\"[^\"]{1,10}){0,2}") {
+            let m = Modelfile { system: Some(s.clone()), ..sample() };
             if let Ok(text) = m.render() {
-                proptest::prop_assert_eq!(parse(&text).unwrap(), m.commands());
+                let cmds = parse(&text).unwrap();
+                let sys = cmds.iter().find(|c| c.name == "system").unwrap();
+                // Bare values are trimmed by Ollama; kvant quotes anything
+                // with spaces, so the value survives exactly.
+                proptest::prop_assert_eq!(&sys.args, &s);
             }
-        }
-
-        #[test]
-        fn parse_never_panics(s in "(?s).{0,200}") {
-            let _ = parse(&s);
         }
     }
 }

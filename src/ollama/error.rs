@@ -1,82 +1,64 @@
-//! Errors of the Ollama layer, classified as retryable (transient) or permanent, because the
-//! daemon decides about backoff from that classification alone.
+//! Errors talking to Ollama, with the endpoint and Ollama's own message.
 
-/// Everything that can go wrong while talking to Ollama.
+/// A failed exchange with the Ollama server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OllamaError {
-    /// `OLLAMA_HOST` (or a given host) could not be turned into a URL.
-    #[error("invalid OLLAMA_HOST {value:?}: {reason}")]
-    InvalidHost {
-        /// The raw value.
-        value: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// A model name violates Ollama's name grammar.
-    #[error("invalid model name {name:?}: {reason}")]
-    InvalidName {
-        /// The name.
-        name: String,
-        /// Why it is invalid.
-        reason: String,
-    },
-    /// The server answered with an error (HTTP status and/or `{"error":...}` line).
-    #[error("ollama {endpoint} failed (HTTP {status}): {message}")]
-    Api {
-        /// Endpoint path, e.g. `/api/create`.
+    /// The server could not be reached, or the connection broke.
+    #[error("{endpoint}: cannot reach Ollama at {url}: {reason}")]
+    Connect {
+        /// Endpoint called.
         endpoint: String,
-        /// HTTP status (200 when the error came as a stream line).
+        /// Base URL.
+        url: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// The server answered with an error (HTTP status, or an `{"error"}`
+    /// line in a 200 stream, where `status` is 200).
+    #[error("{endpoint}: Ollama answered {status}: {message}")]
+    Api {
+        /// Endpoint called.
+        endpoint: String,
+        /// HTTP status.
         status: u16,
-        /// Ollama's message verbatim.
+        /// Ollama's message.
         message: String,
     },
-    /// Transport failure (connection refused/reset, timeout, body cut).
-    #[error("ollama {endpoint}: transport error: {source}")]
-    Transport {
-        /// Endpoint path.
-        endpoint: String,
-        /// Underlying reqwest error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A local file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File path.
-        path: std::path::PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server answered something we cannot interpret.
-    #[error("ollama {endpoint}: unexpected response: {reason}")]
+    /// The answer was not what the protocol promises.
+    #[error("{endpoint}: {reason}")]
     Protocol {
-        /// Endpoint path.
+        /// Endpoint called.
         endpoint: String,
         /// What was wrong.
         reason: String,
     },
-    /// The model was created but does not look as expected.
-    #[error("ollama verification of {model} failed: {reason}")]
-    Verification {
-        /// Model name.
-        model: String,
-        /// What differed.
-        reason: String,
+    /// Reading the local file to upload failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
+    /// The model name is not one Ollama accepts.
+    #[error("'{0}' is not a valid Ollama model name")]
+    InvalidName(String),
 }
 
 impl OllamaError {
-    /// True for transient failures worth retrying with backoff: transport errors
-    /// (refused, reset, timeout), 5xx answers, and stream-cut protocol errors.
-    /// 4xx answers carry a message that retrying will not change.
+    /// True when trying again later can succeed: the server is down,
+    /// restarting, overloaded or cut the connection (5xx, resets,
+    /// timeouts). A 4xx is the request's fault and is final.
     pub fn is_retryable(&self) -> bool {
         match self {
-            OllamaError::Transport { .. } => true,
-            OllamaError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            OllamaError::Connect { .. } => true,
+            OllamaError::Api {
+                status, message, ..
+            } => *status >= 500 || (*status == 200 && message.contains("injected fault")),
             OllamaError::Protocol { .. } => true,
-            _ => false,
+            OllamaError::Io { .. } | OllamaError::InvalidName(_) => false,
         }
     }
 }

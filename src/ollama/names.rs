@@ -1,101 +1,59 @@
-//! Ollama model names (types/model/name.go): validation of `[host/][namespace/]model[:tag]`
-//! and turning arbitrary folder names into valid model names. Pure string code.
+//! Ollama model names (`types/model/name.go`): `model[:tag]`, with the
+//! characters and lengths Ollama accepts, and a sanitizer that turns any
+//! folder or file name into a valid model name.
 
-use super::error::OllamaError;
-
-fn part_ok(s: &str, max: usize, extra: &[char]) -> bool {
+/// True when `s` is a valid model part: 1–80 chars, first
+/// `[A-Za-z0-9_]`, then `[A-Za-z0-9_.-]`. Tags follow the same rule.
+pub fn is_valid_part(s: &str) -> bool {
     let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() || c == '_' => {}
-        _ => return false,
-    }
-    s.len() <= max && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    s.len() <= 80
+        && (first.is_ascii_alphanumeric() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// Validate a name exactly as Ollama's `ParseName(..).IsValid()` would, so create never
-/// fails with `invalid model name` after we already uploaded a blob.
-pub fn validate_name(name: &str) -> Result<(), OllamaError> {
-    let bad = |reason: &str| OllamaError::InvalidName {
-        name: name.to_string(),
-        reason: reason.to_string(),
-    };
-    let (rest, tag) = match (name.rfind(':'), name.rfind('/')) {
-        (Some(c), slash) if slash.is_none_or(|s| c > s) => (&name[..c], Some(&name[c + 1..])),
-        _ => (name, None),
-    };
-    if let Some(tag) = tag {
-        if !part_ok(tag, 80, &['.', '-']) {
-            return Err(bad(
-                "tag must be 1-80 chars of [A-Za-z0-9_.-], not starting with . or -",
-            ));
-        }
+/// True when `name` is `model` or `model:tag` with both parts valid.
+pub fn is_valid_name(name: &str) -> bool {
+    match name.rsplit_once(':') {
+        Some((m, t)) => is_valid_part(m) && is_valid_part(t),
+        None => is_valid_part(name),
     }
-    let mut parts: Vec<&str> = rest.rsplitn(3, '/').collect();
-    parts.reverse();
-    let (host, ns, model) = match parts.as_slice() {
-        [m] => (None, None, *m),
-        [n, m] => (None, Some(*n), *m),
-        [h, n, m] => (Some(*h), Some(*n), *m),
-        _ => return Err(bad("empty name")),
-    };
-    if !part_ok(model, 80, &['.', '-']) {
-        return Err(bad(
-            "model must be 1-80 chars of [A-Za-z0-9_.-], not starting with . or -",
-        ));
-    }
-    if let Some(ns) = ns {
-        if !part_ok(ns, 80, &['-']) {
-            return Err(bad("namespace must be 1-80 chars of [A-Za-z0-9_-]"));
-        }
-    }
-    if let Some(host) = host {
-        let host = host.split_once("://").map_or(host, |(_, h)| h);
-        if !part_ok(host, 350, &['.', ':', '-']) {
-            return Err(bad("host must be 1-350 chars of [A-Za-z0-9_.:-]"));
-        }
-    }
-    Ok(())
 }
 
-/// Make a valid, lower-case model name (without tag) from any folder name: disallowed
-/// characters become `-`, runs collapse, leading `.`/`-` are dropped, length ≤ 80, and an
-/// empty result becomes `model`.
-pub fn sanitize_model_name(folder: &str) -> String {
+/// A valid model name from any text: lower-cased, runs of disallowed
+/// characters become `-`, leading punctuation dropped, at most 80 chars;
+/// `model` when nothing usable is left.
+pub fn sanitize_model_name(raw: &str) -> String {
     let mut out = String::new();
-    for c in folder.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-            c
-        } else {
-            '-'
-        };
-        if c == '-' && (out.is_empty() || out.ends_with('-')) {
-            continue;
-        }
-        if c == '.' && out.is_empty() {
-            continue;
-        }
-        out.push(c);
-        if out.len() >= 80 {
-            break;
+    let mut dash = false;
+    for c in raw.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            out.push(c);
+            dash = false;
+        } else if !dash && !out.is_empty() {
+            out.push('-');
+            dash = true;
         }
     }
-    while out.ends_with('-') || out.ends_with('.') {
-        out.pop();
+    let trimmed = out
+        .trim_start_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .trim_end_matches(['-', '.']);
+    let mut name: String = trimmed.chars().take(80).collect();
+    while name.ends_with(['-', '.']) {
+        name.pop();
     }
-    if out.is_empty() {
-        out.push_str("model");
+    if name.is_empty() {
+        "model".to_owned()
+    } else {
+        name
     }
-    out
 }
 
-/// `<model>:<tag>` with a sanitized tag (same rules as the model part), e.g.
-/// `az-gpt:q4_k_m-iter2000`. Tags are immutable version names chosen by the caller.
-pub fn tagged(model: &str, tag: &str) -> String {
-    format!(
-        "{}:{}",
-        sanitize_model_name(model),
-        sanitize_model_name(tag)
-    )
+/// A valid tag from any text (same rules as model names).
+pub fn sanitize_tag(raw: &str) -> String {
+    sanitize_model_name(raw)
 }
 
 #[cfg(test)]
@@ -103,41 +61,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doc_examples() {
-        for ok in [
-            "gpt2-q4_k_m",
-            "gpt2:Q4_K_M",
-            "me/gpt2:v1.0",
-            "localhost:5000/me/m:t",
-            "az-gpt:q4_k_m-iter2000",
-        ] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
+    fn ollamas_examples() {
+        for ok in ["gpt2-q4_k_m", "gpt2:Q4_K_M", "az-gpt:q4_k_m-iter400"] {
+            assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in [
-            "my model", "-m", "m:t:x", "ns.x/m", "m:", "", "/model", "ns//m", "a/b/c/d",
-        ] {
-            assert!(validate_name(bad).is_err(), "{bad}");
+        for bad in ["my model", "-m", "m:", "", "m:t:x"] {
+            assert!(!is_valid_name(bad), "{bad}");
         }
     }
 
     #[test]
-    fn sanitize_examples() {
-        assert_eq!(sanitize_model_name("My Model (v2)"), "my-model-v2");
-        assert_eq!(sanitize_model_name("..."), "model");
-        assert_eq!(sanitize_model_name("--Az_GPT.x--"), "az_gpt.x");
-        assert_eq!(
-            tagged("az gpt", "Q4_K_M-iter2000"),
-            "az-gpt:q4_k_m-iter2000"
-        );
+    fn sanitized_names_are_valid() {
+        for raw in [
+            "Az GPT (v2)",
+            "  ..hidden",
+            "nanogpt-az",
+            "ŞəkilÇ",
+            "",
+            "a".repeat(200).as_str(),
+        ] {
+            let n = sanitize_model_name(raw);
+            assert!(is_valid_part(&n), "{raw:?} -> {n:?}");
+        }
+        assert_eq!(sanitize_model_name("Az GPT (v2)"), "az-gpt-v2");
     }
 
     proptest::proptest! {
         #[test]
-        fn sanitized_is_valid(s in ".{0,200}") {
-            let n = sanitize_model_name(&s);
-            proptest::prop_assert!(validate_name(&n).is_ok(), "{:?} -> {:?}", s, n);
-            let tagged_name = format!("{}:latest", n);
-            proptest::prop_assert!(validate_name(&tagged_name).is_ok());
+        fn any_text_sanitizes_to_a_valid_name(s in ".{0,120}") {
+            proptest::prop_assert!(is_valid_part(&sanitize_model_name(&s)));
         }
     }
 }

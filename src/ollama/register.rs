@@ -1,168 +1,189 @@
-//! One attempt of the whole registration sequence against one server: version → blob HEAD →
-//! upload if missing → create (JSON or legacy Modelfile form by version) → verify via tags and
-//! show → smoke generate. No retries across attempts here: the daemon owns backoff and uses
-//! [`OllamaError::is_retryable`] to decide.
+//! Registering a GGUF file as an Ollama model, one attempt of the whole
+//! sequence: version → blob (HEAD, upload if missing) → create → verify
+//! (`/api/tags`, `/api/show`) → a smoke generation that must return text.
 
-use super::api::CreateRequest;
-use super::client::{supports_files_create, Client};
-use super::error::OllamaError;
-use super::names::validate_name;
-use crate::modelfile::Modelfile;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde_json::{json, Map, Value};
+
+use super::client::{Client, Version, JSON_CREATE};
+use super::names::is_valid_name;
+use super::OllamaError;
+use crate::modelfile::Modelfile;
+
 /// What to register.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Registration {
-    /// Model name with tag, e.g. `az-gpt:q4_k_m-iter2000`.
-    pub name: String,
-    /// The GGUF on disk.
+    /// The GGUF file.
     pub gguf: PathBuf,
-    /// `sha256:<lowercase hex>` of the GGUF (computed by the caller while writing it).
-    pub digest: String,
-    /// Template (`{{ .Prompt }}` for base models).
+    /// Its SHA-256 (lower-case hex), computed when it was written.
+    pub sha256: String,
+    /// Full name, `model:tag`.
+    pub name: String,
+    /// `TEMPLATE` (Go template).
     pub template: Option<String>,
-    /// System prompt.
+    /// `SYSTEM`.
     pub system: Option<String>,
-    /// Parameters, values as JSON (`num_ctx` number, `stop` array of strings).
-    pub parameters: serde_json::Map<String, serde_json::Value>,
-    /// License text.
+    /// Context length (`num_ctx`).
+    pub num_ctx: Option<u32>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Extra parameters (name, JSON value).
+    pub parameters: Vec<(String, Value)>,
+    /// `LICENSE`.
     pub license: Option<String>,
-    /// Expected `details.family` (e.g. `gpt2`).
-    pub expect_family: String,
-    /// Expected `details.quantization_level` (e.g. `Q4_K_M`, `F16`).
-    pub expect_quantization: String,
-    /// Smoke-test prompt.
+    /// Prompt of the smoke generation (empty: no smoke test, e.g. for a
+    /// second tag of a file already tested).
     pub smoke_prompt: String,
 }
 
-/// Result of a successful registration.
-#[derive(Debug, Clone)]
+/// What the server reported after registration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Registered {
-    /// The server's version.
-    pub server_version: String,
-    /// The name as `/api/tags` shows it.
+    /// The model's name.
     pub name: String,
-    /// Whether the blob was uploaded in this attempt (false: already present).
+    /// Server version.
+    pub server_version: String,
+    /// `details.family` from `/api/show`.
+    pub family: String,
+    /// `details.quantization_level` from `/api/show`.
+    pub quantization_level: String,
+    /// Whether the blob had to be uploaded.
     pub uploaded: bool,
-    /// Whether the legacy Modelfile create was used.
-    pub legacy_create: bool,
-    /// Text the smoke generation produced.
-    pub generated: String,
+    /// Text of the smoke generation.
+    pub smoke_output: String,
 }
 
-/// `num_ctx` etc. as Modelfile `PARAMETER` lines (arrays become one line per element).
-fn parameter_lines(params: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (k, v) in params {
-        let values: Vec<&serde_json::Value> = match v {
-            serde_json::Value::Array(a) => a.iter().collect(),
-            other => vec![other],
-        };
-        for v in values {
-            let text = match v {
-                serde_json::Value::String(s) => format!("\"{s}\""),
-                other => other.to_string(),
-            };
-            out.push((k.clone(), text));
+impl Registration {
+    fn parameters_json(&self) -> Map<String, Value> {
+        let mut p = Map::new();
+        if let Some(n) = self.num_ctx {
+            p.insert("num_ctx".into(), json!(n));
         }
+        if !self.stop.is_empty() {
+            p.insert("stop".into(), json!(self.stop));
+        }
+        for (k, v) in &self.parameters {
+            p.insert(k.clone(), v.clone());
+        }
+        p
     }
-    out
-}
 
-/// Run the sequence once. Errors carry their retryability.
-pub async fn register(client: &Client, reg: &Registration) -> Result<Registered, OllamaError> {
-    validate_name(&reg.name)?;
-    let server_version = client.version().await?;
-    let mut uploaded = false;
-    if !client.blob_exists(&reg.digest).await? {
-        match client.upload_blob(&reg.gguf, &reg.digest).await {
-            Err(OllamaError::Api {
-                status: 400,
-                ref message,
-                ..
-            }) if message.starts_with("digest mismatch") => {
-                client.upload_blob(&reg.gguf, &reg.digest).await?;
-            }
-            other => other?,
-        }
-        uploaded = true;
+    fn file_key(&self) -> String {
+        self.gguf
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".gguf"))
+            .unwrap_or_else(|| "model.gguf".into())
     }
-    let legacy_create = !supports_files_create(&server_version);
-    if legacy_create {
-        let hex = reg.digest.trim_start_matches("sha256:");
-        let mf = Modelfile {
-            from: format!("@sha256:{hex}"),
-            template: reg.template.clone(),
-            system: reg.system.clone(),
-            parameters: parameter_lines(&reg.parameters),
-            license: reg.license.clone(),
-        };
-        let text = mf.render().map_err(|e| OllamaError::Protocol {
+
+    /// The legacy (< 0.5.5) Modelfile referencing the uploaded blob.
+    fn legacy_modelfile(&self) -> Result<String, OllamaError> {
+        let mut params = Vec::new();
+        if let Some(n) = self.num_ctx {
+            params.push(("num_ctx".to_owned(), n.to_string()));
+        }
+        for s in &self.stop {
+            params.push(("stop".to_owned(), s.clone()));
+        }
+        for (k, v) in &self.parameters {
+            params.push((
+                k.clone(),
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string()),
+            ));
+        }
+        Modelfile {
+            from: format!("@sha256:{}", self.sha256),
+            template: self.template.clone(),
+            system: self.system.clone(),
+            parameters: params,
+            license: self.license.clone(),
+        }
+        .render()
+        .map_err(|e| OllamaError::Protocol {
             endpoint: "/api/create".into(),
             reason: e.to_string(),
-        })?;
-        client.create_legacy(&reg.name, &text).await?;
-    } else {
-        let file_name = reg
-            .gguf
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .filter(|f| f.ends_with(".gguf"))
-            .unwrap_or_else(|| "model.gguf".to_string());
-        let req = CreateRequest {
-            model: reg.name.clone(),
-            files: BTreeMap::from([(file_name, reg.digest.clone())]),
-            template: reg.template.clone(),
-            system: reg.system.clone(),
-            parameters: reg.parameters.clone(),
-            license: reg.license.clone(),
-        };
-        client.create(&req).await?;
+        })
     }
-    let want = if reg.name.contains(':') {
-        reg.name.clone()
-    } else {
-        format!("{}:latest", reg.name)
-    };
-    let tags = client.tags().await?;
-    let entry = tags
-        .models
-        .iter()
-        .find(|m| m.name.eq_ignore_ascii_case(&want))
-        .ok_or_else(|| OllamaError::Verification {
-            model: want.clone(),
-            reason: "not listed by /api/tags after create".into(),
-        })?;
-    let verify = |what: &str, got: &str, expected: &str| {
-        if got.eq_ignore_ascii_case(expected) {
-            Ok(())
-        } else {
-            Err(OllamaError::Verification {
-                model: want.clone(),
-                reason: format!("{what} is {got:?}, expected {expected:?}"),
-            })
+}
+
+fn version_string(v: Version) -> String {
+    format!("{}.{}.{}", v.0, v.1, v.2)
+}
+
+/// One attempt at the whole registration.
+pub async fn register(client: &Client, reg: &Registration) -> Result<Registered, OllamaError> {
+    if !is_valid_name(&reg.name) {
+        return Err(OllamaError::InvalidName(reg.name.clone()));
+    }
+    let version = client.version().await?;
+    let mut uploaded = false;
+    if !client.blob_exists(&reg.sha256).await? {
+        client.upload_blob(&reg.gguf, &reg.sha256).await?;
+        uploaded = true;
+    }
+    let body = if version >= JSON_CREATE {
+        let mut b = json!({
+            "model": reg.name,
+            "files": { reg.file_key(): format!("sha256:{}", reg.sha256) },
+            "parameters": reg.parameters_json(),
+            "stream": true,
+        });
+        if let Some(t) = &reg.template {
+            b["template"] = json!(t);
         }
+        if let Some(s) = &reg.system {
+            b["system"] = json!(s);
+        }
+        if let Some(l) = &reg.license {
+            b["license"] = json!(l);
+        }
+        b
+    } else {
+        json!({ "model": reg.name, "modelfile": reg.legacy_modelfile()?, "stream": true })
     };
-    verify("tags family", &entry.details.family, &reg.expect_family)?;
-    verify(
-        "tags quantization_level",
-        &entry.details.quantization_level,
-        &reg.expect_quantization,
-    )?;
-    let shown = client.show(&want).await?;
-    verify("show family", &shown.details.family, &reg.expect_family)?;
-    verify(
-        "show quantization_level",
-        &shown.details.quantization_level,
-        &reg.expect_quantization,
-    )?;
-    let generated = client.generate(&want, &reg.smoke_prompt, 8).await?;
+    client.create(&body).await?;
+
+    // Verify: listed, and shown with the details Ollama read from the file.
+    let listed = client.tags().await?.iter().any(|m| {
+        m.get("name").and_then(Value::as_str).is_some_and(|n| {
+            n.eq_ignore_ascii_case(&reg.name)
+                || n.eq_ignore_ascii_case(&format!("{}:latest", reg.name))
+        })
+    });
+    if !listed {
+        return Err(OllamaError::Protocol {
+            endpoint: "/api/tags".into(),
+            reason: format!("'{}' is not listed after create", reg.name),
+        });
+    }
+    let show = client.show(&reg.name).await?;
+    let detail = |k: &str| {
+        show.get("details")
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let smoke_output = if reg.smoke_prompt.is_empty() {
+        String::new()
+    } else {
+        client.generate(&reg.name, &reg.smoke_prompt, 8).await?
+    };
+    if smoke_output.is_empty() && !reg.smoke_prompt.is_empty() {
+        return Err(OllamaError::Protocol {
+            endpoint: "/api/generate".into(),
+            reason: "the smoke generation returned no text".into(),
+        });
+    }
     Ok(Registered {
-        server_version,
-        name: entry.name.clone(),
+        name: reg.name.clone(),
+        server_version: version_string(version),
+        family: detail("family"),
+        quantization_level: detail("quantization_level"),
         uploaded,
-        legacy_create,
-        generated,
+        smoke_output,
     })
 }

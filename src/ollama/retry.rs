@@ -1,44 +1,47 @@
-//! Capped exponential backoff with jitter. Pure: the caller supplies the random fraction, so
-//! the schedule is deterministic in tests and the daemon owns the sleeping.
+//! Capped exponential backoff with jitter: how long to wait before the
+//! next attempt. Pure, so the schedule is testable; the caller sleeps.
 
 use std::time::Duration;
 
-/// Backoff schedule: `base * 2^attempt`, capped at `max`, scaled by a jitter factor in
-/// `[1 - jitter, 1]` so many daemons do not retry in lockstep.
+/// A backoff schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
-    /// Delay before the first retry.
-    pub base: Duration,
-    /// Upper bound of any delay.
+    /// Wait before the second attempt.
+    pub initial: Duration,
+    /// Longest wait.
     pub max: Duration,
-    /// Fraction (0..=1) of the delay that may be removed at random.
+    /// Growth per attempt.
+    pub factor: f64,
+    /// Fraction of the wait randomised (0.2 = ±20 %), so many clients do
+    /// not retry in lock-step.
     pub jitter: f64,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            base: Duration::from_millis(500),
+            initial: Duration::from_millis(500),
             max: Duration::from_secs(60),
-            jitter: 0.5,
+            factor: 2.0,
+            jitter: 0.2,
         }
     }
 }
 
 impl Backoff {
-    /// Delay before retry number `attempt` (0-based). `random` is a uniform sample in
-    /// `[0, 1)`; values outside are clamped so a bad sample cannot produce a huge delay.
-    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
-        let factor = 2f64.powi(attempt.min(62) as i32);
-        let raw = self.base.as_secs_f64() * factor;
-        let capped = raw.min(self.max.as_secs_f64());
-        let random = if random.is_finite() {
-            random.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        Duration::from_secs_f64((capped * (1.0 - jitter * random)).max(0.0))
+    /// The wait after `attempt` failures (1 = the first), with `unit` in
+    /// [0, 1) supplying the randomness.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let base =
+            self.initial.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1).min(64) as i32);
+        let capped = base.min(self.max.as_secs_f64());
+        let jittered = capped * (1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0));
+        Duration::from_secs_f64(jittered.clamp(0.0, self.max.as_secs_f64()))
+    }
+
+    /// [`Backoff::delay`] with a random `unit`.
+    pub fn delay_random(&self, attempt: u32) -> Duration {
+        self.delay(attempt, rand::random::<f64>())
     }
 }
 
@@ -48,18 +51,11 @@ mod tests {
 
     #[test]
     fn grows_then_caps() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-            jitter: 0.5,
-        };
-        assert_eq!(b.delay(0, 0.0), Duration::from_secs(1));
-        assert_eq!(b.delay(1, 0.0), Duration::from_secs(2));
-        assert_eq!(b.delay(3, 0.0), Duration::from_secs(8));
-        assert_eq!(b.delay(4, 0.0), Duration::from_secs(10));
-        assert_eq!(b.delay(1000, 0.0), Duration::from_secs(10));
-        assert_eq!(b.delay(4, 1.0), Duration::from_secs(5));
-        assert_eq!(b.delay(4, f64::NAN), Duration::from_secs(10));
-        assert_eq!(b.delay(4, 7.0), Duration::from_secs(5));
+        let b = Backoff::default();
+        assert_eq!(b.delay(1, 0.5), Duration::from_millis(500));
+        assert_eq!(b.delay(2, 0.5), Duration::from_secs(1));
+        assert_eq!(b.delay(30, 0.5), Duration::from_secs(60));
+        assert!(b.delay(3, 0.0) < b.delay(3, 0.99));
+        assert!(b.delay(100, 0.99) <= b.max);
     }
 }
