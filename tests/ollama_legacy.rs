@@ -15,7 +15,12 @@ use support::logits::convert_to;
 fn legacy_modelfile_create_on_0_5_4() {
     let emu = Emulator::start(&["--emulate-version", "0.5.4"]);
     let dir = tempfile::tempdir().unwrap();
-    let (gguf, report) = convert_to(&fixtures::path("nanogpt-az/ckpt.pt"), FileType::Q8_0, dir.path(), None);
+    let (gguf, report) = convert_to(
+        &fixtures::path("nanogpt-az/ckpt.pt"),
+        FileType::Q8_0,
+        dir.path(),
+        None,
+    );
     let reg = Registration {
         gguf,
         sha256: report.outputs[0].sha256.clone(),
@@ -27,7 +32,10 @@ fn legacy_modelfile_create_on_0_5_4() {
         ..Default::default()
     };
     let client = Client::new(&emu.url);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let done = rt
         .block_on(register(&client, &reg))
         .unwrap_or_else(|e| panic!("{e}\n{}", emu.log()));
