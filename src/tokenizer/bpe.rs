@@ -142,7 +142,7 @@ fn merges(json: &Value, path: &Path) -> Result<Vec<String>, TokenizerError> {
                 match (pair[0].as_str(), pair[1].as_str()) {
                     // llama.cpp splits at the first space after byte 0, so a
                     // space inside the left part would be misread.
-                    (Some(a), Some(b)) if !a.is_empty() && !a[1..].contains(' ') => {
+                    (Some(a), Some(b)) if !a.is_empty() && !a.as_bytes()[1..].contains(&b' ') => {
                         Ok(format!("{a} {b}"))
                     }
                     _ => Err(invalid(path, format!("merge {i} cannot be written as \"left right\""))),

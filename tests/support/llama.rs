@@ -20,7 +20,7 @@ unsafe extern "C" fn quiet_log(
     _user: *mut std::os::raw::c_void,
 ) {
     // Keep errors visible (they explain load failures); drop the chatter.
-    if level == ggml_log_level_GGML_LOG_LEVEL_ERROR && !text.is_null() {
+    if level == GGML_LOG_LEVEL_ERROR && !text.is_null() {
         let s = unsafe { std::ffi::CStr::from_ptr(text) };
         eprint!("llama.cpp: {}", s.to_string_lossy());
     }
