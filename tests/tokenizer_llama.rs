@@ -58,7 +58,10 @@ fn check_family(dir: &str, arch: &str, want_pre: &str, want_add_bos: bool) -> Vo
     let vocab = gguf_vocab(&files, 3000).unwrap();
     assert_eq!(string_key(&vocab, "tokenizer.ggml.pre"), want_pre, "{dir}");
     assert_eq!(vocab.add_bos, want_add_bos, "{dir}");
-    assert_eq!(bool_key(&vocab, "tokenizer.ggml.add_bos_token"), want_add_bos);
+    assert_eq!(
+        bool_key(&vocab, "tokenizer.ggml.add_bos_token"),
+        want_add_bos
+    );
     let tmp = tempfile::tempdir().unwrap();
     let model = load(&vocab, arch, tmp.path());
     let expected = support::fixtures::json(&format!("{dir}/expected.json"));
@@ -66,12 +69,20 @@ fn check_family(dir: &str, arch: &str, want_pre: &str, want_add_bos: bool) -> Vo
     assert!(samples.len() >= 4, "{dir}: too few samples");
     for s in samples {
         let text = s["text"].as_str().unwrap();
-        assert_eq!(model.tokenize(text, false, false), ids(&s["ids"]), "{dir}: {text:?}");
+        assert_eq!(
+            model.tokenize(text, false, false),
+            ids(&s["ids"]),
+            "{dir}: {text:?}"
+        );
     }
     let ws = &expected["tokens_with_specials"];
     let text = ws["text"].as_str().unwrap();
     let add = ws["add_bos"].as_bool().unwrap();
-    assert_eq!(model.tokenize(text, add, true), ids(&ws["ids"]), "{dir}: {text:?}");
+    assert_eq!(
+        model.tokenize(text, add, true),
+        ids(&ws["ids"]),
+        "{dir}: {text:?}"
+    );
     vocab
 }
 
@@ -110,7 +121,10 @@ fn az_bpe_matches_hf_tokenizers_in_llama_cpp() {
     // Without parse_special the mid-text <|endoftext|> is plain text: proves
     // the sample really exercises the special token.
     let s = &samples[3];
-    assert_ne!(model.tokenize(s["text"].as_str().unwrap(), false, false), ids(&s["ids"]));
+    assert_ne!(
+        model.tokenize(s["text"].as_str().unwrap(), false, false),
+        ids(&s["ids"])
+    );
 }
 
 #[test]
@@ -141,7 +155,11 @@ fn hf_gpt2_folder_and_nanogpt_checkpoint_dir() {
         let model = load(&vocab, "gpt2", tmp.path());
         for s in expected["samples"].as_array().unwrap() {
             let text = s["text"].as_str().unwrap();
-            assert_eq!(model.tokenize(text, true, true), ids(&s["ids"]), "{dir}: {text:?}");
+            assert_eq!(
+                model.tokenize(text, true, true),
+                ids(&s["ids"]),
+                "{dir}: {text:?}"
+            );
         }
     }
 }
@@ -158,7 +176,10 @@ fn vocab_is_padded_to_embedding_rows_and_too_few_rows_is_an_error() {
         vocab.metadata.get("tokenizer.ggml.tokens"),
         vocab.metadata.get("tokenizer.ggml.token_type"),
     ) {
-        (Some(GgufValue::Array(GgufArray::String(t))), Some(GgufValue::Array(GgufArray::I32(ty)))) => {
+        (
+            Some(GgufValue::Array(GgufArray::String(t))),
+            Some(GgufValue::Array(GgufArray::I32(ty))),
+        ) => {
             assert_eq!(t[2100], "[PAD2100]");
             assert_eq!(ty[2100], 5, "padding must be UNUSED");
         }
@@ -168,9 +189,14 @@ fn vocab_is_padded_to_embedding_rows_and_too_few_rows_is_an_error() {
     assert_eq!(model.detokenize(&[2100]), "");
     let expected = support::fixtures::json("tokenizers/expected_tokens.json");
     let s = &expected["samples"][1];
-    assert_eq!(model.tokenize(s["text"].as_str().unwrap(), false, false), ids(&s["ids"]));
+    assert_eq!(
+        model.tokenize(s["text"].as_str().unwrap(), false, false),
+        ids(&s["ids"])
+    );
     match gguf_vocab(&files, 2000) {
-        Err(TokenizerError::TooManyTokens { n_tokens, n_rows, .. }) => {
+        Err(TokenizerError::TooManyTokens {
+            n_tokens, n_rows, ..
+        }) => {
             assert_eq!((n_tokens, n_rows), (2048, 2000))
         }
         other => panic!("expected TooManyTokens, got {other:?}"),
@@ -182,7 +208,10 @@ fn no_tokenizer_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let err = gguf_vocab(&discover(tmp.path()), 10).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("tokenizer.json") && msg.contains("--tokenizer PATH"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("--tokenizer PATH"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -224,7 +253,11 @@ fn hf_llama_bytelevel_tokenizer_in_llama_cpp() {
     let expected = support::fixtures::json("tokenizers/expected_tokens.json");
     for s in expected["samples"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
-        assert_eq!(model.tokenize(text, false, true), ids(&s["ids"]), "{text:?}");
+        assert_eq!(
+            model.tokenize(text, false, true),
+            ids(&s["ids"]),
+            "{text:?}"
+        );
     }
 }
 
@@ -242,5 +275,8 @@ fn gpt2_pre_on_qwen_tokenizer_fails_a_sample() {
         .iter()
         .filter(|s| model.tokenize(s["text"].as_str().unwrap(), false, false) != ids(&s["ids"]))
         .count();
-    assert!(mismatches >= 1, "gpt-2 pre-tokenizer reproduced every Qwen2 sample");
+    assert!(
+        mismatches >= 1,
+        "gpt-2 pre-tokenizer reproduced every Qwen2 sample"
+    );
 }

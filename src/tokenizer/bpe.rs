@@ -76,7 +76,10 @@ fn tokens_in_id_order(
         .and_then(Value::as_object)
         .ok_or_else(|| invalid(path, "model.vocab is missing or not an object"))?;
     if vocab.len() > MAX_TOKENS {
-        return Err(invalid(path, format!("{} tokens is over the limit", vocab.len())));
+        return Err(invalid(
+            path,
+            format!("{} tokens is over the limit", vocab.len()),
+        ));
     }
     let added = added_tokens(json, path)?;
     let mut slots: Vec<Option<(String, i32)>> = Vec::new();
@@ -86,7 +89,10 @@ fn tokens_in_id_order(
             return Err(invalid(path, format!("token id {id} is over the limit")));
         }
         if text.len() > MAX_TOKEN_BYTES {
-            return Err(invalid(path, format!("token {id} is {} bytes long", text.len())));
+            return Err(invalid(
+                path,
+                format!("token {id} is {} bytes long", text.len()),
+            ));
         }
         if slots.len() <= i {
             slots.resize(i + 1, None);
@@ -115,7 +121,10 @@ fn tokens_in_id_order(
     for (i, slot) in slots.into_iter().enumerate() {
         let (text, ty) = slot.unwrap_or_else(|| (format!("[PAD{i}]"), token_type::UNUSED));
         if !seen.insert(text.clone()) {
-            return Err(invalid(path, format!("token {text:?} appears under two ids")));
+            return Err(invalid(
+                path,
+                format!("token {text:?} appears under two ids"),
+            ));
         }
         tokens.push(text);
         types.push(ty);
@@ -145,10 +154,16 @@ fn merges(json: &Value, path: &Path) -> Result<Vec<String>, TokenizerError> {
                     (Some(a), Some(b)) if !a.is_empty() && !a.as_bytes()[1..].contains(&b' ') => {
                         Ok(format!("{a} {b}"))
                     }
-                    _ => Err(invalid(path, format!("merge {i} cannot be written as \"left right\""))),
+                    _ => Err(invalid(
+                        path,
+                        format!("merge {i} cannot be written as \"left right\""),
+                    )),
                 }
             }
-            _ => Err(invalid(path, format!("merge {i} is neither \"a b\" nor [\"a\", \"b\"]"))),
+            _ => Err(invalid(
+                path,
+                format!("merge {i} is neither \"a b\" nor [\"a\", \"b\"]"),
+            )),
         })
         .collect()
 }

@@ -85,7 +85,12 @@ pub fn gguf_vocab(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, 
             Some(p) => Some(files::read_json(p)?),
             None => None,
         };
-        spm::build(model, json.as_ref(), config.as_ref(), files.config_json.as_ref())?
+        spm::build(
+            model,
+            json.as_ref(),
+            config.as_ref(),
+            files.config_json.as_ref(),
+        )?
     } else if let Some(path) = &files.tokenizer_json {
         let json = files::read_json(path)?;
         bpe::build(path, &json, config.as_ref(), files.config_json.as_ref())?
@@ -188,13 +193,22 @@ impl Built {
                 md.set(key, GgufValue::U32(id));
             }
         }
-        md.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(self.add_bos));
-        md.set("tokenizer.ggml.add_eos_token", GgufValue::Bool(self.add_eos));
+        md.set(
+            "tokenizer.ggml.add_bos_token",
+            GgufValue::Bool(self.add_bos),
+        );
+        md.set(
+            "tokenizer.ggml.add_eos_token",
+            GgufValue::Bool(self.add_eos),
+        );
         if let Some(b) = self.add_space_prefix {
             md.set("tokenizer.ggml.add_space_prefix", GgufValue::Bool(b));
         }
         if let Some(b) = self.remove_extra_whitespaces {
-            md.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue::Bool(b));
+            md.set(
+                "tokenizer.ggml.remove_extra_whitespaces",
+                GgufValue::Bool(b),
+            );
         }
         Ok(Vocab {
             metadata: md,

@@ -63,7 +63,10 @@ fn flag(v: &Value, key: &str, default: bool) -> bool {
 
 /// The llama.cpp pre type reproducing this tokenizer's normalizer and
 /// pre-tokenizer, for a byte-level BPE.
-pub(crate) fn byte_level_pre(tokenizer: &Value, path: &Path) -> Result<&'static str, TokenizerError> {
+pub(crate) fn byte_level_pre(
+    tokenizer: &Value,
+    path: &Path,
+) -> Result<&'static str, TokenizerError> {
     match tokenizer.get("normalizer") {
         None | Some(Value::Null) => {}
         // NFC leaves already-composed text unchanged; llama.cpp's converter
@@ -124,7 +127,10 @@ pub(crate) fn byte_level_pre(tokenizer: &Value, path: &Path) -> Result<&'static 
                 .and_then(|p| p.get("Regex"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
-                    refuse(path, "its Split pre-tokenizer splits on a plain string, not a regex".into())
+                    refuse(
+                        path,
+                        "its Split pre-tokenizer splits on a plain string, not a regex".into(),
+                    )
                 })?;
             let behavior = split.get("behavior").and_then(Value::as_str).unwrap_or("");
             if behavior != "Isolated" || flag(split, "invert", false) {

@@ -67,7 +67,13 @@ pub(crate) fn resolve(
             ids.eos = Some(id);
         }
     }
-    for eot in ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|eot|>"] {
+    for eot in [
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|eot|>",
+    ] {
         if let Some(id) = lookup(eot).filter(|&id| valid(id)) {
             if Some(id) != ids.eos {
                 ids.eot = Some(id);
@@ -136,7 +142,10 @@ mod tests {
             "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}]}});
         assert_eq!(add_flags(Some(&t), None, (false, false)), (true, false));
         let cfg = json!({"add_bos_token": false, "add_eos_token": true});
-        assert_eq!(add_flags(Some(&t), Some(&cfg), (false, false)), (false, true));
+        assert_eq!(
+            add_flags(Some(&t), Some(&cfg), (false, false)),
+            (false, true)
+        );
     }
 
     #[test]

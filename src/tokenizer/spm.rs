@@ -203,7 +203,10 @@ pub(crate) fn build(
             if id >= tokens.len() || types[id] == token_type::UNKNOWN {
                 continue;
             }
-            let special = data.get("special").and_then(Value::as_bool).unwrap_or(false);
+            let special = data
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if special || super::bpe::looks_special(content) {
                 types[id] = token_type::CONTROL;
                 tokens[id] = content.to_string();
