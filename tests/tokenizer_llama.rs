@@ -280,3 +280,29 @@ fn gpt2_pre_on_qwen_tokenizer_fails_a_sample() {
         "gpt-2 pre-tokenizer reproduced every Qwen2 sample"
     );
 }
+
+#[test]
+fn mistral_tokenizer_json_without_spm_model_in_llama_cpp() {
+    let dir = support::fixtures::path("hf-mistral-sp-az");
+    let mut files = discover(&dir);
+    files.spm_model = None;
+    let vocab = gguf_vocab(&files, 2000).unwrap();
+    assert_eq!(string_key(&vocab, "tokenizer.ggml.model"), "llama");
+    assert!(vocab.add_bos);
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load(&vocab, "llama", tmp.path());
+    let expected = support::fixtures::json("hf-mistral-sp-az/expected.json");
+    for s in expected["tokens"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        assert_eq!(
+            model.tokenize(text, false, false),
+            ids(&s["ids"]),
+            "{text:?}"
+        );
+    }
+    let ws = &expected["tokens_with_specials"];
+    assert_eq!(
+        model.tokenize(ws["text"].as_str().unwrap(), true, true),
+        ids(&ws["ids"])
+    );
+}

@@ -192,10 +192,7 @@ pub(crate) fn build(
         .and_then(|p| p.get("type"))
         .and_then(Value::as_str);
     if pre_type == Some("Metaspace") {
-        return Err(TokenizerError::Unreproducible {
-            path: path.to_path_buf(),
-            reason: "it is a SentencePiece-style (Metaspace) BPE and kvant reads such vocabularies from the SentencePiece model; put its tokenizer.model beside it or pass --tokenizer PATH to it".into(),
-        });
+        return metaspace(path, json, tokenizer_config, model_config);
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if model.get(key).is_some_and(|v| !v.is_null() && v != "") {
@@ -237,4 +234,104 @@ pub(crate) fn build(
         add_space_prefix: None,
         remove_extra_whitespaces: None,
     })
+}
+
+/// A SentencePiece-style BPE saved as `tokenizer.json` (Metaspace
+/// pre-tokenizer, byte fallback) → llama.cpp's `llama` vocabulary. llama.cpp
+/// merges the adjacent pair whose result scores highest, so each token's
+/// score is minus the rank of the first merge producing it: the merge
+/// order of the BPE, as SentencePiece's own BPE scores encode it.
+fn metaspace(
+    path: &Path,
+    json: &Value,
+    tokenizer_config: Option<&Value>,
+    model_config: Option<&Value>,
+) -> Result<Built, TokenizerError> {
+    let refuse = |why: &str| {
+        TokenizerError::Unreproducible {
+        path: path.to_path_buf(),
+        reason: format!("{why}; put the tokenizer.model it was derived from beside it, or pass --tokenizer PATH to it"),
+    }
+    };
+    let model = json.get("model").unwrap_or(&Value::Null);
+    if model.get("byte_fallback").and_then(Value::as_bool) != Some(true) {
+        return Err(refuse(
+            "its Metaspace BPE has no byte_fallback, so unknown characters become <unk> in HF but llama.cpp's SentencePiece vocabulary falls back differently",
+        ));
+    }
+    if json.get("normalizer").is_some_and(|n| !n.is_null()) {
+        return Err(refuse(
+            "its normalizer rewrites text before the Metaspace step, which llama.cpp does not reproduce",
+        ));
+    }
+    let pre = json.get("pre_tokenizer").unwrap_or(&Value::Null);
+    if pre.get("replacement").and_then(Value::as_str) != Some("\u{2581}") {
+        return Err(refuse("its Metaspace replacement is not U+2581"));
+    }
+    let add_space_prefix = match pre.get("prepend_scheme").and_then(Value::as_str) {
+        Some("first") | Some("always") | None => true,
+        Some("never") => false,
+        Some(other) => {
+            return Err(refuse(&format!(
+                "unknown Metaspace prepend_scheme `{other}`"
+            )))
+        }
+    };
+    let (tokens, mut types) = tokens_in_id_order(json, path)?;
+    let merges = merges(json, path)?;
+    let index: HashMap<&str, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    let mut scores = vec![0.0f32; tokens.len()];
+    let mut scored = vec![false; tokens.len()];
+    for (rank, m) in merges.iter().enumerate() {
+        let merged: String = m.splitn(2, ' ').collect();
+        if let Some(&id) = index.get(merged.as_str()) {
+            if !scored[id as usize] {
+                scored[id as usize] = true;
+                scores[id as usize] = -(rank as f32);
+            }
+        }
+    }
+    let unk = model.get("unk_token").and_then(Value::as_str);
+    for (i, t) in tokens.iter().enumerate() {
+        if types[i] == token_type::NORMAL && is_byte_token(t) {
+            types[i] = token_type::BYTE;
+        }
+        if Some(t.as_str()) == unk {
+            types[i] = token_type::UNKNOWN;
+        }
+    }
+    let lookup = |t: &str| index.get(t).copied();
+    let mut specials = specials::resolve(tokenizer_config, model_config, tokens.len(), &lookup);
+    if specials.unk.is_none() {
+        specials.unk = unk.and_then(lookup);
+    }
+    let (add_bos, add_eos) = specials::add_flags(Some(json), tokenizer_config, (true, false));
+    drop(index);
+    Ok(Built {
+        source: path.to_path_buf(),
+        model: "llama",
+        pre: "default",
+        tokens,
+        scores: Some(scores),
+        types,
+        merges: None,
+        specials,
+        add_bos,
+        add_eos,
+        add_space_prefix: Some(add_space_prefix),
+        remove_extra_whitespaces: Some(false),
+    })
+}
+
+/// `<0xXX>`: a SentencePiece byte-fallback token.
+fn is_byte_token(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 6
+        && t.starts_with("<0x")
+        && t.ends_with('>')
+        && b[3..5].iter().all(u8::is_ascii_hexdigit)
 }
