@@ -1,4 +1,11 @@
-//! The `kvant` command line (thin: all logic lives in the library).
-fn main() {
-    println!("kvant {}", env!("CARGO_PKG_VERSION"));
+//! The `kvant` command line. Thin on purpose: parsing lives in
+//! `cli::args`, each subcommand in `cli::commands`, all logic in the
+//! library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
 }

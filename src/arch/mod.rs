@@ -12,6 +12,7 @@
 
 mod error;
 mod gpt2;
+mod llama;
 mod plan;
 pub mod transform;
 
@@ -43,6 +44,14 @@ pub fn plan(
         if names.iter().any(|a| *a == "GPT2LMHeadModel") {
             return gpt2::plan(ck, config, overrides);
         }
+        if let (Some(hf), Some(cfg)) = (
+            names
+                .iter()
+                .find(|a| llama::ARCHITECTURES.iter().any(|(h, _)| h == *a)),
+            config,
+        ) {
+            return llama::plan(ck, cfg, hf);
+        }
         if !names.is_empty() && !gpt2::matches(ck) {
             return Err(ArchError::UnknownFamily(format!(
                 "architecture {} is not supported (supported: {})",
@@ -67,4 +76,10 @@ pub fn plan(
 }
 
 /// Hugging Face architectures (and checkpoint styles) kvant converts.
-pub const SUPPORTED: &[&str] = &["GPT2LMHeadModel (and nanoGPT/minGPT checkpoints)"];
+pub const SUPPORTED: &[&str] = &[
+    "GPT2LMHeadModel (and nanoGPT/minGPT checkpoints)",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+];

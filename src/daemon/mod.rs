@@ -1,1 +1,37 @@
-//! (placeholder: filled in by its owner)
+//! The daemon: watch the inbox, convert each finished drop, write its
+//! Modelfile and report, register it with Ollama — unattended, crash-safe
+//! and exactly once.
+//!
+//! * `config` — the TOML configuration and its flag overrides;
+//! * `settings` — per-model `kvant.toml`;
+//! * `state` — the journal (and its recovery rules) and the lock;
+//! * `run` — the loop: intake, one conversion at a time, registrations
+//!   with retries (where a retry happens: `run::finish_registration`);
+//! * `job` / `publish` — converting one drop, registering its outputs;
+//! * `status`, `service` — `kvant status` and `kvant service install`.
+//!
+//! It parses no formats itself: it calls `convert` and `ollama` like any
+//! other caller.
+
+mod config;
+mod error;
+mod job;
+mod publish;
+mod run;
+mod service;
+mod settings;
+mod state;
+mod status;
+
+pub use config::{default_config_path, load_config, ConfigOverrides, DaemonConfig};
+pub use error::DaemonError;
+pub use job::modelfile_for;
+pub use publish::{publish, registration_from_modelfile};
+pub use run::{request_retry, run};
+pub use service::{
+    install_service, render_launchd_plist, render_system_unit, render_user_unit, InstallOutcome,
+    ServiceOptions,
+};
+pub use settings::ModelSettings;
+pub use state::{DropRecord, State, Step};
+pub use status::render_status;

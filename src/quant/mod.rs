@@ -1,11 +1,33 @@
 //! Quantization: f32 rows into ggml block bytes, byte-identical to
 //! llama.cpp's reference quantizers, and the per-tensor type policy.
 //!
+//! * [`GgmlType`] — ids and block geometry; [`FileType`] — the mixes.
+//! * `legacy` (Q4_0 … Q8_0) and `kquants` (Q2_K … Q6_K) — one block struct
+//!   and its reference quantizer each; `search` — the scale searches they
+//!   share; `imatrix_kernels` — the importance-weighted variants.
+//! * [`quantize`] / [`dequantize`] — whole tensors, rows in parallel.
+//! * `policy` — which type each tensor gets ([`choose_types`], llama.cpp's
+//!   `llama-quant.cpp` rules); `imatrix` — reading importance matrices.
+//!
 //! This module must not know about files, GGUF offsets or where tensors
 //! came from.
 
+mod error;
+mod fp16;
 mod ftype;
+mod imatrix;
+mod imatrix_kernels;
+mod kquants;
+mod legacy;
+mod policy;
+mod rows;
+mod search;
 mod types;
 
+pub use error::QuantError;
+pub use fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 pub use ftype::FileType;
+pub use imatrix::{Imatrix, ImatrixError};
+pub use policy::{choose_types, PolicyError, PolicyModel, PolicyTensor, TypeOverrides};
+pub use rows::{dequantize, quantize, quantize_into};
 pub use types::GgmlType;

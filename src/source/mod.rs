@@ -10,12 +10,19 @@
 //! This module must not know GGUF names, model families or quant types.
 
 mod error;
+mod hf;
+mod safetensors;
 mod tensor;
+mod torch;
 
 pub use error::SourceError;
 pub use tensor::{DType, SourceTensor};
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 /// What kind of file a checkpoint came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +65,48 @@ impl Checkpoint {
 /// Opens the checkpoint at `path`: a torch archive, a safetensors file or a
 /// Hugging Face folder.
 pub fn open(path: &Path) -> Result<Checkpoint, SourceError> {
+    if path.is_dir() {
+        return hf::open(path);
+    }
+    open_file(path)
+}
+
+/// Opens one checkpoint file, choosing the reader by content (not by
+/// name: `.bin` may be either).
+fn open_file(path: &Path) -> Result<Checkpoint, SourceError> {
+    let io = |e| SourceError::Io {
+        path: path.to_owned(),
+        source: e,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Err(SourceError::Malformed {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    // SAFETY: read-only map of a file that has settled (the daemon waits
+    // for drops to stop changing); see ripgrep's mmap.rs for the residual
+    // SIGBUS risk if another process truncates it meanwhile.
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(io)?);
+    if torch::is_zip(&map) {
+        return torch::open(path, map);
+    }
+    let is_safetensors_name = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    // A safetensors header: u64 length then '{'.
+    if is_safetensors_name || (map.len() > 8 && map[8] == b'{') {
+        return safetensors::open(path, map);
+    }
+    let reason = if map.first() == Some(&0x80) {
+        "legacy (pre-1.6) torch.save format is not supported: load it in PyTorch and save it again with torch.save (the zip format)".to_owned()
+    } else {
+        "not a PyTorch checkpoint (no zip signature) nor a safetensors file".to_owned()
+    };
     Err(SourceError::Unsupported {
         path: path.to_owned(),
-        reason: "checkpoint reading is not implemented yet".into(),
+        reason,
     })
 }

@@ -195,6 +195,31 @@ impl SourceTensor {
         Some(&self.bytes.backing.bytes()[start..start + len])
     }
 
+    /// Tells the kernel this process no longer needs the pages holding
+    /// this tensor's bytes, so a model streamed through a memory map never
+    /// counts whole against resident memory. The pages stay in the page
+    /// cache and are read back transparently if touched again.
+    pub fn release_pages(&self) {
+        if let Backing::Map(map) = &self.bytes.backing {
+            let len = self.numel() * self.dtype.size();
+            let len = len.min(map.len().saturating_sub(self.bytes.offset));
+            if len == 0 {
+                return;
+            }
+            // SAFETY: the map is a read-only shared mapping of a file;
+            // MADV_DONTNEED on it only drops this process's page-table
+            // entries, and later reads fault the same file bytes back in.
+            #[cfg(unix)]
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.bytes.offset,
+                    len,
+                )
+            };
+        }
+    }
+
     /// Same tensor under another name (used when mapping names).
     pub fn renamed(mut self, name: String) -> SourceTensor {
         self.name = name;

@@ -1,337 +1,222 @@
-//! Byte-level BPE `tokenizer.json` → llama.cpp's `gpt2` vocabulary: tokens
-//! in id order, token types as llama.cpp's converter classifies them,
-//! merges, special ids and the pre type chosen from the tokenizer's own
-//! pre-tokenizer. Must not know about SentencePiece or GGUF files.
+//! Hugging Face `tokenizer.json` BPE models as llama.cpp's `gpt2` (byte
+//! level BPE) vocabulary: tokens in id order, token types, merges, the
+//! pre-tokenizer name and the special ids.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::{pretokenizer, specials, token_type, Built, TokenizerError};
+use super::pretokenizer::llama_pre;
+use super::specials::{self, END_TOKENS};
+use super::{TokenType, TokenizerError, Vocab};
+use crate::gguf::{GgufArray, GgufValue, Metadata};
 
-/// Most tokens a vocabulary may have (the largest real ones are ~260k).
-pub(crate) const MAX_TOKENS: usize = 4 << 20;
-/// Longest token text accepted, in bytes.
-const MAX_TOKEN_BYTES: usize = 4096;
+/// Most tokens a vocabulary may have (the largest public ones have ~260k).
+const MAX_TOKENS: usize = 4_000_000;
 
-fn invalid(path: &Path, reason: impl Into<String>) -> TokenizerError {
-    TokenizerError::Invalid {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+/// Added tokens that llama.cpp's converter treats as control even when not
+/// flagged special (`<|…|>`, `<pad>`, …).
+fn looks_special(s: &str) -> bool {
+    (s.starts_with("<|") && s.ends_with("|>"))
+        || (s.starts_with("<｜") && s.ends_with("｜>"))
+        || matches!(s, "<pad>" | "<mask>" | "<s>" | "</s>" | "<unk>")
+        || s.starts_with("<unused")
 }
 
-/// Whether a token's text looks like a control token even when not flagged
-/// special (llama.cpp's converter's `does_token_look_special`).
-pub(crate) fn looks_special(t: &str) -> bool {
-    (t.starts_with("<|") && t.ends_with("|>") && t.len() > 4)
-        || (t.starts_with("<｜") && t.ends_with("｜>"))
-        || matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
-}
-
-/// An added token from `tokenizer.json`'s `added_tokens`.
-struct Added {
-    id: u32,
-    content: String,
-    special: bool,
-}
-
-fn added_tokens(json: &Value, path: &Path) -> Result<Vec<Added>, TokenizerError> {
-    let Some(list) = json.get("added_tokens").and_then(Value::as_array) else {
-        return Ok(Vec::new());
-    };
-    if list.len() > MAX_TOKENS {
-        return Err(invalid(path, "too many added_tokens"));
-    }
-    list.iter()
-        .map(|a| {
-            let id = a
-                .get("id")
-                .and_then(Value::as_u64)
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| invalid(path, "an added token has no valid id"))?;
-            let content = a
-                .get("content")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(path, format!("added token {id} has no content")))?;
-            Ok(Added {
-                id,
-                content: content.to_string(),
-                special: a.get("special").and_then(Value::as_bool).unwrap_or(false),
-            })
-        })
-        .collect()
-}
-
-/// Reads `model.vocab` and `added_tokens` into id order. Gaps become
-/// `[PAD{i}]` UNUSED slots, as llama.cpp's converter writes them.
-fn tokens_in_id_order(
-    json: &Value,
+/// Builds the vocabulary keys from a parsed `tokenizer.json`.
+pub fn from_tokenizer_json(
     path: &Path,
-) -> Result<(Vec<String>, Vec<i32>), TokenizerError> {
-    let vocab = json
-        .get("model")
-        .and_then(|m| m.get("vocab"))
-        .and_then(Value::as_object)
-        .ok_or_else(|| invalid(path, "model.vocab is missing or not an object"))?;
-    if vocab.len() > MAX_TOKENS {
-        return Err(invalid(
-            path,
-            format!("{} tokens is over the limit", vocab.len()),
-        ));
-    }
-    let added = added_tokens(json, path)?;
-    let mut slots: Vec<Option<(String, i32)>> = Vec::new();
-    let mut place = |id: u32, text: &str, ty: i32| -> Result<(), TokenizerError> {
-        let i = id as usize;
-        if i >= MAX_TOKENS {
-            return Err(invalid(path, format!("token id {id} is over the limit")));
-        }
-        if text.len() > MAX_TOKEN_BYTES {
-            return Err(invalid(
-                path,
-                format!("token {id} is {} bytes long", text.len()),
-            ));
-        }
-        if slots.len() <= i {
-            slots.resize(i + 1, None);
-        }
-        slots[i] = Some((text.to_string(), ty));
-        Ok(())
-    };
-    for (text, id) in vocab {
-        let id = id
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| invalid(path, format!("token {text:?} has no valid id")))?;
-        place(id, text, token_type::NORMAL)?;
-    }
-    for a in &added {
-        let ty = if a.special || looks_special(&a.content) {
-            token_type::CONTROL
-        } else {
-            token_type::USER_DEFINED
-        };
-        place(a.id, &a.content, ty)?;
-    }
-    let mut tokens = Vec::with_capacity(slots.len());
-    let mut types = Vec::with_capacity(slots.len());
-    let mut seen = std::collections::HashSet::with_capacity(slots.len());
-    for (i, slot) in slots.into_iter().enumerate() {
-        let (text, ty) = slot.unwrap_or_else(|| (format!("[PAD{i}]"), token_type::UNUSED));
-        if !seen.insert(text.clone()) {
-            return Err(invalid(
-                path,
-                format!("token {text:?} appears under two ids"),
-            ));
-        }
-        tokens.push(text);
-        types.push(ty);
-    }
-    Ok((tokens, types))
-}
-
-/// `model.merges` as llama.cpp's `"left right"` strings, from either the
-/// string form or the pair form.
-fn merges(json: &Value, path: &Path) -> Result<Vec<String>, TokenizerError> {
-    let list = json
-        .get("model")
-        .and_then(|m| m.get("merges"))
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid(path, "model.merges is missing"))?;
-    if list.len() > MAX_TOKENS {
-        return Err(invalid(path, "too many merges"));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, m)| match m {
-            Value::String(s) if s.find(' ').is_some_and(|p| p > 0) => Ok(s.clone()),
-            Value::Array(pair) if pair.len() == 2 => {
-                match (pair[0].as_str(), pair[1].as_str()) {
-                    // llama.cpp splits at the first space after byte 0, so a
-                    // space inside the left part would be misread.
-                    (Some(a), Some(b)) if !a.is_empty() && !a.as_bytes()[1..].contains(&b' ') => {
-                        Ok(format!("{a} {b}"))
-                    }
-                    _ => Err(invalid(
-                        path,
-                        format!("merge {i} cannot be written as \"left right\""),
-                    )),
-                }
-            }
-            _ => Err(invalid(
-                path,
-                format!("merge {i} is neither \"a b\" nor [\"a\", \"b\"]"),
-            )),
-        })
-        .collect()
-}
-
-/// Builds the vocabulary of a BPE `tokenizer.json`.
-pub(crate) fn build(
-    path: &Path,
-    json: &Value,
+    tok: &Value,
     tokenizer_config: Option<&Value>,
     model_config: Option<&Value>,
-) -> Result<Built, TokenizerError> {
-    let model = json
+    n_vocab_rows: usize,
+) -> Result<Vocab, TokenizerError> {
+    let malformed = |reason: String| TokenizerError::Malformed {
+        path: path.to_owned(),
+        reason,
+    };
+    let model = tok
         .get("model")
-        .ok_or_else(|| invalid(path, "no `model` section"))?;
-    let model_type = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
-    if model_type != "BPE" {
+        .ok_or_else(|| malformed("no 'model'".into()))?;
+    let kind = model.get("type").and_then(Value::as_str).unwrap_or("");
+    if kind != "BPE" {
         return Err(TokenizerError::Unreproducible {
-            path: path.to_path_buf(),
-            reason: format!(
-                "its model is `{model_type}`; kvant converts byte-level BPE tokenizer.json files and SentencePiece tokenizer.model files; retrain with a ByteLevel BPE or supply tokenizer.model via --tokenizer PATH"
-            ),
+            path: path.to_owned(),
+            reason: format!("its model is '{kind}'; kvant converts byte-level BPE tokenizers (and SentencePiece tokenizer.model files)"),
         });
     }
-    let pre_type = json
-        .get("pre_tokenizer")
-        .and_then(|p| p.get("type"))
-        .and_then(Value::as_str);
-    if pre_type == Some("Metaspace") {
-        return metaspace(path, json, tokenizer_config, model_config);
+    let pre = tok.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
+    if pre.get("type").and_then(Value::as_str) == Some("Metaspace") {
+        return Err(TokenizerError::Unreproducible {
+            path: path.to_owned(),
+            reason: "it is a SentencePiece-style (Metaspace) BPE; put its tokenizer.model beside it so kvant converts the SentencePiece model itself".into(),
+        });
     }
-    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if model.get(key).is_some_and(|v| !v.is_null() && v != "") {
+    let pre_name = llama_pre(&pre).map_err(|reason| TokenizerError::Unreproducible {
+        path: path.to_owned(),
+        reason,
+    })?;
+    if let Some(n) = tok.get("normalizer").filter(|n| !n.is_null()) {
+        let t = n.get("type").and_then(Value::as_str).unwrap_or("?");
+        // NFC is what Qwen ships; llama.cpp does not normalize, and on
+        // already-NFC text (nearly all text) the result is the same.
+        if t != "NFC" {
             return Err(TokenizerError::Unreproducible {
-                path: path.to_path_buf(),
-                reason: format!("its BPE uses `{key}` and llama.cpp's BPE has no such affixes; retrain without it"),
+                path: path.to_owned(),
+                reason: format!(
+                    "it normalizes text ('{t}') before tokenizing, which llama.cpp does not do"
+                ),
             });
         }
     }
-    if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
-        return Err(TokenizerError::Unreproducible {
-            path: path.to_path_buf(),
-            reason: "its byte-level BPE also uses byte_fallback, which llama.cpp's gpt2 vocabulary does not; retrain without byte_fallback".into(),
+
+    let vocab = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed("model.vocab is missing".into()))?;
+    let added: Vec<&Value> = tok
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut by_id: HashMap<u32, String> = HashMap::new();
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .filter(|&i| (i as usize) < MAX_TOKENS)
+            .ok_or_else(|| malformed(format!("token {text:?} has a bad id")))?;
+        by_id.insert(id as u32, text.clone());
+    }
+    let mut types: HashMap<u32, TokenType> = HashMap::new();
+    for a in &added {
+        let (Some(id), Some(content)) = (
+            a.get("id").and_then(Value::as_u64),
+            a.get("content").and_then(Value::as_str),
+        ) else {
+            return Err(malformed("an added token lacks id or content".into()));
+        };
+        if id as usize >= MAX_TOKENS {
+            return Err(malformed(format!("added token id {id} is too large")));
+        }
+        let special = a.get("special").and_then(Value::as_bool).unwrap_or(false);
+        by_id.insert(id as u32, content.to_owned());
+        let ty = if special || looks_special(content) {
+            TokenType::Control
+        } else {
+            TokenType::UserDefined
+        };
+        types.insert(id as u32, ty);
+    }
+    let n_tokens = by_id.keys().max().map(|&m| m as usize + 1).unwrap_or(0);
+    if n_tokens > n_vocab_rows {
+        return Err(TokenizerError::Mismatch {
+            path: path.to_owned(),
+            reason: format!("the tokenizer has {n_tokens} tokens but the model's embedding has only {n_vocab_rows} rows"),
         });
     }
-    let pre = pretokenizer::byte_level_pre(json, path)?;
-    let (tokens, types) = tokens_in_id_order(json, path)?;
-    let merges = merges(json, path)?;
-    let index: HashMap<&str, u32> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    let lookup = |t: &str| index.get(t).copied();
-    let specials = specials::resolve(tokenizer_config, model_config, tokens.len(), &lookup);
-    let (add_bos, add_eos) = specials::add_flags(Some(json), tokenizer_config, (false, false));
-    drop(index);
-    Ok(Built {
-        source: path.to_path_buf(),
-        model: "gpt2",
-        pre,
-        tokens,
-        scores: None,
-        types,
-        merges: Some(merges),
-        specials,
-        add_bos,
-        add_eos,
-        add_space_prefix: None,
-        remove_extra_whitespaces: None,
-    })
-}
-
-/// A SentencePiece-style BPE saved as `tokenizer.json` (Metaspace
-/// pre-tokenizer, byte fallback) → llama.cpp's `llama` vocabulary. llama.cpp
-/// merges the adjacent pair whose result scores highest, so each token's
-/// score is minus the rank of the first merge producing it: the merge
-/// order of the BPE, as SentencePiece's own BPE scores encode it.
-fn metaspace(
-    path: &Path,
-    json: &Value,
-    tokenizer_config: Option<&Value>,
-    model_config: Option<&Value>,
-) -> Result<Built, TokenizerError> {
-    let refuse = |why: &str| {
-        TokenizerError::Unreproducible {
-        path: path.to_path_buf(),
-        reason: format!("{why}; put the tokenizer.model it was derived from beside it, or pass --tokenizer PATH to it"),
-    }
-    };
-    let model = json.get("model").unwrap_or(&Value::Null);
-    if model.get("byte_fallback").and_then(Value::as_bool) != Some(true) {
-        return Err(refuse(
-            "its Metaspace BPE has no byte_fallback, so unknown characters become <unk> in HF but llama.cpp's SentencePiece vocabulary falls back differently",
-        ));
-    }
-    if json.get("normalizer").is_some_and(|n| !n.is_null()) {
-        return Err(refuse(
-            "its normalizer rewrites text before the Metaspace step, which llama.cpp does not reproduce",
-        ));
-    }
-    let pre = json.get("pre_tokenizer").unwrap_or(&Value::Null);
-    if pre.get("replacement").and_then(Value::as_str) != Some("\u{2581}") {
-        return Err(refuse("its Metaspace replacement is not U+2581"));
-    }
-    let add_space_prefix = match pre.get("prepend_scheme").and_then(Value::as_str) {
-        Some("first") | Some("always") | None => true,
-        Some("never") => false,
-        Some(other) => {
-            return Err(refuse(&format!(
-                "unknown Metaspace prepend_scheme `{other}`"
-            )))
-        }
-    };
-    let (tokens, mut types) = tokens_in_id_order(json, path)?;
-    let merges = merges(json, path)?;
-    let index: HashMap<&str, u32> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    let mut scores = vec![0.0f32; tokens.len()];
-    let mut scored = vec![false; tokens.len()];
-    for (rank, m) in merges.iter().enumerate() {
-        let merged: String = m.splitn(2, ' ').collect();
-        if let Some(&id) = index.get(merged.as_str()) {
-            if !scored[id as usize] {
-                scored[id as usize] = true;
-                scores[id as usize] = -(rank as f32);
+    // Rows beyond the tokenizer (nanoGPT pads 50257 to 50304) and holes
+    // become unused padding tokens, as llama.cpp's converter writes them.
+    let mut tokens = Vec::with_capacity(n_vocab_rows);
+    let mut token_types = Vec::with_capacity(n_vocab_rows);
+    for i in 0..n_vocab_rows as u32 {
+        match by_id.get(&i) {
+            Some(t) => {
+                tokens.push(t.clone());
+                token_types.push(types.get(&i).copied().unwrap_or(TokenType::Normal) as i32);
+            }
+            None => {
+                tokens.push(format!("[PAD{i}]"));
+                token_types.push(TokenType::Unused as i32);
             }
         }
     }
-    let unk = model.get("unk_token").and_then(Value::as_str);
-    for (i, t) in tokens.iter().enumerate() {
-        if types[i] == token_type::NORMAL && is_byte_token(t) {
-            types[i] = token_type::BYTE;
-        }
-        if Some(t.as_str()) == unk {
-            types[i] = token_type::UNKNOWN;
-        }
-    }
-    let lookup = |t: &str| index.get(t).copied();
-    let mut specials = specials::resolve(tokenizer_config, model_config, tokens.len(), &lookup);
-    if specials.unk.is_none() {
-        specials.unk = unk.and_then(lookup);
-    }
-    let (add_bos, add_eos) = specials::add_flags(Some(json), tokenizer_config, (true, false));
-    drop(index);
-    Ok(Built {
-        source: path.to_path_buf(),
-        model: "llama",
-        pre: "default",
-        tokens,
-        scores: Some(scores),
-        types,
-        merges: None,
-        specials,
-        add_bos,
-        add_eos,
-        add_space_prefix: Some(add_space_prefix),
-        remove_extra_whitespaces: Some(false),
-    })
-}
 
-/// `<0xXX>`: a SentencePiece byte-fallback token.
-fn is_byte_token(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() == 6
-        && t.starts_with("<0x")
-        && t.ends_with('>')
-        && b[3..5].iter().all(u8::is_ascii_hexdigit)
+    let merges = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("model.merges is missing".into()))?;
+    let mut merge_strings = Vec::with_capacity(merges.len());
+    for m in merges {
+        let s = match m {
+            Value::String(s) => s.clone(),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => {
+                    // A space inside a part would split wrongly in GGUF's
+                    // "a b" form; llama.cpp's converter shifts it to U+0120.
+                    let enc = |s: &str| s.replace(' ', "\u{0120}");
+                    format!("{} {}", enc(a), enc(b))
+                }
+                _ => return Err(malformed("a merge is not a pair of strings".into())),
+            },
+            _ => return Err(malformed("a merge is neither a string nor a pair".into())),
+        };
+        merge_strings.push(s);
+    }
+
+    let id_of = |t: &str| -> Option<u32> {
+        vocab
+            .get(t)
+            .and_then(Value::as_u64)
+            .map(|v| v as u32)
+            .or_else(|| {
+                added
+                    .iter()
+                    .find(|a| a.get("content").and_then(Value::as_str) == Some(t))
+                    .and_then(|a| a.get("id").and_then(Value::as_u64))
+                    .map(|v| v as u32)
+            })
+    };
+    let sp = specials::resolve(tok, tokenizer_config, model_config, &id_of);
+
+    let mut md = Metadata::new();
+    md.set("tokenizer.ggml.model", "gpt2");
+    md.set("tokenizer.ggml.pre", pre_name);
+    md.set(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(GgufArray::String(tokens.clone())),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        GgufValue::Array(GgufArray::I32(token_types)),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        GgufValue::Array(GgufArray::String(merge_strings)),
+    );
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", sp.bos),
+        ("tokenizer.ggml.eos_token_id", sp.eos),
+        ("tokenizer.ggml.unknown_token_id", sp.unk),
+        ("tokenizer.ggml.padding_token_id", sp.pad),
+    ] {
+        if let Some(id) = id {
+            md.set(key, GgufValue::U32(id));
+        }
+    }
+    md.set(
+        "tokenizer.ggml.add_bos_token",
+        GgufValue::Bool(sp.add_bos.unwrap_or(false)),
+    );
+    if let Some(e) = sp.add_eos {
+        md.set("tokenizer.ggml.add_eos_token", GgufValue::Bool(e));
+    }
+    let name = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
+    let eos_token = name(sp.eos);
+    let mut stop_tokens: Vec<String> = eos_token.iter().cloned().collect();
+    for t in END_TOKENS {
+        if id_of(t).is_some_and(|i| types.get(&i) == Some(&TokenType::Control))
+            && !stop_tokens.iter().any(|s| s == t)
+        {
+            stop_tokens.push(t.to_owned());
+        }
+    }
+    Ok(Vocab {
+        metadata: md,
+        n_tokens: n_vocab_rows,
+        bos_token: name(sp.bos),
+        eos_token,
+        stop_tokens,
+        add_bos: sp.add_bos.unwrap_or(false),
+    })
 }

@@ -1,259 +1,280 @@
-//! SentencePiece `tokenizer.model` → llama.cpp's `llama` vocabulary: a small
-//! bounded protobuf reader for the `ModelProto` fields llama.cpp needs
-//! (pieces with score and type, `add_dummy_prefix`,
-//! `remove_extra_whitespaces`), plus token classes from
-//! `tokenizer_config.json` as llama.cpp's converter applies them.
+//! SentencePiece `tokenizer.model` files (a protobuf `ModelProto`) as
+//! llama.cpp's `llama` (SPM) vocabulary: pieces, scores, token types, the
+//! normalizer flags llama.cpp honours, and the special ids.
 //!
-//! Must not know about BPE `tokenizer.json` internals or GGUF files. Every
-//! length is checked against the bytes left before it is used.
+//! The protobuf reader is a small bounded one: only the fields used here
+//! are decoded, every length is checked against the bytes left, unknown
+//! fields are skipped by wire type.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::{files, specials, token_type, Built, TokenizerError};
+use super::specials::{self, END_TOKENS};
+use super::{TokenType, TokenizerError, Vocab};
+use crate::gguf::{GgufArray, GgufValue, Metadata};
 
-/// Largest `tokenizer.model` accepted.
-const MAX_MODEL_BYTES: u64 = 64 << 20;
-/// Most pieces accepted.
-const MAX_PIECES: usize = 4 << 20;
-
-/// One `SentencePiece` message.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Piece {
-    pub piece: String,
-    pub score: f32,
-    /// sentencepiece's type: 1 NORMAL, 2 UNKNOWN, 3 CONTROL,
-    /// 4 USER_DEFINED, 5 UNUSED, 6 BYTE.
-    pub kind: u64,
-}
-
-/// The parts of `ModelProto` llama.cpp uses.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SpmModel {
-    pub pieces: Vec<Piece>,
-    pub add_dummy_prefix: bool,
-    pub remove_extra_whitespaces: bool,
-    pub byte_fallback: bool,
-}
-
-/// A protobuf cursor over a byte slice.
 struct Reader<'a> {
-    buf: &'a [u8],
+    b: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn done(&self) -> bool {
+        self.pos >= self.b.len()
+    }
+
     fn varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos)?;
+            let byte = *self.b.get(self.pos)?;
             self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
                 return Some(v);
             }
         }
         None
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.buf.get(self.pos..end)?;
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len())?;
+        let s = &self.b[self.pos..end];
         self.pos = end;
         Some(s)
     }
 
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
+    fn fixed32(&mut self) -> Option<[u8; 4]> {
+        let s = self.b.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some([s[0], s[1], s[2], s[3]])
     }
 
-    /// Next field: (number, wire type value). Length-delimited fields come
-    /// back as `Field::Bytes`.
-    fn field(&mut self) -> Option<(u64, Field<'a>)> {
-        let key = self.varint()?;
-        let value = match key & 7 {
-            0 => Field::Varint(self.varint()?),
-            1 => Field::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().ok()?)),
-            2 => {
-                let n = usize::try_from(self.varint()?).ok()?;
-                Field::Bytes(self.take(n)?)
+    /// Next (field number, wire type).
+    fn key(&mut self) -> Option<(u64, u8)> {
+        let k = self.varint()?;
+        Some((k >> 3, (k & 7) as u8))
+    }
+
+    fn skip(&mut self, wire: u8) -> Option<()> {
+        match wire {
+            0 => {
+                self.varint()?;
             }
-            5 => Field::Fixed32(u32::from_le_bytes(self.take(4)?.try_into().ok()?)),
+            1 => {
+                self.pos = self.pos.checked_add(8).filter(|&e| e <= self.b.len())?;
+            }
+            2 => {
+                self.bytes()?;
+            }
+            5 => {
+                self.fixed32()?;
+            }
             _ => return None,
-        };
-        Some((key >> 3, value))
-    }
-}
-
-enum Field<'a> {
-    Varint(u64),
-    #[allow(dead_code)]
-    Fixed64(u64),
-    Bytes(&'a [u8]),
-    Fixed32(u32),
-}
-
-fn parse_piece(buf: &[u8]) -> Option<Piece> {
-    let mut r = Reader { buf, pos: 0 };
-    let mut p = Piece {
-        piece: String::new(),
-        score: 0.0,
-        kind: 1,
-    };
-    while !r.done() {
-        match r.field()? {
-            (1, Field::Bytes(b)) => p.piece = String::from_utf8(b.to_vec()).ok()?,
-            (2, Field::Fixed32(f)) => p.score = f32::from_bits(f),
-            (3, Field::Varint(t)) => p.kind = t,
-            _ => {}
         }
+        Some(())
     }
-    Some(p)
 }
 
-/// Parses a serialized `ModelProto`. `None` when the bytes are not one.
-pub(crate) fn parse(buf: &[u8]) -> Option<SpmModel> {
-    let mut r = Reader { buf, pos: 0 };
-    let mut m = SpmModel {
+struct Piece {
+    text: String,
+    score: f32,
+    kind: u64,
+}
+
+struct Model {
+    pieces: Vec<Piece>,
+    add_dummy_prefix: bool,
+    remove_extra_whitespaces: bool,
+    unk_id: Option<u32>,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
+    pad_id: Option<u32>,
+}
+
+fn parse(b: &[u8]) -> Option<Model> {
+    let mut r = Reader { b, pos: 0 };
+    let mut m = Model {
         pieces: Vec::new(),
         add_dummy_prefix: true,
         remove_extra_whitespaces: true,
-        byte_fallback: false,
+        unk_id: Some(0),
+        bos_id: Some(1),
+        eos_id: Some(2),
+        pad_id: None,
     };
     while !r.done() {
-        match r.field()? {
-            (1, Field::Bytes(b)) => {
-                if m.pieces.len() >= MAX_PIECES {
-                    return None;
+        let (field, wire) = r.key()?;
+        match (field, wire) {
+            (1, 2) => {
+                let mut p = Reader {
+                    b: r.bytes()?,
+                    pos: 0,
+                };
+                let mut piece = Piece {
+                    text: String::new(),
+                    score: 0.0,
+                    kind: 1,
+                };
+                while !p.done() {
+                    match p.key()? {
+                        (1, 2) => piece.text = String::from_utf8(p.bytes()?.to_vec()).ok()?,
+                        (2, 5) => piece.score = f32::from_le_bytes(p.fixed32()?),
+                        (3, 0) => piece.kind = p.varint()?,
+                        (_, w) => p.skip(w)?,
+                    }
                 }
-                m.pieces.push(parse_piece(b)?);
+                m.pieces.push(piece);
             }
-            (2, Field::Bytes(b)) => {
-                let mut t = Reader { buf: b, pos: 0 };
+            (2, 2) => {
+                // TrainerSpec: the special ids (-1 = none).
+                let mut t = Reader {
+                    b: r.bytes()?,
+                    pos: 0,
+                };
                 while !t.done() {
-                    if let (35, Field::Varint(v)) = t.field()? {
-                        m.byte_fallback = v != 0;
+                    let (f, w) = t.key()?;
+                    let id = |v: u64| u32::try_from(v as i64).ok();
+                    match (f, w) {
+                        (40, 0) => m.unk_id = id(t.varint()?),
+                        (41, 0) => m.bos_id = id(t.varint()?),
+                        (42, 0) => m.eos_id = id(t.varint()?),
+                        (43, 0) => m.pad_id = id(t.varint()?),
+                        (_, w) => t.skip(w)?,
                     }
                 }
             }
-            (3, Field::Bytes(b)) => {
-                let mut n = Reader { buf: b, pos: 0 };
+            (3, 2) => {
+                let mut n = Reader {
+                    b: r.bytes()?,
+                    pos: 0,
+                };
                 while !n.done() {
-                    match n.field()? {
-                        (3, Field::Varint(v)) => m.add_dummy_prefix = v != 0,
-                        (4, Field::Varint(v)) => m.remove_extra_whitespaces = v != 0,
-                        _ => {}
+                    match n.key()? {
+                        (3, 0) => m.add_dummy_prefix = n.varint()? != 0,
+                        (4, 0) => m.remove_extra_whitespaces = n.varint()? != 0,
+                        (_, w) => n.skip(w)?,
                     }
                 }
             }
-            _ => {}
+            (_, w) => r.skip(w)?,
         }
     }
     Some(m)
 }
 
-/// Builds the vocabulary of a SentencePiece model.
-pub(crate) fn build(
+/// Builds the vocabulary keys from a SentencePiece model. `tokenizer` is
+/// the matching `tokenizer.json`, if any (for its post-processor).
+pub fn from_model(
     path: &Path,
-    tokenizer_json: Option<&Value>,
+    tokenizer: Option<&Value>,
     tokenizer_config: Option<&Value>,
     model_config: Option<&Value>,
-) -> Result<Built, TokenizerError> {
-    let bytes = files::read_capped(path, MAX_MODEL_BYTES)?;
-    let model = parse(&bytes).ok_or_else(|| TokenizerError::Invalid {
-        path: path.to_path_buf(),
-        reason: "not a SentencePiece ModelProto (protobuf parse failed)".into(),
+    n_vocab_rows: usize,
+) -> Result<Vocab, TokenizerError> {
+    let bytes = std::fs::read(path).map_err(|e| TokenizerError::Malformed {
+        path: path.to_owned(),
+        reason: e.to_string(),
     })?;
-    if model.pieces.is_empty() {
-        return Err(TokenizerError::Invalid {
-            path: path.to_path_buf(),
-            reason: "the SentencePiece model has no pieces".into(),
+    let m = parse(&bytes).ok_or_else(|| TokenizerError::Malformed {
+        path: path.to_owned(),
+        reason: "not a valid SentencePiece model (protobuf)".into(),
+    })?;
+    if m.pieces.len() > n_vocab_rows {
+        return Err(TokenizerError::Mismatch {
+            path: path.to_owned(),
+            reason: format!(
+                "the tokenizer has {} pieces but the model's embedding has {n_vocab_rows} rows",
+                m.pieces.len()
+            ),
         });
     }
-    let mut tokens = Vec::with_capacity(model.pieces.len());
-    let mut scores = Vec::with_capacity(model.pieces.len());
-    let mut types = Vec::with_capacity(model.pieces.len());
-    for p in &model.pieces {
-        tokens.push(p.piece.clone());
+    let mut tokens = Vec::with_capacity(n_vocab_rows);
+    let mut scores = Vec::with_capacity(n_vocab_rows);
+    let mut types = Vec::with_capacity(n_vocab_rows);
+    for p in &m.pieces {
+        tokens.push(p.text.clone());
         scores.push(p.score);
-        types.push(match p.kind {
-            2 => token_type::UNKNOWN,
-            3 => token_type::CONTROL,
-            4 => token_type::USER_DEFINED,
-            5 => token_type::UNUSED,
-            6 => token_type::BYTE,
-            _ => token_type::NORMAL,
-        });
+        let t = match p.kind {
+            2 => TokenType::Unknown,
+            3 => TokenType::Control,
+            4 => TokenType::UserDefined,
+            5 => TokenType::Unused,
+            6 => TokenType::Byte,
+            _ => TokenType::Normal,
+        };
+        types.push(t as i32);
     }
-    // Added tokens named in tokenizer_config.json override the class, as
-    // llama.cpp's converter does (the unknown token keeps its class).
-    if let Some(dec) = tokenizer_config
-        .and_then(|c| c.get("added_tokens_decoder"))
-        .and_then(Value::as_object)
-    {
-        for (id, data) in dec.iter().take(MAX_PIECES) {
-            let (Ok(id), Some(content)) = (
-                id.parse::<usize>(),
-                data.get("content").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            if id >= tokens.len() || types[id] == token_type::UNKNOWN {
-                continue;
-            }
-            let special = data
-                .get("special")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if special || super::bpe::looks_special(content) {
-                types[id] = token_type::CONTROL;
-                tokens[id] = content.to_string();
-            } else {
-                types[id] = token_type::USER_DEFINED;
-                tokens[id] = content.replace('\u{2581}', " ");
-            }
-            scores[id] = -1000.0;
-        }
+    for i in m.pieces.len()..n_vocab_rows {
+        tokens.push(format!("[PAD{i}]"));
+        scores.push(-1000.0);
+        types.push(TokenType::Unused as i32);
     }
-    let index: HashMap<&str, u32> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u32))
-        .collect();
-    if index.len() != tokens.len() {
-        return Err(TokenizerError::Invalid {
-            path: path.to_path_buf(),
-            reason: "two pieces have the same text".into(),
-        });
-    }
-    let lookup = |t: &str| index.get(t).copied();
-    let mut specials = specials::resolve(tokenizer_config, model_config, tokens.len(), &lookup);
-    // sentencepiece's own defaults when nothing names them.
-    for (slot, name) in [
-        (&mut specials.unk, "<unk>"),
-        (&mut specials.bos, "<s>"),
-        (&mut specials.eos, "</s>"),
+    let id_of = |t: &str| tokens.iter().position(|x| x == t).map(|i| i as u32);
+    let empty = Value::Null;
+    let sp = specials::resolve(
+        tokenizer.unwrap_or(&empty),
+        tokenizer_config,
+        model_config,
+        &id_of,
+    );
+
+    let mut md = Metadata::new();
+    md.set("tokenizer.ggml.model", "llama");
+    md.set("tokenizer.ggml.pre", "default");
+    md.set(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(GgufArray::String(tokens.clone())),
+    );
+    md.set(
+        "tokenizer.ggml.scores",
+        GgufValue::Array(GgufArray::F32(scores)),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        GgufValue::Array(GgufArray::I32(types)),
+    );
+    let bos = sp.bos.or(m.bos_id);
+    let eos = sp.eos.or(m.eos_id);
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", bos),
+        ("tokenizer.ggml.eos_token_id", eos),
+        ("tokenizer.ggml.unknown_token_id", sp.unk.or(m.unk_id)),
+        ("tokenizer.ggml.padding_token_id", sp.pad.or(m.pad_id)),
     ] {
-        if slot.is_none() {
-            *slot = lookup(name);
+        if let Some(id) = id.filter(|&i| (i as usize) < n_vocab_rows) {
+            md.set(key, GgufValue::U32(id));
         }
     }
-    let (add_bos, add_eos) = specials::add_flags(tokenizer_json, tokenizer_config, (true, false));
-    drop(index);
-    Ok(Built {
-        source: path.to_path_buf(),
-        model: "llama",
-        pre: "default",
-        tokens,
-        scores: Some(scores),
-        types,
-        merges: None,
-        specials,
+    let add_bos = sp.add_bos.unwrap_or(true);
+    md.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(add_bos));
+    md.set(
+        "tokenizer.ggml.add_eos_token",
+        GgufValue::Bool(sp.add_eos.unwrap_or(false)),
+    );
+    md.set(
+        "tokenizer.ggml.add_space_prefix",
+        GgufValue::Bool(m.add_dummy_prefix),
+    );
+    md.set(
+        "tokenizer.ggml.remove_extra_whitespaces",
+        GgufValue::Bool(m.remove_extra_whitespaces),
+    );
+    let name = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
+    let eos_token = name(eos);
+    let mut stop_tokens: Vec<String> = eos_token.iter().cloned().collect();
+    for t in END_TOKENS {
+        if id_of(t).is_some() && !stop_tokens.iter().any(|s| s == t) {
+            stop_tokens.push(t.to_owned());
+        }
+    }
+    Ok(Vocab {
+        metadata: md,
+        n_tokens: n_vocab_rows,
+        bos_token: name(bos),
+        eos_token,
+        stop_tokens,
         add_bos,
-        add_eos,
-        add_space_prefix: Some(model.add_dummy_prefix),
-        remove_extra_whitespaces: Some(model.remove_extra_whitespaces),
     })
 }

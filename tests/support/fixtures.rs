@@ -28,7 +28,7 @@ pub fn path(rel: &str) -> PathBuf {
 /// Parses a JSON fixture.
 pub fn json(rel: &str) -> serde_json::Value {
     let p = path(rel);
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", p.display()))
 }

@@ -2,5 +2,9 @@
 //! with `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod emulator;
 pub mod fixtures;
+pub mod ggml;
 pub mod llama;
+pub mod logits;
+pub mod quantize;

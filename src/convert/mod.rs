@@ -8,6 +8,17 @@
 //!
 //! This module must not know about the queue, retries or HTTP.
 
+mod checkpoint;
+mod discover;
+mod mix;
+mod naming;
+mod report;
+mod requantize;
+mod stream;
+
+pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
+pub use naming::default_name;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -31,6 +42,12 @@ pub struct ConvertRequest {
     pub imatrix: Option<PathBuf>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// Per-tensor type overrides (llama-quantize's `--tensor-type`,
+    /// `--output-tensor-type`, `--token-embedding-type`, `--pure`).
+    pub type_overrides: crate::quant::TypeOverrides,
+    /// Re-quantize tensors of a GGUF input that are already quantized
+    /// (lossy twice; llama-quantize's `--allow-requantize`).
+    pub allow_requantize: bool,
 }
 
 /// One requested output.
@@ -110,9 +127,31 @@ pub enum ConvertError {
     /// Reading the checkpoint failed.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The tokenizer cannot be converted faithfully.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
     /// Writing a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
+    /// The checkpoint does not map to a supported family.
+    #[error("{path}: {source}")]
+    Arch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::arch::ArchError,
+    },
+    /// A tensor's data cannot be converted (NaN, Inf, wrong size).
+    #[error("{path}: tensor '{tensor}': {reason}")]
+    Tensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        reason: String,
+    },
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),
@@ -129,9 +168,19 @@ pub fn convert(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ConvertReport, ConvertError> {
-    let _ = (progress, cancel);
-    Err(ConvertError::Other(format!(
-        "{}: conversion is not implemented yet",
-        req.source.display()
-    )))
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| ConvertError::Other(format!("thread pool: {e}")))?;
+    if req.outputs.is_empty() {
+        return Err(ConvertError::Other("no output requested".into()));
+    }
+    let paths = locate(&req.source)?;
+    pool.install(|| {
+        if paths.is_gguf {
+            requantize::run(req, &paths, progress, cancel)
+        } else {
+            checkpoint::run(req, &paths, progress, cancel)
+        }
+    })
 }

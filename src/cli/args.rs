@@ -1,0 +1,319 @@
+//! What the user typed, checked by clap but not acted on. Doc comments are
+//! the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kvant::quant::FileType;
+
+use super::logging::LogFormat;
+
+/// kvant turns freshly trained checkpoints into quantized GGUF models and
+/// registers them with Ollama.
+///
+/// Drop a nanoGPT `ckpt.pt`, a Hugging Face folder or a `.safetensors` file
+/// into the watched inbox and a verified, quantized model appears in
+/// `ollama list` — or run the steps yourself with `convert` and `register`.
+#[derive(Debug, Parser)]
+#[command(name = "kvant", version, about, long_about, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  kvant convert out/ckpt.pt -o az-gpt.gguf --type q8_0
+  kvant convert ./my-hf-model --type q4_k_m --type q8_0 --output-dir models/
+  kvant inspect az-gpt.gguf
+
+Exit codes: 0 success, 1 the job failed (reason on stderr), 2 bad command line.")]
+pub struct Cli {
+    /// Log format: `text` (plain when not on a terminal, fit for journald)
+    /// or `json`.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a checkpoint (file or folder) into one or more GGUF files.
+    #[command(after_help = "\
+SRC may be:
+  - a nanoGPT ckpt.pt (weights under `model`, hyper-parameters in `model_args`)
+  - a bare state_dict .pt (give --n-head, or put a config.json with nanoGPT's
+    model_args keys beside it)
+  - a .safetensors file, or a Hugging Face folder (config.json + weights)
+  - a folder holding one of those and its tokenizer.json
+
+The tokenizer is found beside the checkpoint (tokenizer.json, or a single
+*tokenizer*.json); --tokenizer names another.
+
+Examples:
+  kvant convert out/ckpt.pt -o az-gpt.gguf --type f16
+  kvant convert best_model.pt --n-head 4 -o az.gguf --type q8_0
+  kvant convert ./hf-gpt2-az --type q4_k_m --type q8_0 --output-dir models/")]
+    Convert(ConvertArgs),
+
+    /// Re-quantize an F32/F16/BF16 GGUF file (what llama-quantize does,
+    /// with the same per-tensor choices and the same bytes).
+    #[command(after_help = "\
+Examples:
+  kvant quantize model-f32.gguf -o model-q4_k_m.gguf --type q4_k_m
+  kvant quantize model-f16.gguf -o model-q4_k_m.gguf --type q4_k_m --imatrix imatrix.gguf")]
+    Quantize(QuantizeArgs),
+
+    /// Print a GGUF file's or a checkpoint's metadata and tensor table.
+    Inspect(InspectArgs),
+
+    /// Run the daemon in the foreground: watch the inbox, convert each
+    /// finished drop, register it with Ollama (services run this).
+    #[command(after_help = "\
+Configuration: a TOML file (default ~/.config/kvant/config.toml, or --config)
+with the keys inbox, output, state_dir, ollama, types, settle, keep; each flag
+below overrides its key. With no configuration at all, kvant watches
+<data dir>/inbox and says where in its first log line.
+
+A drop is a checkpoint file (*.pt *.pth *.bin *.safetensors *.gguf) or a folder
+(one model per folder, with its tokenizer and an optional kvant.toml). It is
+read once its size and mtime have been stable for --settle seconds, when it is
+renamed into place, or when a <name>.done marker appears.
+
+Examples:
+  kvant watch
+  kvant watch --inbox ~/models/inbox --types q4_k_m,q8_0 --ollama http://127.0.0.1:11434")]
+    Watch(WatchArgs),
+
+    /// Show every drop the daemon has seen: its step, model and errors.
+    Status(StateArgs),
+
+    /// Retry a failed drop (by its name in the inbox).
+    Retry(RetryArgs),
+
+    /// Register an existing GGUF file with Ollama (upload, create, verify,
+    /// smoke-test).
+    #[command(after_help = "\
+Examples:
+  kvant register az-gpt-q4_k_m.gguf --name az-gpt:q4_k_m
+  OLLAMA_HOST=10.0.0.5 kvant register model.gguf --name m --num-ctx 1024")]
+    Register(RegisterArgs),
+
+    /// Install kvant as a service (systemd user unit by default).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+/// `kvant watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder to watch (key `inbox`).
+    #[arg(long, value_name = "DIR")]
+    pub inbox: Option<PathBuf>,
+    /// Folder for GGUFs, Modelfiles and reports (key `output`).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Folder for the journal and lock (key `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Ollama server (key `ollama`; default: OLLAMA_HOST, else
+    /// http://127.0.0.1:11434).
+    #[arg(long, value_name = "URL")]
+    pub ollama: Option<String>,
+    /// Types to write for every drop (key `types`; default q4_k_m).
+    #[arg(long, value_name = "TYPE,...", value_delimiter = ',')]
+    pub types: Option<Vec<FileType>>,
+    /// Seconds a drop must stay unchanged before it is read (key `settle`;
+    /// default 5).
+    #[arg(long, value_name = "SECONDS")]
+    pub settle: Option<f64>,
+    /// Registered versions to keep per model; older ones are deleted from
+    /// Ollama (key `keep`; default: all).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Only check the configuration and exit (for ExecStartPre).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Commands that only read the state directory.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Configuration file (for its state_dir).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State folder (overrides the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `kvant retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The drop's name in the inbox.
+    pub drop: String,
+    /// Where the state is.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `kvant register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The GGUF file.
+    pub file: PathBuf,
+    /// Ollama model name (`model[:tag]`).
+    #[arg(long)]
+    pub name: String,
+    /// Ollama server (default: OLLAMA_HOST, else http://127.0.0.1:11434).
+    #[arg(long, value_name = "URL")]
+    pub ollama: Option<String>,
+    /// Go TEMPLATE (default `{{ .Prompt }}`).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// SYSTEM prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// PARAMETER num_ctx (default: the file's context length).
+    #[arg(long)]
+    pub num_ctx: Option<u32>,
+}
+
+/// `kvant service`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the service file with this binary's path and print how to
+    /// enable it.
+    Install {
+        /// A hardened system-wide unit (needs root) instead of a user unit.
+        #[arg(long)]
+        system: bool,
+    },
+}
+
+/// `kvant quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The GGUF file to re-quantize.
+    pub input: PathBuf,
+
+    /// Output file.
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub output: PathBuf,
+
+    /// Output type (see `kvant convert --help` for the list).
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub file_type: FileType,
+
+    /// Quantization choices.
+    #[command(flatten)]
+    pub quant: QuantOptions,
+
+    /// Re-quantize tensors that are already quantized (compounds the
+    /// error; start from F32/F16/BF16 when you can).
+    #[arg(long)]
+    pub allow_requantize: bool,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `kvant convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Checkpoint file or model folder.
+    pub src: PathBuf,
+
+    /// Output file (with exactly one --type).
+    #[arg(short, long, value_name = "OUT.gguf")]
+    pub output: Option<PathBuf>,
+
+    /// Output type, repeatable: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k
+    /// q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k. Every type is
+    /// written in the same single pass over the checkpoint.
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        default_value = "f16",
+        value_delimiter = ','
+    )]
+    pub types: Vec<FileType>,
+
+    /// Folder for the outputs when several types are requested; files are
+    /// named `<model>-<type>.gguf`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// tokenizer.json to use instead of the one beside the checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// Model name stored in the file (default: the checkpoint's name, or
+    /// its folder's for generic names like ckpt.pt).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Attention heads, for checkpoints that do not store it (a bare
+    /// state_dict). Cannot be derived from tensor shapes.
+    #[arg(long, value_name = "N")]
+    pub n_head: Option<usize>,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Quantization choices.
+    #[command(flatten)]
+    pub quant: QuantOptions,
+}
+
+/// Choices llama-quantize offers, for users who know better than the
+/// default mix.
+#[derive(Debug, Args, Clone, Default)]
+pub struct QuantOptions {
+    /// Importance matrix from llama.cpp's llama-imatrix (GGUF or legacy
+    /// .dat); improves the low-bit types.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
+    /// Force the type of tensors whose name matches a regex, repeatable:
+    /// `--tensor-type 'attn_v=q8_0'`.
+    #[arg(long, value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
+
+    /// Type of output.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+
+    /// Type of token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+
+    /// Every quantizable tensor gets the file type's default type (no mix).
+    #[arg(long)]
+    pub pure: bool,
+
+    /// Keep output.weight unquantized.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+}
+
+/// `kvant inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .gguf file, a checkpoint file or a model folder.
+    pub file: PathBuf,
+
+    /// Print every tensor (default: the first 40 and a count).
+    #[arg(long)]
+    pub all: bool,
+}

@@ -1,0 +1,222 @@
+//! Converting a checkpoint: open it, map it to a family, build the
+//! tokenizer keys, then stream every planned tensor to every output.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use super::mix::{load_imatrix, policy_model, types_for};
+use super::report::{build_report, n_params};
+use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
+use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
+use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
+use crate::gguf::{GgufValue, Metadata};
+use crate::quant::GgmlType;
+use crate::source::{self, Checkpoint};
+use crate::tokenizer::{discover, gguf_vocab};
+
+/// `general.quantization_version` (ggml's `GGML_QNT_VERSION`).
+pub(super) const QUANTIZATION_VERSION: u32 = 2;
+
+pub(super) fn run(
+    req: &ConvertRequest,
+    paths: &ModelPaths,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<ConvertReport, ConvertError> {
+    let started = Instant::now();
+    let ck = source::open(&paths.checkpoint)?;
+    let sidecar = match &paths.sidecar_config {
+        Some(p) => Some(read_json(p)?),
+        None => None,
+    };
+    let config = ck.config.as_ref().or(sidecar.as_ref());
+    let overrides = HParamOverrides { n_head: req.n_head };
+    let plan = arch::plan(&ck, config, &overrides).map_err(|source| ConvertError::Arch {
+        path: paths.checkpoint.clone(),
+        source,
+    })?;
+
+    // Planning may have compared tensors (tied heads); start streaming with
+    // none of the checkpoint resident.
+    for t in &ck.tensors {
+        t.release_pages();
+    }
+
+    let mut files = discover(&paths.dir);
+    if let Some(t) = &req.tokenizer {
+        files.tokenizer_json = Some(t.clone());
+    }
+    files.config_json = config.cloned();
+    let vocab = gguf_vocab(&files, plan.n_vocab)?;
+
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| super::default_name(&paths.checkpoint));
+    let tensors: Vec<JobTensor> = plan
+        .tensors
+        .iter()
+        .map(|t| JobTensor {
+            name: t.name.clone(),
+            ne: t.ne.clone(),
+        })
+        .collect();
+    let params = n_params(&tensors);
+    let base = base_metadata(&plan, &name, params);
+
+    let imatrix = load_imatrix(req.imatrix.as_deref())?;
+    let mut outputs = Vec::with_capacity(req.outputs.len());
+    for spec in &req.outputs {
+        let mut md = base.clone();
+        md.set(
+            "general.file_type",
+            GgufValue::U32(spec.file_type.llama_ftype()),
+        );
+        md.set(
+            "general.quantization_version",
+            GgufValue::U32(QUANTIZATION_VERSION),
+        );
+        md.extend(vocab.metadata.clone());
+        let model = policy_model(&md, &tensors);
+        let mut types = types_for(
+            spec.file_type,
+            &model,
+            &req.type_overrides,
+            imatrix.as_ref(),
+        )?;
+        // llama.cpp's converter stores 1-D tensors, norms, biases and
+        // position embeddings as F32 whatever the output type.
+        for (ty, t) in types.iter_mut().zip(&plan.tensors) {
+            if t.keep_f32 {
+                *ty = GgmlType::F32;
+            }
+        }
+        outputs.push(OutputPlan {
+            spec,
+            metadata: md,
+            types,
+        });
+    }
+    let all_types: Vec<Vec<GgmlType>> = outputs.iter().map(|o| o.types.clone()).collect();
+
+    let written = write_outputs(
+        &tensors,
+        outputs,
+        &paths.checkpoint,
+        imatrix.as_ref(),
+        progress,
+        cancel,
+        |i| {
+            let data = materialize(&ck, &plan.tensors[i]).map(TensorData::F32);
+            // The source bytes are in f32 now; let their pages go.
+            if let Some(src) = plan.tensors[i].recipe.source().and_then(|s| ck.tensor(s)) {
+                src.release_pages();
+            }
+            data
+        },
+        |ty, _, _| Err(format!("cannot decode {ty}")),
+    )?;
+    Ok(build_report(
+        name,
+        plan.arch.to_owned(),
+        plan.context_length,
+        vocab.stop_tokens.clone(),
+        plan.hparams.clone(),
+        version_label(&ck),
+        &tensors,
+        &req.outputs,
+        &all_types,
+        written,
+        started,
+    ))
+}
+
+fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| ConvertError::Other(format!("{}: {e}", p.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ConvertError::Other(format!("{}: invalid JSON: {e}", p.display())))
+}
+
+/// A size label in llama.cpp's style (`1.2M`, `124M`, `7B`).
+fn size_label(n: u64) -> String {
+    let (v, unit) = match n {
+        n if n >= 1_000_000_000 => (n as f64 / 1e9, "B"),
+        n if n >= 1_000_000 => (n as f64 / 1e6, "M"),
+        n => (n as f64 / 1e3, "K"),
+    };
+    if v >= 10.0 {
+        format!("{v:.0}{unit}")
+    } else {
+        format!("{v:.1}{unit}")
+    }
+}
+
+/// The metadata every output shares, in the order llama.cpp's converter
+/// writes it: architecture, general keys, then the family's keys.
+fn base_metadata(plan: &ArchPlan, name: &str, n_params: u64) -> Metadata {
+    let mut md = Metadata::new();
+    md.set("general.architecture", plan.arch);
+    md.set("general.type", "model");
+    md.set("general.name", name);
+    md.set("general.size_label", size_label(n_params));
+    md.set("general.parameter_count", GgufValue::U64(n_params));
+    for (k, v) in plan.metadata.iter() {
+        md.set(k, v.clone());
+    }
+    md
+}
+
+/// Produces one planned tensor's elements as f32, in GGUF order.
+fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertError> {
+    let bad = |reason: String| ConvertError::Tensor {
+        path: ck.path.clone(),
+        tensor: t.name.clone(),
+        reason,
+    };
+    let source = |name: &str| {
+        ck.tensor(name)
+            .ok_or_else(|| bad(format!("source tensor '{name}' is missing")))
+    };
+    let data = match &t.recipe {
+        Recipe::Copy { source: s } => source(s)?.to_f32()?,
+        Recipe::Transpose { source: s } => {
+            let src = source(s)?;
+            let [rows, cols] = match src.shape.as_slice() {
+                [r, c] => [*r, *c],
+                other => return Err(bad(format!("cannot transpose shape {other:?}"))),
+            };
+            transform::transpose(&src.to_f32()?, rows, cols)
+        }
+        Recipe::PermuteRope { source: s, n_head } => {
+            let src = source(s)?;
+            let rows = src.shape.first().copied().unwrap_or(1);
+            let cols = src.numel() / rows.max(1);
+            transform::permute_rope(&src.to_f32()?, rows, cols, *n_head)
+        }
+        Recipe::Zeros => vec![0.0; t.n_elements() as usize],
+    };
+    if data.len() as u64 != t.n_elements() {
+        return Err(bad(format!(
+            "has {} elements, the GGUF shape {:?} needs {}",
+            data.len(),
+            t.ne,
+            t.n_elements()
+        )));
+    }
+    if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(bad(format!(
+            "element {i} is {v}: the weights are not finite"
+        )));
+    }
+    Ok(data)
+}
+
+/// nanoGPT saves `iter_num`: a natural immutable version label.
+fn version_label(ck: &Checkpoint) -> Option<String> {
+    ck.extra
+        .get("iter_num")
+        .and_then(|v| v.as_i64())
+        .map(|n| format!("iter{n}"))
+}

@@ -1,0 +1,188 @@
+//! The daemon's configuration: a TOML file (default
+//! `~/.config/kvant/config.toml`), every key overridable by a flag.
+//!
+//! ```toml
+//! inbox = "/srv/models/inbox"      # watched folder (default: <data dir>/inbox)
+//! output = "/srv/models/out"       # GGUFs, Modelfiles, reports (default: <data dir>/models)
+//! state_dir = "/var/lib/kvant"     # journal and lock (default: <data dir>/state)
+//! ollama = "http://127.0.0.1:11434" # default: OLLAMA_HOST as Ollama parses it
+//! types = ["q4_k_m", "q8_0"]        # default: ["q4_k_m"]
+//! settle = 5                        # seconds a drop must stay unchanged (default 5)
+//! keep = 3                          # versions to keep registered per model (default: all)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::DaemonError;
+use crate::quant::FileType;
+
+/// The configuration file's keys (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Watched folder.
+    pub inbox: Option<PathBuf>,
+    /// Output folder.
+    pub output: Option<PathBuf>,
+    /// State folder.
+    pub state_dir: Option<PathBuf>,
+    /// Ollama URL.
+    pub ollama: Option<String>,
+    /// Types to write.
+    pub types: Option<Vec<String>>,
+    /// Settle time in seconds.
+    pub settle: Option<f64>,
+    /// Versions to keep per model.
+    pub keep: Option<usize>,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    /// `--inbox`.
+    pub inbox: Option<PathBuf>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--ollama`.
+    pub ollama: Option<String>,
+    /// `--types`.
+    pub types: Option<Vec<FileType>>,
+    /// `--settle`.
+    pub settle: Option<f64>,
+    /// `--keep`.
+    pub keep: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// Watched folder (created if missing).
+    pub inbox: PathBuf,
+    /// Where GGUFs, Modelfiles and reports go.
+    pub output: PathBuf,
+    /// Journal and lock.
+    pub state_dir: PathBuf,
+    /// Ollama's base URL.
+    pub ollama: String,
+    /// File types written for every drop (unless its kvant.toml says).
+    pub types: Vec<FileType>,
+    /// How long a drop must stay unchanged before it is read.
+    pub settle: Duration,
+    /// Versions kept registered per model (`None`: all).
+    pub keep: Option<usize>,
+    /// Where the configuration came from, for the first log line.
+    pub source: String,
+}
+
+/// The default configuration file path.
+pub fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "kvant").map(|d| d.config_dir().join("config.toml"))
+}
+
+fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "kvant")
+        .map(|d| d.data_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from(".kvant"))
+}
+
+/// Loads the configuration: `path` (or the default file if it exists),
+/// then the overrides, then defaults.
+pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConfig, DaemonError> {
+    let (file, source) = match path
+        .map(Path::to_owned)
+        .or_else(|| default_config_path().filter(|p| p.is_file()))
+    {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| DaemonError::Config(format!("{}: {e}", p.display())))?;
+            let f: ConfigFile = toml::from_str(&text)
+                .map_err(|e| DaemonError::Config(format!("{}: {e}", p.display())))?;
+            (f, p.display().to_string())
+        }
+        None => (
+            ConfigFile::default(),
+            "defaults (no config file)".to_owned(),
+        ),
+    };
+    let data = default_data_dir();
+    let types = match (o.types, file.types) {
+        (Some(t), _) => t,
+        (None, Some(names)) => names
+            .iter()
+            .map(|n| n.parse::<FileType>().map_err(DaemonError::Config))
+            .collect::<Result<_, _>>()?,
+        (None, None) => vec![FileType::Q4_K_M],
+    };
+    if types.is_empty() {
+        return Err(DaemonError::Config(
+            "types must name at least one type".into(),
+        ));
+    }
+    let ollama = o
+        .ollama
+        .or(file.ollama)
+        .map(|u| crate::ollama::parse_host(Some(&u)).base_url())
+        .unwrap_or_else(|| {
+            crate::ollama::parse_host(std::env::var("OLLAMA_HOST").ok().as_deref()).base_url()
+        });
+    let settle = o.settle.or(file.settle).unwrap_or(5.0);
+    if !(0.0..=86_400.0).contains(&settle) {
+        return Err(DaemonError::Config(format!(
+            "settle must be 0..86400 seconds, not {settle}"
+        )));
+    }
+    Ok(DaemonConfig {
+        inbox: o.inbox.or(file.inbox).unwrap_or_else(|| data.join("inbox")),
+        output: o
+            .output
+            .or(file.output)
+            .unwrap_or_else(|| data.join("models")),
+        state_dir: o
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| data.join("state")),
+        ollama,
+        types,
+        settle: Duration::from_secs_f64(settle),
+        keep: o.keep.or(file.keep),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "inbox = \"/in\"\ntypes = [\"q8_0\"]\nsettle = 2\n").expect("write");
+        let c = load_config(
+            Some(&p),
+            ConfigOverrides {
+                inbox: Some("/flag".into()),
+                ..Default::default()
+            },
+        )
+        .expect("config");
+        assert_eq!(c.inbox, PathBuf::from("/flag"));
+        assert_eq!(c.types, vec![FileType::Q8_0]);
+        assert_eq!(c.settle, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "inbx = \"/in\"\n").expect("write");
+        assert!(load_config(Some(&p), ConfigOverrides::default()).is_err());
+        std::fs::write(&p, "types = [\"q9\"]\n").expect("write");
+        assert!(load_config(Some(&p), ConfigOverrides::default()).is_err());
+    }
+}

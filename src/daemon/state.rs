@@ -1,0 +1,238 @@
+//! The persistent journal of drops, and the lock that keeps two daemons
+//! from sharing it.
+//!
+//! On disk (`<state_dir>/state.json`, written with temp + fsync + rename):
+//!
+//! ```text
+//! { "version": "1",
+//!   "drops": { "<drop name>": {
+//!       "path", "fingerprint": {size, mtime_ns, sha256},
+//!       "step": queued|converting|converted|registering|registered|failed,
+//!       "error", "attempts", "version_label", "model",
+//!       "outputs": [{file_type, path, sha256, tags: [..], registered}] } } }
+//! ```
+//!
+//! Recovery rules after a crash (`kill -9` at any moment):
+//! * `converting` goes back to `queued`: outputs only appear by rename when
+//!   complete, so the conversion is simply done again;
+//! * `registering` goes back to `converted`: every registration step is
+//!   idempotent by name (create overwrites, copy overwrites), so finishing
+//!   it again registers the model exactly once;
+//! * a finished output whose file is missing or whose sha256 differs is
+//!   re-converted.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::DaemonError;
+use crate::durable;
+
+/// Identity of one version of a drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Total size of its files.
+    pub size: u64,
+    /// Latest modification time (ns since the epoch).
+    pub mtime_ns: u64,
+    /// SHA-256 over its files' contents (names and bytes).
+    pub sha256: String,
+}
+
+/// Where a drop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Waiting to be converted.
+    Queued,
+    /// Being converted.
+    Converting,
+    /// Converted; registration pending.
+    Converted,
+    /// Being registered.
+    Registering,
+    /// Done.
+    Registered,
+    /// Failed with `error`; retried when it changes or on `kvant retry`.
+    Failed,
+}
+
+/// One output file of a drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Mix name (`q4_k_m`).
+    pub file_type: String,
+    /// GGUF path.
+    pub path: PathBuf,
+    /// Its sha256.
+    pub sha256: String,
+    /// Ollama names it is registered under (`model:q4_k_m`, …).
+    pub tags: Vec<String>,
+    /// Whether registration finished.
+    pub registered: bool,
+}
+
+/// One drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropRecord {
+    /// The file or folder in the inbox.
+    pub path: PathBuf,
+    /// The version being (or last) processed.
+    pub fingerprint: Fingerprint,
+    /// Its step.
+    pub step: Step,
+    /// The last error, one line.
+    pub error: Option<String>,
+    /// Registration attempts so far.
+    pub attempts: u32,
+    /// Version label (nanoGPT `iter_num`, else a content hash prefix).
+    pub version_label: Option<String>,
+    /// Ollama model name.
+    pub model: Option<String>,
+    /// Outputs.
+    pub outputs: Vec<OutputRecord>,
+    /// Arrival order (drops are converted first come, first served).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// The journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Drops by name.
+    pub drops: BTreeMap<String, DropRecord>,
+    /// Registered version labels per Ollama model, oldest first (for
+    /// `keep`).
+    #[serde(default)]
+    pub versions: BTreeMap<String, Vec<String>>,
+    /// Next arrival number.
+    #[serde(default)]
+    pub next_seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum OnDisk {
+    #[serde(rename = "1")]
+    V1(State),
+}
+
+/// The journal's path in `dir`.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+impl State {
+    /// Reads the journal (empty when absent). A damaged file is an error
+    /// naming it, never silently replaced.
+    pub fn load(dir: &Path) -> Result<State, DaemonError> {
+        let p = state_path(dir);
+        match std::fs::read(&p) {
+            Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
+                Ok(OnDisk::V1(s)) => Ok(s),
+                Err(e) => Err(DaemonError::State(format!(
+                    "{} is damaged: {e}; move it away to start afresh",
+                    p.display()
+                ))),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(DaemonError::State(format!("{}: {e}", p.display()))),
+        }
+    }
+
+    /// Writes the journal atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), DaemonError> {
+        let bytes = serde_json::to_vec_pretty(&OnDisk::V1(self.clone()))
+            .map_err(|e| DaemonError::State(e.to_string()))?;
+        durable::write_atomic(&state_path(dir), &bytes)
+            .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))
+    }
+
+    /// Applies the crash-recovery rules (module doc).
+    pub fn recover(&mut self) {
+        for d in self.drops.values_mut() {
+            match d.step {
+                Step::Converting => d.step = Step::Queued,
+                Step::Registering => d.step = Step::Converted,
+                _ => {}
+            }
+            if matches!(d.step, Step::Converted | Step::Registered)
+                && d.outputs.iter().any(|o| !o.path.is_file())
+            {
+                d.step = Step::Queued;
+            }
+        }
+    }
+}
+
+/// Holds `<state_dir>/lock` while the daemon runs.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Creates the state dir and takes its lock, or says who holds it.
+pub fn lock(dir: &Path) -> Result<StateLock, DaemonError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))?;
+    let p = dir.join("lock");
+    let f = File::create(&p).map_err(|e| DaemonError::State(format!("{}: {e}", p.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(StateLock { _file: f }),
+        Err(_) => Err(DaemonError::Locked(dir.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: Step) -> DropRecord {
+        DropRecord {
+            path: "/in/m".into(),
+            fingerprint: Fingerprint {
+                size: 1,
+                mtime_ns: 2,
+                sha256: "ab".into(),
+            },
+            step,
+            error: None,
+            attempts: 0,
+            version_label: None,
+            model: None,
+            outputs: vec![],
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_recovers_interrupted_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = State::default();
+        s.drops.insert("a".into(), record(Step::Converting));
+        s.drops.insert("b".into(), record(Step::Registering));
+        s.save(dir.path()).expect("save");
+        let mut back = State::load(dir.path()).expect("load");
+        assert_eq!(back, s);
+        back.recover();
+        assert_eq!(back.drops["a"].step, Step::Queued);
+        assert_eq!(back.drops["b"].step, Step::Converted);
+    }
+
+    #[test]
+    fn a_damaged_journal_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(state_path(dir.path()), b"{\"version\":\"1\",\"dr").expect("write");
+        let e = State::load(dir.path()).expect_err("damaged").to_string();
+        assert!(e.contains("state.json"), "{e}");
+    }
+
+    #[test]
+    fn the_lock_keeps_a_second_daemon_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = lock(dir.path()).expect("first");
+        assert!(matches!(lock(dir.path()), Err(DaemonError::Locked(_))));
+    }
+}

@@ -1,0 +1,325 @@
+//! One call per Ollama endpoint kvant uses, over reqwest. Each call is a
+//! single attempt; retrying is the caller's decision
+//! ([`OllamaError::is_retryable`], [`super::retry::Backoff`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::OllamaError;
+
+/// A client for one Ollama server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Ollama's version as (major, minor, patch).
+pub type Version = (u32, u32, u32);
+
+/// The first version with the JSON `files` create request.
+pub const JSON_CREATE: Version = (0, 5, 5);
+
+fn parse_version(s: &str) -> Option<Version> {
+    let core = s.trim().trim_start_matches('v');
+    let core = core.split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        it.next()??,
+        it.next().flatten().unwrap_or(0),
+        it.next().flatten().unwrap_or(0),
+    ))
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:11434`).
+    pub fn new(base: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn connect_err(&self, endpoint: &str, e: reqwest::Error) -> OllamaError {
+        OllamaError::Connect {
+            endpoint: endpoint.to_owned(),
+            url: self.base.clone(),
+            reason: format!("{e}"),
+        }
+    }
+
+    /// Turns a non-success response into Ollama's error.
+    async fn check(
+        &self,
+        endpoint: &str,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, OllamaError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| text.trim().to_owned());
+        Err(OllamaError::Api {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn post_json(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, OllamaError> {
+        let resp = self
+            .http
+            .post(self.url(endpoint))
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_err(endpoint, e))?;
+        self.check(endpoint, resp).await
+    }
+
+    /// `GET /api/version`.
+    pub async fn version(&self) -> Result<Version, OllamaError> {
+        let ep = "/api/version";
+        let resp = self
+            .http
+            .get(self.url(ep))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        let v: Value = self
+            .check(ep, resp)
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        v.get("version")
+            .and_then(Value::as_str)
+            .and_then(parse_version)
+            .ok_or_else(|| OllamaError::Protocol {
+                endpoint: ep.into(),
+                reason: format!("unexpected answer {v}"),
+            })
+    }
+
+    /// `HEAD /api/blobs/sha256:<hex>`: does the server have the blob?
+    pub async fn blob_exists(&self, sha256_hex: &str) -> Result<bool, OllamaError> {
+        let ep = format!("/api/blobs/sha256:{sha256_hex}");
+        let resp = self
+            .http
+            .head(self.url(&ep))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.connect_err(&ep, e))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => self.check(&ep, resp).await.map(|_| false),
+        }
+    }
+
+    /// `POST /api/blobs/sha256:<hex>` with the file streamed from disk
+    /// (never read whole into memory).
+    pub async fn upload_blob(&self, path: &Path, sha256_hex: &str) -> Result<(), OllamaError> {
+        let ep = format!("/api/blobs/sha256:{sha256_hex}");
+        let io = |e| OllamaError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let resp = self
+            .http
+            .post(self.url(&ep))
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(|e| self.connect_err(&ep, e))?;
+        self.check(&ep, resp).await.map(|_| ())
+    }
+
+    /// `POST /api/create`, reading the NDJSON stream to its final
+    /// `success`. Errors in either shape (an HTTP error status, or a 200
+    /// stream ending in an `{"error"}` line) carry Ollama's message.
+    pub async fn create(&self, body: &Value) -> Result<Vec<String>, OllamaError> {
+        let ep = "/api/create";
+        let resp = self.post_json(ep, body, Duration::from_secs(3600)).await?;
+        let mut statuses = Vec::new();
+        let mut buf = Vec::new();
+        let mut stream = resp.bytes_stream();
+        let handle = |line: &[u8], statuses: &mut Vec<String>| -> Result<(), OllamaError> {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            let v: Value = serde_json::from_slice(line).map_err(|e| OllamaError::Protocol {
+                endpoint: ep.into(),
+                reason: format!("bad NDJSON line: {e}"),
+            })?;
+            if let Some(err) = v.get("error").and_then(Value::as_str) {
+                let status = v.get("status").and_then(Value::as_u64).unwrap_or(200) as u16;
+                return Err(OllamaError::Api {
+                    endpoint: ep.into(),
+                    status,
+                    message: err.to_owned(),
+                });
+            }
+            if let Some(s) = v.get("status").and_then(Value::as_str) {
+                statuses.push(s.to_owned());
+            }
+            Ok(())
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.connect_err(ep, e))?;
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                handle(&line, &mut statuses)?;
+            }
+        }
+        handle(&buf, &mut statuses)?;
+        if statuses.last().map(String::as_str) != Some("success") {
+            return Err(OllamaError::Protocol {
+                endpoint: ep.into(),
+                reason: format!(
+                    "the stream ended without success (last status: {:?})",
+                    statuses.last()
+                ),
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// `GET /api/tags`: the models the server lists.
+    pub async fn tags(&self) -> Result<Vec<Value>, OllamaError> {
+        let ep = "/api/tags";
+        let resp = self
+            .http
+            .get(self.url(ep))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        let v: Value = self
+            .check(ep, resp)
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        Ok(v.get("models")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// `POST /api/show`.
+    pub async fn show(&self, name: &str) -> Result<Value, OllamaError> {
+        let ep = "/api/show";
+        self.post_json(ep, &json!({ "model": name }), Duration::from_secs(60))
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(ep, e))
+    }
+
+    /// `POST /api/copy` (overwrites the destination).
+    pub async fn copy(&self, source: &str, destination: &str) -> Result<(), OllamaError> {
+        self.post_json(
+            "/api/copy",
+            &json!({ "source": source, "destination": destination }),
+            Duration::from_secs(60),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `DELETE /api/delete`; a model that is already gone is success.
+    pub async fn delete(&self, name: &str) -> Result<(), OllamaError> {
+        let ep = "/api/delete";
+        let resp = self
+            .http
+            .delete(self.url(ep))
+            .timeout(Duration::from_secs(60))
+            .json(&json!({ "model": name }))
+            .send()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        if resp.status().as_u16() == 404 {
+            return Ok(());
+        }
+        self.check(ep, resp).await.map(|_| ())
+    }
+
+    /// `POST /api/generate` (not streamed): the generated text.
+    pub async fn generate(
+        &self,
+        name: &str,
+        prompt: &str,
+        num_predict: u32,
+    ) -> Result<String, OllamaError> {
+        let ep = "/api/generate";
+        let v: Value = self
+            .post_json(
+                ep,
+                &json!({
+                    "model": name,
+                    "prompt": prompt,
+                    "stream": false,
+                    "options": { "num_predict": num_predict, "seed": 1, "temperature": 0.7 },
+                }),
+                Duration::from_secs(600),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(ep, e))?;
+        v.get("response")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| OllamaError::Protocol {
+                endpoint: ep.into(),
+                reason: format!("no response text in {v}"),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_order() {
+        assert_eq!(parse_version("0.5.4"), Some((0, 5, 4)));
+        assert_eq!(parse_version("v0.12.6-rc1"), Some((0, 12, 6)));
+        assert!(parse_version("0.5.4").unwrap() < JSON_CREATE);
+        assert!(parse_version("0.12.6").unwrap() >= JSON_CREATE);
+    }
+}

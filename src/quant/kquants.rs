@@ -1,0 +1,553 @@
+//! The 256-element super-block formats Q2_K … Q6_K and their reference
+//! quantizers (`quantize_row_q{2..6}_K_ref` in `ggml-quants.c`), byte for
+//! byte. Field offsets follow ggml's structs (`ggml-common.h`).
+
+use super::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use super::search::{make_q3_quants, make_qkx2_quants, make_qx_quants, nearest_int, GROUP_MAX_EPS};
+
+/// Elements per super-block.
+pub const QK_K: usize = 256;
+
+#[inline]
+fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
+    let h = f32_to_f16_bits(v);
+    out[at..at + 2].copy_from_slice(&h.to_le_bytes());
+    f16_bits_to_f32(h)
+}
+
+#[inline]
+fn get_f16(b: &[u8], at: usize) -> f32 {
+    f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Packs 2-bit values as Q2_K/Q3_K do: 4 per byte, strided by 32.
+fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
+    for j in (0..QK_K).step_by(128) {
+        for i in 0..32 {
+            qs[j / 4 + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+        }
+    }
+}
+
+/// The 6-bit scale/min pair of sub-block `j` (`get_scale_min_k4`).
+#[inline]
+pub fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn set_scale_min_k4(j: usize, ls: u8, lm: u8, scales: &mut [u8]) {
+    if j < 4 {
+        scales[j] = ls;
+        scales[j + 4] = lm;
+    } else {
+        scales[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+        scales[j - 4] |= (ls >> 4) << 6;
+        scales[j] |= (lm >> 4) << 6;
+    }
+}
+
+/// `block_q2_K { u8 scales[16]; u8 qs[64]; half d; half dmin; }` — 84.
+pub struct BlockQ2K;
+
+impl BlockQ2K {
+    /// Bytes per block.
+    pub const SIZE: usize = 84;
+
+    /// `quantize_row_q2_K_ref` for one super-block.
+    pub fn quantize(x: &[f32], out: &mut [u8]) {
+        let mut l = [0u8; QK_K];
+        let mut laux = [0u8; 16];
+        let mut weights = [0f32; 16];
+        let mut mins = [0f32; 16];
+        let mut scales = [0f32; 16];
+        let mut max_scale = 0f32;
+        let mut max_min = 0f32;
+        for j in 0..16 {
+            for i in 0..16 {
+                weights[i] = x[16 * j + i].abs();
+            }
+            let (s, m) = make_qkx2_quants(
+                16,
+                3,
+                &x[16 * j..],
+                &weights,
+                &mut l[16 * j..],
+                &mut laux,
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
+            scales[j] = s;
+            mins[j] = m;
+            if s > max_scale {
+                max_scale = s;
+            }
+            if m > max_min {
+                max_min = m;
+            }
+        }
+        let (sc, rest) = out.split_at_mut(16);
+        if max_scale > 0.0 {
+            let iscale = 15.0 / max_scale;
+            for j in 0..16 {
+                sc[j] = nearest_int(iscale * scales[j]) as u8;
+            }
+            put_f16(rest, 64, max_scale / 15.0);
+        } else {
+            sc.fill(0);
+            put_f16(rest, 64, 0.0);
+        }
+        if max_min > 0.0 {
+            let iscale = 15.0 / max_min;
+            for j in 0..16 {
+                let v = nearest_int(iscale * mins[j]);
+                sc[j] |= (v << 4) as u8;
+            }
+            put_f16(rest, 66, max_min / 15.0);
+        } else {
+            put_f16(rest, 66, 0.0);
+        }
+        let d_all = get_f16(rest, 64);
+        let dmin_all = get_f16(rest, 66);
+        for j in 0..16 {
+            let d = d_all * f32::from(sc[j] & 0xF);
+            if d == 0.0 {
+                continue;
+            }
+            let dm = dmin_all * f32::from(sc[j] >> 4);
+            for i in 0..16 {
+                let v = nearest_int((x[16 * j + i] + dm) / d).clamp(0, 3);
+                l[16 * j + i] = v as u8;
+            }
+        }
+        pack_2bit(&l, &mut rest[..64]);
+    }
+
+    /// `dequantize_row_q2_K` for one super-block.
+    pub fn dequantize(b: &[u8], y: &mut [f32]) {
+        let d = get_f16(b, 80);
+        let min = get_f16(b, 82);
+        let mut is = 0;
+        let mut o = 0;
+        for n in (0..QK_K).step_by(128) {
+            let q = &b[16 + n / 4..];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let sc = b[is];
+                    is += 1;
+                    let dl = d * f32::from(sc & 0xF);
+                    let ml = min * f32::from(sc >> 4);
+                    for i in 0..16 {
+                        y[o] = dl * f32::from((q[i + 16 * half] >> shift) & 3) - ml;
+                        o += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d; }` — 110.
+pub struct BlockQ3K;
+
+impl BlockQ3K {
+    /// Bytes per block.
+    pub const SIZE: usize = 110;
+
+    /// `quantize_row_q3_K_ref` for one super-block.
+    pub fn quantize(x: &[f32], out: &mut [u8]) {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; 16];
+        let mut max_scale = 0f32;
+        let mut amax = 0f32;
+        for j in 0..16 {
+            scales[j] = make_q3_quants(16, 4, &x[16 * j..], &mut l[16 * j..]);
+            let s = scales[j].abs();
+            if s > amax {
+                amax = s;
+                max_scale = scales[j];
+            }
+        }
+        let (hmask, rest) = out.split_at_mut(32);
+        let (qs, rest) = rest.split_at_mut(64);
+        let (sc, dpart) = rest.split_at_mut(12);
+        sc.fill(0);
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for j in 0..16 {
+                // `int8_t l = nearest_int(...)` wraps to 8 bits, then clamps.
+                let v = (nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32;
+                let v = v as u8;
+                if j < 8 {
+                    sc[j] = v & 0xF;
+                } else {
+                    sc[j - 8] |= (v & 0xF) << 4;
+                }
+                sc[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
+            }
+            put_f16(dpart, 0, 1.0 / iscale);
+        } else {
+            put_f16(dpart, 0, 0.0);
+        }
+        let d_all = get_f16(dpart, 0);
+        for j in 0..16 {
+            let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
+            let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
+            let d = d_all * f32::from(s);
+            if d == 0.0 {
+                continue;
+            }
+            for i in 0..16 {
+                let v = nearest_int(x[16 * j + i] / d).clamp(-4, 3);
+                l[16 * j + i] = (v + 4) as i8;
+            }
+        }
+        hmask.fill(0);
+        let mut lu = [0u8; QK_K];
+        let mut m = 0;
+        let mut hm = 1u8;
+        for j in 0..QK_K {
+            let mut v = l[j] as u8;
+            if v > 3 {
+                hmask[m] |= hm;
+                v -= 4;
+            }
+            lu[j] = v;
+            m += 1;
+            if m == QK_K / 8 {
+                m = 0;
+                hm <<= 1;
+            }
+        }
+        pack_2bit(&lu, qs);
+    }
+
+    /// `dequantize_row_q3_K` for one super-block.
+    pub fn dequantize(b: &[u8], y: &mut [f32]) {
+        let hmask = &b[..32];
+        let d_all = get_f16(b, 108);
+        let sc = &b[96..108];
+        let mut scales = [0i8; 16];
+        for (j, s) in scales.iter_mut().enumerate() {
+            let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
+            *s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
+        }
+        let mut is = 0;
+        let mut m = 1u8;
+        let mut o = 0;
+        for n in (0..QK_K).step_by(128) {
+            let q = &b[32 + n / 4..];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let dl = d_all * f32::from(scales[is]);
+                    is += 1;
+                    for i in 0..16 {
+                        let k = i + 16 * half;
+                        let hi = if hmask[k] & m != 0 { 0 } else { 4 };
+                        y[o] = dl * f32::from(((q[k] >> shift) & 3) as i8 - hi);
+                        o += 1;
+                    }
+                }
+                m <<= 1;
+            }
+        }
+    }
+}
+
+/// Shared by Q4_K and Q5_K: per 32-element sub-block scales and mins
+/// (`make_qkx2_quants` with av_x + |x| weights), packed 6-bit, then the
+/// requantized levels.
+fn k_scales_mins(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    out_scales: &mut [u8],
+    l: &mut [u8; QK_K],
+) -> (f32, f32) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut mins = [0f32; 8];
+    let mut scales = [0f32; 8];
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for i in 0..32 {
+            weights[i] = av_x + xs[i].abs();
+        }
+        let (s, m) = make_qkx2_quants(
+            32,
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    out_scales.fill(0);
+    for j in 0..8 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        set_scale_min_k4(j, ls, lm, out_scales);
+    }
+    (max_scale / 63.0, max_min / 63.0)
+}
+
+fn k_requantize(
+    x: &[f32],
+    d_all: f32,
+    dmin_all: f32,
+    scales: &[u8],
+    nmax: i32,
+    l: &mut [u8; QK_K],
+) {
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, scales);
+        let d = d_all * f32::from(sc);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin_all * f32::from(m);
+        for i in 0..32 {
+            let v = nearest_int((x[32 * j + i] + dm) / d).clamp(0, nmax);
+            l[32 * j + i] = v as u8;
+        }
+    }
+}
+
+/// `block_q4_K { half d; half dmin; u8 scales[12]; u8 qs[128]; }` — 144.
+pub struct BlockQ4K;
+
+impl BlockQ4K {
+    /// Bytes per block.
+    pub const SIZE: usize = 144;
+
+    /// `quantize_row_q4_K_ref` for one super-block.
+    pub fn quantize(x: &[f32], out: &mut [u8]) {
+        let mut l = [0u8; QK_K];
+        let (d, dmin) = k_scales_mins(x, 15, -1.0, 20, &mut out[4..16], &mut l);
+        let d = put_f16(out, 0, d);
+        let dmin = put_f16(out, 2, dmin);
+        let mut scales = [0u8; 12];
+        scales.copy_from_slice(&out[4..16]);
+        k_requantize(x, d, dmin, &scales, 15, &mut l);
+        let q = &mut out[16..144];
+        for (k, j) in (0..QK_K).step_by(64).enumerate() {
+            for i in 0..32 {
+                q[32 * k + i] = l[j + i] | (l[j + i + 32] << 4);
+            }
+        }
+    }
+
+    /// `dequantize_row_q4_K` for one super-block.
+    pub fn dequantize(b: &[u8], y: &mut [f32]) {
+        let d = get_f16(b, 0);
+        let min = get_f16(b, 2);
+        let scales = &b[4..16];
+        let mut o = 0;
+        for (k, is) in (0..8).step_by(2).enumerate() {
+            let q = &b[16 + 32 * k..];
+            let (sc, m) = get_scale_min_k4(is, scales);
+            let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
+            let (sc, m) = get_scale_min_k4(is + 1, scales);
+            let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+            for i in 0..32 {
+                y[o + i] = d1 * f32::from(q[i] & 0xF) - m1;
+                y[o + 32 + i] = d2 * f32::from(q[i] >> 4) - m2;
+            }
+            o += 64;
+        }
+    }
+}
+
+/// `block_q5_K { half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; }`
+/// — 176.
+pub struct BlockQ5K;
+
+impl BlockQ5K {
+    /// Bytes per block.
+    pub const SIZE: usize = 176;
+
+    /// `quantize_row_q5_K_ref` for one super-block.
+    pub fn quantize(x: &[f32], out: &mut [u8]) {
+        let mut l = [0u8; QK_K];
+        let (d, dmin) = k_scales_mins(x, 31, -0.5, 15, &mut out[4..16], &mut l);
+        let d = put_f16(out, 0, d);
+        let dmin = put_f16(out, 2, dmin);
+        let mut scales = [0u8; 12];
+        scales.copy_from_slice(&out[4..16]);
+        k_requantize(x, d, dmin, &scales, 31, &mut l);
+        let (qh, ql) = out[16..176].split_at_mut(32);
+        qh.fill(0);
+        let mut m1 = 1u8;
+        let mut m2 = 2u8;
+        for (k, n) in (0..QK_K).step_by(64).enumerate() {
+            for j in 0..32 {
+                let mut l1 = l[n + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                let mut l2 = l[n + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                ql[32 * k + j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+
+    /// `dequantize_row_q5_K` for one super-block.
+    pub fn dequantize(b: &[u8], y: &mut [f32]) {
+        let d = get_f16(b, 0);
+        let min = get_f16(b, 2);
+        let scales = &b[4..16];
+        let qh = &b[16..48];
+        let mut u1 = 1u8;
+        let mut u2 = 2u8;
+        let mut o = 0;
+        for (k, is) in (0..8).step_by(2).enumerate() {
+            let ql = &b[48 + 32 * k..];
+            let (sc, m) = get_scale_min_k4(is, scales);
+            let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
+            let (sc, m) = get_scale_min_k4(is + 1, scales);
+            let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+            for i in 0..32 {
+                let h1 = if qh[i] & u1 != 0 { 16 } else { 0 };
+                let h2 = if qh[i] & u2 != 0 { 16 } else { 0 };
+                y[o + i] = d1 * f32::from((ql[i] & 0xF) + h1) - m1;
+                y[o + 32 + i] = d2 * f32::from((ql[i] >> 4) + h2) - m2;
+            }
+            o += 64;
+            u1 <<= 2;
+            u2 <<= 2;
+        }
+    }
+}
+
+/// `block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; half d; }` — 210.
+pub struct BlockQ6K;
+
+impl BlockQ6K {
+    /// Bytes per block.
+    pub const SIZE: usize = 210;
+
+    /// `quantize_row_q6_K_ref` for one super-block (`qw`: the imatrix
+    /// variant's raw weights, `None` for the reference).
+    pub fn quantize_with(x: &[f32], out: &mut [u8], qw: Option<&[f32]>) {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; 16];
+        let mut max_scale = 0f32;
+        let mut max_abs_scale = 0f32;
+        for ib in 0..16 {
+            let s = make_qx_quants(
+                16,
+                32,
+                &x[16 * ib..],
+                &mut l[16 * ib..],
+                qw.map(|q| &q[16 * ib..]),
+            );
+            scales[ib] = s;
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            out[..Self::SIZE].fill(0);
+            return;
+        }
+        let iscale = -128.0 / max_scale;
+        let d_all = put_f16(out, 208, 1.0 / iscale);
+        let mut sc = [0i8; 16];
+        for ib in 0..16 {
+            sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+            out[192 + ib] = sc[ib] as u8;
+        }
+        for j in 0..16 {
+            let d = d_all * f32::from(sc[j]);
+            if d == 0.0 {
+                continue;
+            }
+            for i in 0..16 {
+                let v = nearest_int(x[16 * j + i] / d).clamp(-32, 31);
+                l[16 * j + i] = (v + 32) as i8;
+            }
+        }
+        let lu: Vec<u8> = l.iter().map(|&v| v as u8).collect();
+        let (ql, rest) = out.split_at_mut(128);
+        let qh = &mut rest[..64];
+        for (k, j) in (0..QK_K).step_by(128).enumerate() {
+            for i in 0..32 {
+                let q1 = lu[j + i] & 0xF;
+                let q2 = lu[j + i + 32] & 0xF;
+                let q3 = lu[j + i + 64] & 0xF;
+                let q4 = lu[j + i + 96] & 0xF;
+                ql[64 * k + i] = q1 | (q3 << 4);
+                ql[64 * k + i + 32] = q2 | (q4 << 4);
+                qh[32 * k + i] = (lu[j + i] >> 4)
+                    | ((lu[j + i + 32] >> 4) << 2)
+                    | ((lu[j + i + 64] >> 4) << 4)
+                    | ((lu[j + i + 96] >> 4) << 6);
+            }
+        }
+    }
+
+    /// `dequantize_row_q6_K` for one super-block.
+    pub fn dequantize(b: &[u8], y: &mut [f32]) {
+        let d = get_f16(b, 208);
+        let sc = &b[192..208];
+        for (k, n) in (0..QK_K).step_by(128).enumerate() {
+            let ql = &b[64 * k..];
+            let qh = &b[128 + 32 * k..];
+            let s = &sc[8 * k..];
+            for i in 0..32 {
+                let is = i / 16;
+                let q1 = ((ql[i] & 0xF) | ((qh[i] & 3) << 4)) as i8 - 32;
+                let q2 = ((ql[i + 32] & 0xF) | (((qh[i] >> 2) & 3) << 4)) as i8 - 32;
+                let q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) as i8 - 32;
+                let q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) as i8 - 32;
+                y[n + i] = d * f32::from(s[is] as i8) * f32::from(q1);
+                y[n + i + 32] = d * f32::from(s[is + 2] as i8) * f32::from(q2);
+                y[n + i + 64] = d * f32::from(s[is + 4] as i8) * f32::from(q3);
+                y[n + i + 96] = d * f32::from(s[is + 6] as i8) * f32::from(q4);
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Registration against the Ollama emulator (built from Ollama's source;
+//! its runner is real llama.cpp, so the smoke generation really runs the
+//! GGUF kvant wrote).
+
+mod support;
+
+use kvant::ollama::{register, Client, OllamaError, Registration};
+use kvant::quant::FileType;
+
+use support::emulator::Emulator;
+use support::fixtures;
+use support::logits::convert_to;
+
+fn registration(dir: &std::path::Path, ft: FileType, name: &str) -> Registration {
+    let (gguf, report) = convert_to(&fixtures::path("nanogpt-az/ckpt.pt"), ft, dir, None);
+    Registration {
+        gguf,
+        sha256: report.outputs[0].sha256.clone(),
+        name: name.into(),
+        template: Some("{{ .Prompt }}".into()),
+        num_ctx: Some(report.context_length),
+        stop: report.stop_tokens.clone(),
+        smoke_prompt: "Salam".into(),
+        ..Default::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn registers_lists_shows_and_generates() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registration(dir.path(), FileType::Q8_0, "az-gpt:q8_0");
+    let client = Client::new(&emu.url);
+    let done = rt().block_on(register(&client, &reg)).unwrap();
+    assert_eq!(done.family, "gpt2");
+    assert_eq!(done.quantization_level, "Q8_0");
+    assert!(done.uploaded);
+    assert!(!done.smoke_output.is_empty());
+    // A second registration finds the blob already there.
+    let again = rt().block_on(register(&client, &reg)).unwrap();
+    assert!(!again.uploaded);
+    // latest, and delete
+    rt().block_on(client.copy("az-gpt:q8_0", "az-gpt:latest"))
+        .unwrap();
+    let names: Vec<String> = rt()
+        .block_on(client.tags())
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(names.contains(&"az-gpt:latest".to_owned()), "{names:?}");
+    rt().block_on(client.delete("az-gpt:latest")).unwrap();
+    rt().block_on(client.delete("az-gpt:latest")).unwrap(); // already gone: still fine
+}
+
+#[test]
+fn injected_faults_are_retryable_and_the_retry_succeeds() {
+    for fault in ["blob_reset_once", "create_500_once", "refuse_first=3"] {
+        let emu = Emulator::start(&["--faults", fault]);
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registration(dir.path(), FileType::Q8_0, "az-gpt:q8_0");
+        let client = Client::new(&emu.url);
+        let mut attempts = 0;
+        let done = loop {
+            attempts += 1;
+            match rt().block_on(register(&client, &reg)) {
+                Ok(d) => break d,
+                Err(e) if e.is_retryable() && attempts < 6 => continue,
+                Err(e) => panic!("{fault}: {e} after {attempts} attempts\n{}", emu.log()),
+            }
+        };
+        assert!(attempts > 1, "{fault}: the fault was never hit");
+        assert_eq!(done.family, "gpt2");
+    }
+}
+
+#[test]
+fn ollamas_own_error_message_comes_through() {
+    let emu = Emulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = registration(dir.path(), FileType::Q8_0, "az-gpt:q8_0");
+    // A digest that does not match the file: Ollama refuses the upload.
+    reg.sha256 = "0".repeat(64);
+    let err = rt()
+        .block_on(register(&Client::new(&emu.url), &reg))
+        .unwrap_err();
+    match &err {
+        OllamaError::Api {
+            status: 400,
+            message,
+            ..
+        } => assert!(message.contains("digest mismatch"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn a_server_that_is_down_is_a_retryable_error() {
+    let client = Client::new("http://127.0.0.1:9");
+    let err = rt().block_on(client.version()).unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
