@@ -305,3 +305,22 @@ fn mistral_tokenizer_json_without_spm_model_in_llama_cpp() {
         ids(&ws["ids"])
     );
 }
+
+#[test]
+fn truncated_sentencepiece_model_is_refused_not_a_panic() {
+    let src = support::fixtures::path("hf-mistral-sp-az/tokenizer.model");
+    let bytes = std::fs::read(&src).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for cut in [1usize, 7, bytes.len() / 3, bytes.len() - 3] {
+        let p = tmp.path().join("tokenizer.model");
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let files = TokenizerFiles {
+            spm_model: Some(p.clone()),
+            ..Default::default()
+        };
+        match gguf_vocab(&files, 2000) {
+            Err(TokenizerError::Malformed { path, .. }) => assert_eq!(path, p),
+            other => panic!("cut at {cut}: expected Malformed, got {other:?}"),
+        }
+    }
+}
