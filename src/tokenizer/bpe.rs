@@ -48,10 +48,13 @@ pub fn from_tokenizer_json(
     }
     let pre = tok.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
     if pre.get("type").and_then(Value::as_str) == Some("Metaspace") {
-        return Err(TokenizerError::Unreproducible {
-            path: path.to_owned(),
-            reason: "it is a SentencePiece-style (Metaspace) BPE; put its tokenizer.model beside it so kvant converts the SentencePiece model itself".into(),
-        });
+        return super::metaspace::from_tokenizer_json(
+            path,
+            tok,
+            tokenizer_config,
+            model_config,
+            n_vocab_rows,
+        );
     }
     let pre_name = llama_pre(&pre).map_err(|reason| TokenizerError::Unreproducible {
         path: path.to_owned(),

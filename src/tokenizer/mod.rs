@@ -10,6 +10,7 @@
 mod bpe;
 pub mod chat_template;
 mod error;
+mod metaspace;
 mod pretokenizer;
 mod specials;
 mod spm;

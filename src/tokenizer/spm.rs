@@ -173,10 +173,21 @@ pub fn from_model(
     model_config: Option<&Value>,
     n_vocab_rows: usize,
 ) -> Result<Vocab, TokenizerError> {
-    let bytes = std::fs::read(path).map_err(|e| TokenizerError::Malformed {
+    let malformed = |reason: String| TokenizerError::Malformed {
         path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    // Real SentencePiece models are a few MiB; refuse before allocating.
+    const MAX_MODEL_BYTES: u64 = 64 << 20;
+    let len = std::fs::metadata(path)
+        .map_err(|e| malformed(e.to_string()))?
+        .len();
+    if len > MAX_MODEL_BYTES {
+        return Err(malformed(format!(
+            "{len} bytes is too large for a SentencePiece model"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| malformed(e.to_string()))?;
     let m = parse(&bytes).ok_or_else(|| TokenizerError::Malformed {
         path: path.to_owned(),
         reason: "not a valid SentencePiece model (protobuf)".into(),
