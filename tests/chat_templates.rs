@@ -15,19 +15,31 @@ use kvant::tokenizer::chat_template::{
 };
 
 fn fixture(dir: &str) -> (String, Specials) {
-    let jinja = std::fs::read_to_string(support::fixtures::path(&format!("{dir}/chat_template.jinja"))).unwrap();
+    let jinja = std::fs::read_to_string(support::fixtures::path(&format!(
+        "{dir}/chat_template.jinja"
+    )))
+    .unwrap();
     let cfg = support::fixtures::json(&format!("{dir}/tokenizer_config.json"));
     let tok = support::fixtures::json(&format!("{dir}/tokenizer.json"));
     (jinja, Specials::from_hf(&cfg, Some(&tok)))
 }
 
 fn specials(bos: &str, eos: &str, add_bos_token: bool) -> Specials {
-    Specials { bos: Some(bos.into()), eos: Some(eos.into()), add_bos_token }
+    Specials {
+        bos: Some(bos.into()),
+        eos: Some(eos.into()),
+        add_bos_token,
+    }
 }
 
 /// Translates, proves independently, and checks the proof really compared
 /// every conversation the Jinja template accepts.
-fn translate_and_prove(jinja: &str, sp: &Specials, family: TemplateFamily, refused: usize) -> OllamaTemplate {
+fn translate_and_prove(
+    jinja: &str,
+    sp: &Specials,
+    family: TemplateFamily,
+    refused: usize,
+) -> OllamaTemplate {
     let t = translate(jinja, sp).unwrap_or_else(|e| panic!("translate failed: {e}"));
     assert_eq!(t.family, family, "template:\n{}", t.template);
     prove(jinja, sp, &t).unwrap();
@@ -36,7 +48,11 @@ fn translate_and_prove(jinja: &str, sp: &Specials, family: TemplateFamily, refus
     // 6 conversations on /api/chat, the 2 single-turn ones also on /api/generate.
     let accepted = proof_conversations().len() - refused;
     let single_turn_accepted = if refused > 0 { 1 } else { 2 };
-    assert_eq!(report.proven.len(), accepted + single_turn_accepted, "{report:?}");
+    assert_eq!(
+        report.proven.len(),
+        accepted + single_turn_accepted,
+        "{report:?}"
+    );
     assert!(!t.stop.is_empty());
     t
 }
@@ -58,7 +74,12 @@ fn fixture_qwen2_chatml_with_default_system_prompt() {
     let go = GoTemplate::parse(&t.template).unwrap();
     let conv = &proof_conversations()[0];
     let out = go.execute(&chat_data(&conv.messages)).unwrap();
-    assert!(out.starts_with("<|im_start|>system\nSən faydalı köməkçisən.<|im_end|>\n<|im_start|>user\n"), "{out}");
+    assert!(
+        out.starts_with(
+            "<|im_start|>system\nSən faydalı köməkçisən.<|im_end|>\n<|im_start|>user\n"
+        ),
+        "{out}"
+    );
     let out = go.execute(&generate_data("Salam", "Özəl sistem.")).unwrap();
     assert!(!out.contains("faydalı"), "{out}");
     assert!(t.stop.contains(&"<|im_end|>".to_string()), "{:?}", t.stop);
@@ -73,11 +94,17 @@ fn fixture_qwen3_chatml() {
 #[test]
 fn fixture_llama3_bos_left_to_tokenizer() {
     let (j, sp) = fixture("hf-llama3-az");
-    assert!(sp.add_bos_token, "its post-processor adds <|begin_of_text|>");
+    assert!(
+        sp.add_bos_token,
+        "its post-processor adds <|begin_of_text|>"
+    );
     let t = translate_and_prove(&j, &sp, TemplateFamily::Llama3, 0);
     assert!(!t.template.contains("<|begin_of_text|>"), "{}", t.template);
     // Without BOS from the tokenizer, the BOS text must be in the Go template.
-    let no_bos = Specials { add_bos_token: false, ..sp };
+    let no_bos = Specials {
+        add_bos_token: false,
+        ..sp
+    };
     let t2 = translate_and_prove(&j, &no_bos, TemplateFamily::Llama3, 0);
     assert!(t2.template.contains("<|begin_of_text|>"));
 }
@@ -88,7 +115,11 @@ fn fixture_mistral_inst_refuses_system_in_jinja() {
     assert!(sp.add_bos_token);
     // Its template raises on a system message: those 3 conversations are refused, not proven.
     let t = translate_and_prove(&j, &sp, TemplateFamily::Llama2Inst, 3);
-    assert!(t.stop.contains(&"</s>".to_string()) && t.stop.contains(&"[INST]".to_string()), "{:?}", t.stop);
+    assert!(
+        t.stop.contains(&"</s>".to_string()) && t.stop.contains(&"[INST]".to_string()),
+        "{:?}",
+        t.stop
+    );
 }
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -107,39 +138,77 @@ const ALPACA: &str = "{% if messages[0]['role'] != 'system' %}{{ 'Below is an in
 
 #[test]
 fn real_world_chatml() {
-    let t = translate_and_prove(CHATML, &specials("<s>", "<|im_end|>", false), TemplateFamily::ChatMl, 0);
-    assert_eq!(t.stop, vec!["<|im_end|>".to_string(), "<|im_start|>user".to_string()]);
+    let t = translate_and_prove(
+        CHATML,
+        &specials("<s>", "<|im_end|>", false),
+        TemplateFamily::ChatMl,
+        0,
+    );
+    assert_eq!(
+        t.stop,
+        vec!["<|im_end|>".to_string(), "<|im_start|>user".to_string()]
+    );
 }
 
 #[test]
 fn real_world_llama3() {
-    translate_and_prove(LLAMA3, &specials("<|begin_of_text|>", "<|eot_id|>", true), TemplateFamily::Llama3, 0);
+    translate_and_prove(
+        LLAMA3,
+        &specials("<|begin_of_text|>", "<|eot_id|>", true),
+        TemplateFamily::Llama3,
+        0,
+    );
 }
 
 #[test]
 fn real_world_llama2_sys_block() {
-    let t = translate_and_prove(LLAMA2, &specials("<s>", "</s>", true), TemplateFamily::Llama2Inst, 0);
+    let t = translate_and_prove(
+        LLAMA2,
+        &specials("<s>", "</s>", true),
+        TemplateFamily::Llama2Inst,
+        0,
+    );
     assert!(t.template.contains("<<SYS>>"), "{}", t.template);
 }
 
 #[test]
 fn real_world_gemma_refuses_system() {
-    translate_and_prove(GEMMA, &specials("<bos>", "<eos>", true), TemplateFamily::Gemma, 3);
+    translate_and_prove(
+        GEMMA,
+        &specials("<bos>", "<eos>", true),
+        TemplateFamily::Gemma,
+        3,
+    );
 }
 
 #[test]
 fn real_world_phi3_eos_trailer_without_generation_prompt() {
-    translate_and_prove(PHI3, &specials("<s>", "<|endoftext|>", false), TemplateFamily::Phi3, 0);
+    translate_and_prove(
+        PHI3,
+        &specials("<s>", "<|endoftext|>", false),
+        TemplateFamily::Phi3,
+        0,
+    );
 }
 
 #[test]
 fn real_world_zephyr_trim_blocks() {
-    translate_and_prove(ZEPHYR, &specials("<s>", "</s>", true), TemplateFamily::Zephyr, 0);
+    translate_and_prove(
+        ZEPHYR,
+        &specials("<s>", "</s>", true),
+        TemplateFamily::Zephyr,
+        0,
+    );
 }
 
 #[test]
 fn real_world_alpaca_default_system() {
-    translate_and_prove(ALPACA, &specials("<s>", "</s>", true), TemplateFamily::Alpaca, 0);
+    translate_and_prove(
+        ALPACA,
+        &specials("<s>", "</s>", true),
+        TemplateFamily::Alpaca,
+        0,
+    );
 }
 
 #[test]
@@ -152,7 +221,10 @@ fn tool_calling_template_is_refused_with_reason() {
 
 #[test]
 fn python_method_template_is_refused_with_reason() {
-    let j = CHATML.replace("message['content']", "message['content'].split('\\n') | join(' ')");
+    let j = CHATML.replace(
+        "message['content']",
+        "message['content'].split('\\n') | join(' ')",
+    );
     let e = translate(&j, &specials("<s>", "<|im_end|>", false)).unwrap_err();
     assert!(matches!(e, TemplateError::Jinja { .. }), "{e}");
     assert!(e.to_string().contains("split"), "{e}");
@@ -170,16 +242,28 @@ fn wrong_go_template_fails_the_proof() {
     let sp = specials("<s>", "<|im_end|>", false);
     let good = translate(CHATML, &sp).unwrap();
     // One stray space after the end-of-turn marker.
-    let wrong = OllamaTemplate { template: good.template.replacen("<|im_end|>\n", "<|im_end|> \n", 1), ..good.clone() };
+    let wrong = OllamaTemplate {
+        template: good.template.replacen("<|im_end|>\n", "<|im_end|> \n", 1),
+        ..good.clone()
+    };
     assert_ne!(wrong.template, good.template);
     let e = prove(CHATML, &sp, &wrong).unwrap_err();
     assert!(matches!(e, TemplateError::Mismatch { .. }), "{e}");
     // Another family's template, proven against ChatML, fails too.
     let llama3 = translate(LLAMA3, &specials("<|begin_of_text|>", "<|eot_id|>", true)).unwrap();
-    assert!(matches!(prove(CHATML, &sp, &llama3), Err(TemplateError::Mismatch { .. })));
+    assert!(matches!(
+        prove(CHATML, &sp, &llama3),
+        Err(TemplateError::Mismatch { .. })
+    ));
     // Ollama's classic raw template is not a chat template.
-    let raw = OllamaTemplate { template: "{{ .Prompt }}".into(), ..good };
-    assert!(matches!(prove(CHATML, &sp, &raw), Err(TemplateError::Mismatch { .. })));
+    let raw = OllamaTemplate {
+        template: "{{ .Prompt }}".into(),
+        ..good
+    };
+    assert!(matches!(
+        prove(CHATML, &sp, &raw),
+        Err(TemplateError::Mismatch { .. })
+    ));
 }
 
 /// The emulator's structural template check (text/template's parse errors)
@@ -188,7 +272,11 @@ fn wrong_go_template_fails_the_proof() {
 #[test]
 fn emulator_accepts_and_renders_the_legacy_branch() {
     let emu = support::fixtures::dir().join("../ollama-emulator");
-    assert!(emu.join("ollama_emulator.py").is_file(), "emulator not found at {}", emu.display());
+    assert!(
+        emu.join("ollama_emulator.py").is_file(),
+        "emulator not found at {}",
+        emu.display()
+    );
     let mut cases = Vec::new();
     for (j, sp) in [
         (CHATML.to_string(), specials("<s>", "<|im_end|>", false)),
@@ -197,9 +285,15 @@ fn emulator_accepts_and_renders_the_legacy_branch() {
         fixture("hf-mistral-sp-az"),
     ] {
         let t = translate(&j, &sp).unwrap();
-        let (_, legacy) = t.template.rsplit_once("{{ end }}{{ end }}{{ else }}").unwrap();
+        let (_, legacy) = t
+            .template
+            .rsplit_once("{{ end }}{{ end }}{{ else }}")
+            .unwrap();
         let legacy = legacy.strip_suffix("{{ end }}").unwrap().to_string();
-        let ours = GoTemplate::parse(&legacy).unwrap().execute(&generate_data("Salam!", "Qısa ol.")).unwrap();
+        let ours = GoTemplate::parse(&legacy)
+            .unwrap()
+            .execute(&generate_data("Salam!", "Qısa ol."))
+            .unwrap();
         cases.push(serde_json::json!({"full": t.template, "legacy": legacy, "ours": ours}));
     }
     let script = r#"
@@ -222,12 +316,30 @@ print(json.dumps(out))
         .spawn()
         .expect("python3 is needed to run the Ollama emulator");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&cases).unwrap().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     for (case, res) in cases.iter().zip(&results) {
-        assert!(res["check"].is_null(), "emulator rejects {}: {}", case["full"], res["check"]);
-        assert_eq!(res["render"], case["ours"], "legacy branch {}", case["legacy"]);
+        assert!(
+            res["check"].is_null(),
+            "emulator rejects {}: {}",
+            case["full"],
+            res["check"]
+        );
+        assert_eq!(
+            res["render"], case["ours"],
+            "legacy branch {}",
+            case["legacy"]
+        );
     }
 }

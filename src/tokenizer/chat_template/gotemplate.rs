@@ -451,7 +451,11 @@ impl PipeParser {
 }
 
 fn parse_pipeline(text: &str, allow_decl: bool) -> Result<Pipe, GoTemplateError> {
-    let mut p = PipeParser { toks: lex_action(text)?, pos: 0, depth: 0 };
+    let mut p = PipeParser {
+        toks: lex_action(text)?,
+        pos: 0,
+        depth: 0,
+    };
     let pipe = p.parse_pipe(allow_decl)?;
     if p.pos != p.toks.len() {
         return err(format!("unexpected token in {text:?}"));
@@ -483,7 +487,10 @@ impl GoTemplate {
 
     /// Executes the template with `data` as dot (and `$`).
     pub fn execute(&self, data: &GoValue) -> Result<String, GoTemplateError> {
-        let mut ex = Exec { out: String::new(), vars: vec![("$".into(), data.clone())] };
+        let mut ex = Exec {
+            out: String::new(),
+            vars: vec![("$".into(), data.clone())],
+        };
         ex.run(&self.root, data)?;
         Ok(ex.out)
     }
@@ -661,11 +668,17 @@ impl Exec {
         dot: &GoValue,
     ) -> Result<(), GoTemplateError> {
         let mark = self.vars.len();
-        let inner = Pipe { decl: Vec::new(), assign: false, cmds: pipe.cmds.clone() };
+        let inner = Pipe {
+            decl: Vec::new(),
+            assign: false,
+            cmds: pipe.cmds.clone(),
+        };
         let items: Vec<(GoValue, GoValue)> = match self.pipe(&inner, dot)? {
-            GoValue::List(l) => {
-                l.into_iter().enumerate().map(|(i, v)| (GoValue::Int(i as i64), v)).collect()
-            }
+            GoValue::List(l) => l
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (GoValue::Int(i as i64), v))
+                .collect(),
             GoValue::Map(m) => m.into_iter().map(|(k, v)| (GoValue::Str(k), v)).collect(),
             GoValue::Nil => Vec::new(),
             other => return err(format!("range can't iterate over {other:?}")),
@@ -774,7 +787,10 @@ impl Exec {
             if vals.len() == n {
                 Ok(())
             } else {
-                err(format!("wrong number of args for {name}: want {n} got {}", vals.len()))
+                err(format!(
+                    "wrong number of args for {name}: want {n} got {}",
+                    vals.len()
+                ))
             }
         };
         match name {
@@ -843,7 +859,10 @@ impl Exec {
                 }
             }
             "index" => {
-                let mut v = vals.first().cloned().ok_or_else(|| GoTemplateError("index of nothing".into()))?;
+                let mut v = vals
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| GoTemplateError("index of nothing".into()))?;
                 for key in &vals[1..] {
                     v = match (v, key) {
                         (GoValue::List(l), k) => {
@@ -853,7 +872,9 @@ impl Exec {
                                 None => return err("index out of range"),
                             }
                         }
-                        (GoValue::Map(mut m), GoValue::Str(k)) => m.remove(k).unwrap_or(GoValue::Nil),
+                        (GoValue::Map(mut m), GoValue::Str(k)) => {
+                            m.remove(k).unwrap_or(GoValue::Nil)
+                        }
                         _ => return err("can't index item"),
                     };
                 }
@@ -873,7 +894,10 @@ mod tests {
     }
 
     fn msg(role: &str, content: &str) -> GoValue {
-        GoValue::Map(BTreeMap::from([("Role".into(), s(role)), ("Content".into(), s(content))]))
+        GoValue::Map(BTreeMap::from([
+            ("Role".into(), s(role)),
+            ("Content".into(), s(content)),
+        ]))
     }
 
     fn render(t: &str, data: &GoValue) -> String {
@@ -882,11 +906,26 @@ mod tests {
 
     #[test]
     fn trims_fields_and_conditionals_like_go() {
-        let data = GoValue::Map(BTreeMap::from([("System".into(), s("S")), ("Prompt".into(), s("P"))]));
+        let data = GoValue::Map(BTreeMap::from([
+            ("System".into(), s("S")),
+            ("Prompt".into(), s("P")),
+        ]));
         assert_eq!(render("a  {{- .System -}}  b", &data), "aSb");
-        assert_eq!(render("{{ if .System }}<{{ .System }}>{{ else }}none{{ end }}{{ .Prompt }}", &data), "<S>P");
+        assert_eq!(
+            render(
+                "{{ if .System }}<{{ .System }}>{{ else }}none{{ end }}{{ .Prompt }}",
+                &data
+            ),
+            "<S>P"
+        );
         assert_eq!(render("{{ .Missing }}", &data), "<no value>");
-        assert_eq!(render("{{/* c */}}x{{ if .Missing }}y{{ else if .Prompt }}z{{ end }}", &data), "xz");
+        assert_eq!(
+            render(
+                "{{/* c */}}x{{ if .Missing }}y{{ else if .Prompt }}z{{ end }}",
+                &data
+            ),
+            "xz"
+        );
         // `{{-3}}` is a number, not a trim marker.
         assert_eq!(render("a {{-3}}", &data), "a -3");
     }
@@ -899,8 +938,17 @@ mod tests {
         )]));
         let t = r#"{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}[{{ $i }}:{{ .Role }}={{ .Content }}{{ if $last }}!{{ end }}]{{ end }}"#;
         assert_eq!(render(t, &data), "[0:user=u][1:assistant=a!]");
-        assert_eq!(render(r#"{{ (index .Messages 1).Role }}"#, &data), "assistant");
-        assert_eq!(render(r#"{{ if and (eq 1 1) (ne "a" "b") (not false) }}y{{ end }}"#, &data), "y");
+        assert_eq!(
+            render(r#"{{ (index .Messages 1).Role }}"#, &data),
+            "assistant"
+        );
+        assert_eq!(
+            render(
+                r#"{{ if and (eq 1 1) (ne "a" "b") (not false) }}y{{ end }}"#,
+                &data
+            ),
+            "y"
+        );
     }
 
     #[test]

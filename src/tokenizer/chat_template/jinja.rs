@@ -16,7 +16,10 @@ const MAX_JINJA_BYTES: usize = 256 * 1024;
 
 fn py_method(value: &Value, method: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
     let Some(s) = value.as_str() else {
-        return Err(minijinja::Error::new(ErrorKind::UnknownMethod, format!("no method {method}")));
+        return Err(minijinja::Error::new(
+            ErrorKind::UnknownMethod,
+            format!("no method {method}"),
+        ));
     };
     let arg = |i: usize| args.get(i).and_then(|v| v.as_str().map(str::to_string));
     let strip_set = arg(0);
@@ -50,18 +53,27 @@ impl JinjaTemplate {
     /// Compiles the template; a syntax error is [`TemplateError::Jinja`].
     pub fn new(source: &str) -> Result<Self, TemplateError> {
         if source.len() > MAX_JINJA_BYTES {
-            return Err(TemplateError::TooLarge { bytes: source.len() });
+            return Err(TemplateError::TooLarge {
+                bytes: source.len(),
+            });
         }
         let mut env = Environment::new();
         // transformers compiles chat templates with trim_blocks and lstrip_blocks.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(|_state, value, method, args| py_method(value, method, args));
-        env.add_function("raise_exception", |msg: String| -> Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        env.set_unknown_method_callback(|_state, value, method, args| {
+            py_method(value, method, args)
         });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| TemplateError::Jinja { reason: e.to_string() })?;
+            .map_err(|e| TemplateError::Jinja {
+                reason: e.to_string(),
+            })?;
         Ok(JinjaTemplate { env })
     }
 
@@ -75,7 +87,9 @@ impl JinjaTemplate {
         let tmpl = self
             .env
             .get_template("chat")
-            .map_err(|e| TemplateError::Jinja { reason: e.to_string() })?;
+            .map_err(|e| TemplateError::Jinja {
+                reason: e.to_string(),
+            })?;
         let messages: Vec<Value> = conv
             .messages
             .iter()
@@ -92,6 +106,8 @@ impl JinjaTemplate {
             eos_token => specials.eos.clone().unwrap_or_default(),
             add_generation_prompt => add_generation_prompt,
         };
-        tmpl.render(ctx).map_err(|e| TemplateError::Jinja { reason: e.to_string() })
+        tmpl.render(ctx).map_err(|e| TemplateError::Jinja {
+            reason: e.to_string(),
+        })
     }
 }

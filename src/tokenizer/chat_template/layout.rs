@@ -79,11 +79,23 @@ pub fn refuse_unmappable(jinja: &str) -> Result<(), TemplateError> {
 }
 
 fn msg(role: &str, content: &str) -> Message {
-    Message { role: role.into(), content: content.into() }
+    Message {
+        role: role.into(),
+        content: content.into(),
+    }
 }
 
-fn render(j: &JinjaTemplate, msgs: &[Message], agp: bool, sp: &Specials) -> Result<String, TemplateError> {
-    let conv = Conversation { name: "probe".into(), messages: msgs.to_vec(), add_generation_prompt: agp };
+fn render(
+    j: &JinjaTemplate,
+    msgs: &[Message],
+    agp: bool,
+    sp: &Specials,
+) -> Result<String, TemplateError> {
+    let conv = Conversation {
+        name: "probe".into(),
+        messages: msgs.to_vec(),
+        add_generation_prompt: agp,
+    };
     j.render(&conv, agp, sp)
 }
 
@@ -98,7 +110,9 @@ fn segments(text: &str, sentinels: &[&str]) -> Result<Vec<String>, TemplateError
             });
         }
         let Some(i) = rest.find(s) else {
-            return Err(TemplateError::Unsupported { reason: "messages are written out of order".into() });
+            return Err(TemplateError::Unsupported {
+                reason: "messages are written out of order".into(),
+            });
         };
         out.push(rest[..i].to_string());
         rest = &rest[i + s.len()..];
@@ -133,15 +147,25 @@ fn common_prefix(a: &str, b: &str) -> String {
 
 /// The longest common suffix of all `items`, optionally cut to a boundary.
 fn common_suffix(items: &[&str], snap: bool) -> String {
-    let Some(first) = items.first() else { return String::new() };
+    let Some(first) = items.first() else {
+        return String::new();
+    };
     let mut n = first.len();
     for it in &items[1..] {
-        let common = first.chars().rev().zip(it.chars().rev()).take_while(|(a, b)| a == b);
+        let common = first
+            .chars()
+            .rev()
+            .zip(it.chars().rev())
+            .take_while(|(a, b)| a == b);
         n = n.min(common.map(|(a, _)| a.len_utf8()).sum());
     }
     let mut start = first.len() - n;
     if snap {
-        while start < first.len() && !items.iter().all(|it| is_boundary(it, it.len() - (first.len() - start))) {
+        while start < first.len()
+            && !items
+                .iter()
+                .all(|it| is_boundary(it, it.len() - (first.len() - start)))
+        {
             start += first[start..].chars().next().map_or(1, char::len_utf8);
         }
     }
@@ -150,19 +174,26 @@ fn common_suffix(items: &[&str], snap: bool) -> String {
 
 /// Renders the probes and returns the candidate layouts, most readable first.
 pub fn infer(j: &JinjaTemplate, sp: &Specials) -> Result<Vec<Layout>, TemplateError> {
-    let multi = [msg("user", U1), msg("assistant", A1), msg("user", U2), msg("assistant", A2)];
+    let multi = [
+        msg("user", U1),
+        msg("assistant", A1),
+        msg("user", U2),
+        msg("assistant", A2),
+    ];
     let g = segments(&render(j, &multi, false, sp)?, &[U1, A1, U2, A2])?;
     let (head_u, u_to_a, a_to_u, after_a) = (&g[0], &g[1], &g[2], &g[4]);
     if g[1] != g[3] {
         return Err(TemplateError::Unsupported {
-            reason: "the text between a user and an assistant turn depends on the turn's position".into(),
+            reason: "the text between a user and an assistant turn depends on the turn's position"
+                .into(),
         });
     }
     let single_open = segments(&render(j, &[msg("user", U1)], false, sp)?, &[U1])?;
     let single_gen = segments(&render(j, &[msg("user", U1)], true, sp)?, &[U1])?;
     if &single_open[0] != head_u || &single_gen[0] != head_u {
         return Err(TemplateError::Unsupported {
-            reason: "the text before the first user turn depends on the rest of the conversation".into(),
+            reason: "the text before the first user turn depends on the rest of the conversation"
+                .into(),
         });
     }
     let user_last = single_gen[1].clone();
@@ -170,7 +201,12 @@ pub fn infer(j: &JinjaTemplate, sp: &Specials) -> Result<Vec<Layout>, TemplateEr
     let assistant_prefix = u_to_a[user_suffix.len()..].to_string();
 
     // System messages: their own turn, or refused by the template.
-    let sys = render(j, &[msg("system", S1), msg("user", U1), msg("assistant", A1)], false, sp);
+    let sys = render(
+        j,
+        &[msg("system", S1), msg("user", U1), msg("assistant", A1)],
+        false,
+        sp,
+    );
     let sys_parts = match sys {
         Ok(text) => {
             let s = segments(&text, &[S1, U1, A1])?;
@@ -203,8 +239,14 @@ pub fn infer(j: &JinjaTemplate, sp: &Specials) -> Result<Vec<Layout>, TemplateEr
         let before_first = &head_u[..head_u.len() - user_prefix.len()];
         let head_is_bos = !bos.is_empty()
             && before_first.starts_with(&bos)
-            && sys_parts.as_ref().is_none_or(|(head_s, _)| head_s.starts_with(&bos));
-        let head = if head_is_bos { bos.clone() } else { String::new() };
+            && sys_parts
+                .as_ref()
+                .is_none_or(|(head_s, _)| head_s.starts_with(&bos));
+        let head = if head_is_bos {
+            bos.clone()
+        } else {
+            String::new()
+        };
         let system = match &sys_parts {
             Some((head_s, s_to_u)) => SystemWrap::Turn {
                 prefix: head_s[head.len()..].to_string(),
@@ -254,7 +296,10 @@ fn go_text(s: &str) -> String {
 impl Layout {
     /// The family label, from the markers in the wrappers.
     pub fn family(&self, sp: &Specials) -> TemplateFamily {
-        let all = format!("{}{}{}{}", self.user_prefix, self.user_last, self.assistant_suffix, self.default_system);
+        let all = format!(
+            "{}{}{}{}",
+            self.user_prefix, self.user_last, self.assistant_suffix, self.default_system
+        );
         if all.contains("<|im_start|>") {
             TemplateFamily::ChatMl
         } else if all.contains("<|start_header_id|>") {
@@ -278,7 +323,11 @@ impl Layout {
     /// `add_bos_token` a BOS head is left to the tokenizer.
     pub fn emit(&self, sp: &Specials) -> Result<OllamaTemplate, TemplateError> {
         let bos = sp.bos.clone().unwrap_or_default();
-        let head = if sp.add_bos_token && self.head == bos { "" } else { self.head.as_str() };
+        let head = if sp.add_bos_token && self.head == bos {
+            ""
+        } else {
+            self.head.as_str()
+        };
         if sp.add_bos_token
             && !bos.is_empty()
             && head.is_empty()
@@ -289,27 +338,44 @@ impl Layout {
                 reason: "the template writes BOS inside the first turn, where the tokenizer's own BOS cannot replace it".into(),
             });
         }
-        let (up, us, ul) = (go_text(&self.user_prefix), go_text(&self.user_suffix), go_text(&self.user_last));
-        let (ap, asuf) = (go_text(&self.assistant_prefix), go_text(&self.assistant_suffix));
+        let (up, us, ul) = (
+            go_text(&self.user_prefix),
+            go_text(&self.user_suffix),
+            go_text(&self.user_last),
+        );
+        let (ap, asuf) = (
+            go_text(&self.assistant_prefix),
+            go_text(&self.assistant_suffix),
+        );
         let ds = go_text(&self.default_system);
         let head = go_text(head);
         let mut t = String::new();
         t.push_str("{{ if .Messages }}");
         t.push_str(&head);
-        t.push_str("{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}");
+        t.push_str(
+            "{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}",
+        );
         let fold = matches!(self.system, SystemWrap::FoldIntoFirstUser);
         if !ds.is_empty() {
             if fold {
                 t.push_str(&format!("{{{{ if eq $i 0 }}}}{ds}{{{{ end }}}}"));
             } else {
-                t.push_str(&format!("{{{{ if and (eq $i 0) (ne .Role \"system\") }}}}{ds}{{{{ end }}}}"));
+                t.push_str(&format!(
+                    "{{{{ if and (eq $i 0) (ne .Role \"system\") }}}}{ds}{{{{ end }}}}"
+                ));
             }
         }
         t.push_str(&format!("{{{{ if eq .Role \"user\" }}}}{up}"));
         if fold {
             t.push_str("{{ if and $.System (le $i 1) }}{{ $.System }}\n\n{{ end }}");
         }
-        t.push_str(&format!("{{{{ .Content }}}}{{{{ if $last }}}}{ul}{{{{ else }}}}{us}{{{{ end }}}}"));
+        if ul == us {
+            t.push_str(&format!("{{{{ .Content }}}}{ul}"));
+        } else {
+            t.push_str(&format!(
+                "{{{{ .Content }}}}{{{{ if $last }}}}{ul}{{{{ else }}}}{us}{{{{ end }}}}"
+            ));
+        }
         t.push_str(&format!(
             "{{{{ else if eq .Role \"assistant\" }}}}{ap}{{{{ .Content }}}}{{{{ if not $last }}}}{asuf}{{{{ end }}}}"
         ));
@@ -325,15 +391,22 @@ impl Layout {
         t.push_str(&head);
         match &self.system {
             SystemWrap::Turn { prefix, suffix } => t.push_str(&format!(
-                "{{{{ if .System }}}}{}{{{{ .System }}}}{}{{{{ else }}}}{ds}{{{{ end }}}}{up}",
+                "{{{{ if .System }}}}{}{{{{ .System }}}}{}{}{{{{ end }}}}{up}",
                 go_text(prefix),
-                go_text(suffix)
+                go_text(suffix),
+                if ds.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{{ else }}}}{ds}")
+                }
             )),
-            SystemWrap::FoldIntoFirstUser => {
-                t.push_str(&format!("{ds}{up}{{{{ if .System }}}}{{{{ .System }}}}\n\n{{{{ end }}}}"))
-            }
+            SystemWrap::FoldIntoFirstUser => t.push_str(&format!(
+                "{ds}{up}{{{{ if .System }}}}{{{{ .System }}}}\n\n{{{{ end }}}}"
+            )),
         }
-        t.push_str(&format!("{{{{ .Prompt }}}}{ul}{{{{ .Response }}}}{{{{ end }}}}"));
+        t.push_str(&format!(
+            "{{{{ .Prompt }}}}{ul}{{{{ .Response }}}}{{{{ end }}}}"
+        ));
 
         let mut stop = Vec::new();
         let mut add = |s: &str| {
@@ -347,6 +420,10 @@ impl Layout {
         }
         add(&self.assistant_suffix);
         add(&self.user_prefix);
-        Ok(OllamaTemplate { family: self.family(sp), template: t, stop })
+        Ok(OllamaTemplate {
+            family: self.family(sp),
+            template: t,
+            stop,
+        })
     }
 }

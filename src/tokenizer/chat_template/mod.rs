@@ -84,15 +84,24 @@ impl Specials {
     /// `tokenizer_config.json`, and whether BOS is added: the config's
     /// `add_bos_token`, else whether `tokenizer.json`'s post-processor
     /// starts the single-sequence template with the BOS special token.
-    pub fn from_hf(tokenizer_config: &serde_json::Value, tokenizer_json: Option<&serde_json::Value>) -> Self {
+    pub fn from_hf(
+        tokenizer_config: &serde_json::Value,
+        tokenizer_json: Option<&serde_json::Value>,
+    ) -> Self {
         let token = |key: &str| match tokenizer_config.get(key) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(v) => v.get("content").and_then(|c| c.as_str()).map(str::to_string),
+            Some(v) => v
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
             None => None,
         };
         let bos = token("bos_token");
         let eos = token("eos_token");
-        let add_bos_token = match tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()) {
+        let add_bos_token = match tokenizer_config
+            .get("add_bos_token")
+            .and_then(|v| v.as_bool())
+        {
             Some(b) => b,
             None => tokenizer_json
                 .and_then(|t| t.get("post_processor"))
@@ -103,7 +112,11 @@ impl Specials {
                 .and_then(|id| id.as_str())
                 .is_some_and(|id| Some(id) == bos.as_deref()),
         };
-        Specials { bos, eos, add_bos_token }
+        Specials {
+            bos,
+            eos,
+            add_bos_token,
+        }
     }
 }
 
@@ -183,7 +196,9 @@ pub fn translate(jinja: &str, specials: &Specials) -> Result<OllamaTemplate, Tem
     let compiled = jinja::JinjaTemplate::new(jinja)?;
     layout::refuse_unmappable(jinja)?;
     let candidates = layout::infer(&compiled, specials)?;
-    let mut last_err = TemplateError::Unsupported { reason: "no consistent message layout found".into() };
+    let mut last_err = TemplateError::Unsupported {
+        reason: "no consistent message layout found".into(),
+    };
     for candidate in candidates {
         let t = candidate.emit(specials)?;
         match prove(jinja, specials, &t) {

@@ -26,7 +26,10 @@ pub struct ProofReport {
 }
 
 fn m(role: &str, content: &str) -> Message {
-    Message { role: role.into(), content: content.into() }
+    Message {
+        role: role.into(),
+        content: content.into(),
+    }
 }
 
 /// The standard conversations: system+user, user only, multi-turn
@@ -35,7 +38,10 @@ fn m(role: &str, content: &str) -> Message {
 pub fn proof_conversations() -> Vec<Conversation> {
     let sys = m("system", "Sən qısa və dəqiq cavab verən köməkçisən.");
     let u1 = m("user", "Salam! Bakı haqqında bir cümlə yaz.");
-    let a1 = m("assistant", "Bakı Xəzər dənizinin sahilində yerləşən paytaxtdır.");
+    let a1 = m(
+        "assistant",
+        "Bakı Xəzər dənizinin sahilində yerləşən paytaxtdır.",
+    );
     let u2 = m("user", "İndi isə Gəncə haqqında \"qısa\" yaz: 2 söz.");
     let conv = |name: &str, messages: Vec<Message>, agp: bool| Conversation {
         name: name.into(),
@@ -46,7 +52,11 @@ pub fn proof_conversations() -> Vec<Conversation> {
         conv("user", vec![u1.clone()], true),
         conv("system+user", vec![sys.clone(), u1.clone()], true),
         conv("multi-turn", vec![u1.clone(), a1.clone(), u2.clone()], true),
-        conv("system+multi-turn", vec![sys.clone(), u1.clone(), a1.clone(), u2.clone()], true),
+        conv(
+            "system+multi-turn",
+            vec![sys.clone(), u1.clone(), a1.clone(), u2.clone()],
+            true,
+        ),
         conv("assistant-prefill", vec![u1.clone(), a1.clone()], false),
         conv("system+assistant-prefill", vec![sys, u1, a1], false),
     ]
@@ -59,7 +69,11 @@ fn s(v: &str) -> GoValue {
 /// The data Ollama's `/api/chat` passes: `template.Execute` collates
 /// consecutive same-role messages and joins the system messages into `.System`.
 pub fn chat_data(messages: &[Message]) -> GoValue {
-    let system: Vec<&str> = messages.iter().filter(|m| m.role == "system").map(|m| m.content.as_str()).collect();
+    let system: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .map(|m| m.content.as_str())
+        .collect();
     let mut collated: Vec<(String, String)> = Vec::new();
     for msg in messages {
         match collated.last_mut() {
@@ -72,7 +86,12 @@ pub fn chat_data(messages: &[Message]) -> GoValue {
     }
     let list = collated
         .into_iter()
-        .map(|(r, c)| GoValue::Map(BTreeMap::from([("Role".into(), s(&r)), ("Content".into(), s(&c))])))
+        .map(|(r, c)| {
+            GoValue::Map(BTreeMap::from([
+                ("Role".into(), s(&r)),
+                ("Content".into(), s(&c)),
+            ]))
+        })
         .collect();
     GoValue::Map(BTreeMap::from([
         ("System".into(), s(&system.join("\n\n"))),
@@ -109,13 +128,21 @@ fn diff(expected: &str, actual: &str) -> String {
         }
         t.get(lo..hi).unwrap_or("").to_string()
     };
-    format!("at byte {at}: jinja …{:?}… vs go …{:?}…", snippet(expected), snippet(actual))
+    format!(
+        "at byte {at}: jinja …{:?}… vs go …{:?}…",
+        snippet(expected),
+        snippet(actual)
+    )
 }
 
 /// The text the Jinja template produces for `conv`, as Ollama will see it
 /// tokenized: minus a leading BOS the tokenizer adds itself, and cut after
 /// the last message for a continued assistant turn.
-fn expected(j: &JinjaTemplate, conv: &Conversation, sp: &Specials) -> Result<String, TemplateError> {
+fn expected(
+    j: &JinjaTemplate,
+    conv: &Conversation,
+    sp: &Specials,
+) -> Result<String, TemplateError> {
     let mut text = j.render(conv, conv.add_generation_prompt, sp)?;
     if !conv.add_generation_prompt {
         if let Some(last) = conv.messages.last() {
@@ -123,7 +150,10 @@ fn expected(j: &JinjaTemplate, conv: &Conversation, sp: &Specials) -> Result<Str
                 Some(i) => text.truncate(i + last.content.len()),
                 None => {
                     return Err(TemplateError::Unsupported {
-                        reason: format!("{}: the last message's content is not in the output", conv.name),
+                        reason: format!(
+                            "{}: the last message's content is not in the output",
+                            conv.name
+                        ),
                     })
                 }
             }
@@ -140,7 +170,11 @@ fn expected(j: &JinjaTemplate, conv: &Conversation, sp: &Specials) -> Result<Str
 }
 
 /// [`prove`] with the details of what was compared.
-pub fn prove_report(jinja: &str, specials: &Specials, t: &OllamaTemplate) -> Result<ProofReport, TemplateError> {
+pub fn prove_report(
+    jinja: &str,
+    specials: &Specials,
+    t: &OllamaTemplate,
+) -> Result<ProofReport, TemplateError> {
     let j = JinjaTemplate::new(jinja)?;
     let go = GoTemplate::parse(&t.template)?;
     let mut report = ProofReport::default();
@@ -166,10 +200,19 @@ pub fn prove_report(jinja: &str, specials: &Specials, t: &OllamaTemplate) -> Res
             Ok(())
         };
         check("/api/chat", &chat_out, &mut report)?;
-        let single_turn = conv.add_generation_prompt && conv.messages.iter().filter(|m| m.role != "system").count() == 1;
+        let single_turn = conv.add_generation_prompt
+            && conv.messages.iter().filter(|m| m.role != "system").count() == 1;
         if single_turn {
-            let prompt = conv.messages.iter().find(|m| m.role == "user").map_or("", |m| m.content.as_str());
-            let system = conv.messages.iter().find(|m| m.role == "system").map_or("", |m| m.content.as_str());
+            let prompt = conv
+                .messages
+                .iter()
+                .find(|m| m.role == "user")
+                .map_or("", |m| m.content.as_str());
+            let system = conv
+                .messages
+                .iter()
+                .find(|m| m.role == "system")
+                .map_or("", |m| m.content.as_str());
             let legacy = go.execute(&generate_data(prompt, system))?;
             check("/api/generate without .Messages", &legacy, &mut report)?;
         }
