@@ -1,1 +1,0 @@
-//! Chat templates: Jinja (Hugging Face) to Ollama Go templates, proven equal by rendering both.

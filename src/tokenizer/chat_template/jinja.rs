@@ -1,0 +1,113 @@
+//! Renders a Hugging Face Jinja chat template with minijinja the way
+//! `transformers`' `apply_chat_template` does: `messages`, `bos_token`,
+//! `eos_token`, `add_generation_prompt`, `raise_exception`, and the Python
+//! string methods chat templates commonly call (`strip`, `lstrip`, `rstrip`,
+//! `title`, `upper`, `lower`, `startswith`, `endswith`).
+//!
+//! It must not know about Go templates. Invariant: the template source is
+//! size-capped; minijinja itself caps `range()` lengths and recursion depth.
+
+use super::{Conversation, Specials, TemplateError};
+use minijinja::value::Value;
+use minijinja::{Environment, ErrorKind};
+
+/// Longest Jinja template accepted.
+const MAX_JINJA_BYTES: usize = 256 * 1024;
+
+fn py_method(value: &Value, method: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
+    let Some(s) = value.as_str() else {
+        return Err(minijinja::Error::new(
+            ErrorKind::UnknownMethod,
+            format!("no method {method}"),
+        ));
+    };
+    let arg = |i: usize| args.get(i).and_then(|v| v.as_str().map(str::to_string));
+    let strip_set = arg(0);
+    let is_strip = |c: char| match &strip_set {
+        Some(set) => set.contains(c),
+        None => c.is_whitespace(),
+    };
+    Ok(match method {
+        "strip" => Value::from(s.trim_matches(is_strip)),
+        "lstrip" => Value::from(s.trim_start_matches(is_strip)),
+        "rstrip" => Value::from(s.trim_end_matches(is_strip)),
+        "upper" => Value::from(s.to_uppercase()),
+        "lower" => Value::from(s.to_lowercase()),
+        "startswith" => Value::from(arg(0).is_some_and(|p| s.starts_with(&p))),
+        "endswith" => Value::from(arg(0).is_some_and(|p| s.ends_with(&p))),
+        _ => {
+            return Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("string has no method {method}"),
+            ))
+        }
+    })
+}
+
+/// A compiled Jinja chat template.
+pub struct JinjaTemplate {
+    env: Environment<'static>,
+}
+
+impl JinjaTemplate {
+    /// Compiles the template; a syntax error is [`TemplateError::Jinja`].
+    pub fn new(source: &str) -> Result<Self, TemplateError> {
+        if source.len() > MAX_JINJA_BYTES {
+            return Err(TemplateError::TooLarge {
+                bytes: source.len(),
+            });
+        }
+        let mut env = Environment::new();
+        // transformers compiles chat templates with trim_blocks and lstrip_blocks.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(|_state, value, method, args| {
+            py_method(value, method, args)
+        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TemplateError::Jinja {
+                reason: e.to_string(),
+            })?;
+        Ok(JinjaTemplate { env })
+    }
+
+    /// Renders `conv` as `apply_chat_template(..., tokenize=False)` would.
+    pub fn render(
+        &self,
+        conv: &Conversation,
+        add_generation_prompt: bool,
+        specials: &Specials,
+    ) -> Result<String, TemplateError> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| TemplateError::Jinja {
+                reason: e.to_string(),
+            })?;
+        let messages: Vec<Value> = conv
+            .messages
+            .iter()
+            .map(|m| {
+                Value::from_iter([
+                    ("role", Value::from(m.role.as_str())),
+                    ("content", Value::from(m.content.as_str())),
+                ])
+            })
+            .collect();
+        let ctx = minijinja::context! {
+            messages => messages,
+            bos_token => specials.bos.clone().unwrap_or_default(),
+            eos_token => specials.eos.clone().unwrap_or_default(),
+            add_generation_prompt => add_generation_prompt,
+        };
+        tmpl.render(ctx).map_err(|e| TemplateError::Jinja {
+            reason: e.to_string(),
+        })
+    }
+}
