@@ -133,6 +133,7 @@ struct Pending {
     snapshot: Option<Snapshot>,
     since: Instant,
     forced: bool,
+    order: u64,
 }
 
 /// Drops seen but not yet complete, with the moment each last changed.
@@ -140,6 +141,7 @@ struct Pending {
 pub struct Settler {
     settle: Duration,
     pending: BTreeMap<PathBuf, Pending>,
+    next_order: u64,
 }
 
 impl Settler {
@@ -148,19 +150,26 @@ impl Settler {
         Settler {
             settle,
             pending: BTreeMap::new(),
+            next_order: 0,
         }
     }
 
     /// Starts (or keeps) watching `drop`; an event restarts nothing by itself,
     /// only a changed snapshot does.
     pub fn touch(&mut self, drop: &Path, now: Instant) {
-        self.pending
+        let order = self.next_order;
+        let p = self
+            .pending
             .entry(drop.to_path_buf())
             .or_insert_with(|| Pending {
                 snapshot: None,
                 since: now,
                 forced: false,
+                order,
             });
+        if p.order == order {
+            self.next_order += 1;
+        }
     }
 
     /// The drop was renamed into place or its `*.done` marker appeared: it
@@ -172,9 +181,13 @@ impl Settler {
         }
     }
 
-    /// Drops still waiting.
+    /// Drops still waiting, in the order they were first seen (so a burst
+    /// is processed in arrival order).
     pub fn pending(&self) -> Vec<PathBuf> {
-        self.pending.keys().cloned().collect()
+        let mut v: Vec<(&u64, &PathBuf)> =
+            self.pending.iter().map(|(k, p)| (&p.order, k)).collect();
+        v.sort();
+        v.into_iter().map(|(_, k)| k.clone()).collect()
     }
 
     /// True when nothing is waiting.
@@ -248,6 +261,19 @@ mod tests {
         // Reported once.
         assert!(!st.observe(d, Some(snap(20, 2)), t0 + Duration::from_secs(20)));
         assert!(st.is_empty());
+    }
+
+    #[test]
+    fn pending_keeps_arrival_order() {
+        let t0 = Instant::now();
+        let mut st = Settler::new(Duration::from_secs(1));
+        for n in ["/in/z.pt", "/in/a.pt", "/in/m.pt", "/in/z.pt"] {
+            st.touch(Path::new(n), t0);
+        }
+        let order: Vec<PathBuf> = ["/in/z.pt", "/in/a.pt", "/in/m.pt"]
+            .map(PathBuf::from)
+            .into();
+        assert_eq!(st.pending(), order);
     }
 
     #[test]
