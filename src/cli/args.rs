@@ -70,6 +70,132 @@ Examples:
 
     /// Print a GGUF file's or a checkpoint's metadata and tensor table.
     Inspect(InspectArgs),
+
+    /// Run the daemon in the foreground: watch the inbox, convert each
+    /// finished drop, register it with Ollama (services run this).
+    #[command(after_help = "\
+Configuration: a TOML file (default ~/.config/kvant/config.toml, or --config)
+with the keys inbox, output, state_dir, ollama, types, settle, keep; each flag
+below overrides its key. With no configuration at all, kvant watches
+<data dir>/inbox and says where in its first log line.
+
+A drop is a checkpoint file (*.pt *.pth *.bin *.safetensors *.gguf) or a folder
+(one model per folder, with its tokenizer and an optional kvant.toml). It is
+read once its size and mtime have been stable for --settle seconds, when it is
+renamed into place, or when a <name>.done marker appears.
+
+Examples:
+  kvant watch
+  kvant watch --inbox ~/models/inbox --types q4_k_m,q8_0 --ollama http://127.0.0.1:11434")]
+    Watch(WatchArgs),
+
+    /// Show every drop the daemon has seen: its step, model and errors.
+    Status(StateArgs),
+
+    /// Retry a failed drop (by its name in the inbox).
+    Retry(RetryArgs),
+
+    /// Register an existing GGUF file with Ollama (upload, create, verify,
+    /// smoke-test).
+    #[command(after_help = "\
+Examples:
+  kvant register az-gpt-q4_k_m.gguf --name az-gpt:q4_k_m
+  OLLAMA_HOST=10.0.0.5 kvant register model.gguf --name m --num-ctx 1024")]
+    Register(RegisterArgs),
+
+    /// Install kvant as a service (systemd user unit by default).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+/// `kvant watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder to watch (key `inbox`).
+    #[arg(long, value_name = "DIR")]
+    pub inbox: Option<PathBuf>,
+    /// Folder for GGUFs, Modelfiles and reports (key `output`).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Folder for the journal and lock (key `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Ollama server (key `ollama`; default: OLLAMA_HOST, else
+    /// http://127.0.0.1:11434).
+    #[arg(long, value_name = "URL")]
+    pub ollama: Option<String>,
+    /// Types to write for every drop (key `types`; default q4_k_m).
+    #[arg(long, value_name = "TYPE,...", value_delimiter = ',')]
+    pub types: Option<Vec<FileType>>,
+    /// Seconds a drop must stay unchanged before it is read (key `settle`;
+    /// default 5).
+    #[arg(long, value_name = "SECONDS")]
+    pub settle: Option<f64>,
+    /// Registered versions to keep per model; older ones are deleted from
+    /// Ollama (key `keep`; default: all).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Only check the configuration and exit (for ExecStartPre).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Commands that only read the state directory.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Configuration file (for its state_dir).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State folder (overrides the configuration).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `kvant retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The drop's name in the inbox.
+    pub drop: String,
+    /// Where the state is.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `kvant register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The GGUF file.
+    pub file: PathBuf,
+    /// Ollama model name (`model[:tag]`).
+    #[arg(long)]
+    pub name: String,
+    /// Ollama server (default: OLLAMA_HOST, else http://127.0.0.1:11434).
+    #[arg(long, value_name = "URL")]
+    pub ollama: Option<String>,
+    /// Go TEMPLATE (default `{{ .Prompt }}`).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// SYSTEM prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// PARAMETER num_ctx (default: the file's context length).
+    #[arg(long)]
+    pub num_ctx: Option<u32>,
+}
+
+/// `kvant service`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the service file with this binary's path and print how to
+    /// enable it.
+    Install {
+        /// A hardened system-wide unit (needs root) instead of a user unit.
+        #[arg(long)]
+        system: bool,
+    },
 }
 
 /// `kvant quantize`.

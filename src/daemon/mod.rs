@@ -1,27 +1,37 @@
-//! The unattended service: configuration, the crash-safe journal of drops,
-//! the loop that watches, converts one drop at a time and registers with
-//! Ollama concurrently, signal handling and service-file installation.
+//! The daemon: watch the inbox, convert each finished drop, write its
+//! Modelfile and report, register it with Ollama — unattended, crash-safe
+//! and exactly once.
 //!
-//! The daemon knows *when* and *in what order*; [`crate::convert`] and
-//! [`crate::ollama`] know *how* (reached through [`pipeline::Pipeline`] so
-//! the loop is testable with a fake). Invariant: every state change is
-//! journaled atomically before the step it announces is acted on.
+//! * `config` — the TOML configuration and its flag overrides;
+//! * `settings` — per-model `kvant.toml`;
+//! * `state` — the journal (and its recovery rules) and the lock;
+//! * `run` — the loop: intake, one conversion at a time, registrations
+//!   with retries (where a retry happens: `run::finish_registration`);
+//! * `job` / `publish` — converting one drop, registering its outputs;
+//! * `status`, `service` — `kvant status` and `kvant service install`.
+//!
+//! It parses no formats itself: it calls `convert` and `ollama` like any
+//! other caller.
 
-pub mod config;
-pub mod error;
-pub mod model_settings;
-pub mod pipeline;
-pub mod service;
-pub mod signals;
-pub mod state;
-pub mod worker;
+mod config;
+mod error;
+mod job;
+mod publish;
+mod run;
+mod service;
+mod settings;
+mod state;
+mod status;
 
-pub use config::{load_config, ConfigOverrides, DaemonConfig, LogFormat};
+pub use config::{default_config_path, load_config, ConfigOverrides, DaemonConfig};
 pub use error::DaemonError;
-pub use model_settings::ModelSettings;
-pub use pipeline::{Pipeline, RealPipeline};
+pub use job::modelfile_for;
+pub use publish::{publish, registration_from_modelfile};
+pub use run::{request_retry, run};
 pub use service::{
-    install_service, render_launchd_plist, render_systemd_unit, InstallOutcome, ServiceOptions,
+    install_service, render_launchd_plist, render_system_unit, render_user_unit, InstallOutcome,
+    ServiceOptions,
 };
-pub use state::{render_status_table, retry, status, DropStatus, Step};
-pub use worker::{run, run_with};
+pub use settings::ModelSettings;
+pub use state::{DropRecord, State, Step};
+pub use status::render_status;

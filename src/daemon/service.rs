@@ -1,254 +1,198 @@
-//! Installing kvant as a service that starts at login/boot: a systemd user
-//! unit (no root), a hardened systemd system unit, or a launchd agent on
-//! macOS. The renderers are pure and testable on any OS; only
-//! [`install_service`] picks by platform.
-//!
-//! Must not start or enable the service (that needs the user's consent and
-//! privileges); it returns the command that does.
+//! Installing kvant as a service: a systemd user unit (no root needed), a
+//! hardened system unit, or a launchd agent on macOS. The files are
+//! rendered from the binary's real path; `kvant service install` writes
+//! the right one and says how to enable it.
 
 use std::path::{Path, PathBuf};
 
 use super::DaemonError;
-
-/// launchd label and plist file stem.
-pub const LAUNCHD_LABEL: &str = "io.github.kvant.kvant";
+use crate::durable::write_atomic;
 
 /// What to install.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// The system-wide hardened unit (`/etc/systemd/system`) instead of
-    /// the per-user one.
+    /// System-wide unit (needs root) instead of a user unit.
     pub system: bool,
-    /// The kvant binary the service runs (absolute).
+    /// The kvant binary.
     pub binary: PathBuf,
-    /// The user's home (user units and launchd agents go below it).
+    /// Home directory (user units and agents go under it).
     pub home: PathBuf,
-    /// `--config` passed to the daemon, if any.
-    pub config: Option<PathBuf>,
-    /// Directories the daemon writes (inbox, output, state): the hardened
-    /// unit's `ReadWritePaths=`.
-    pub writable_dirs: Vec<PathBuf>,
-    /// Where log files go for launchd (default `~/Library/Logs/kvant`).
-    pub log_dir: Option<PathBuf>,
-    /// Directory for the system unit (default `/etc/systemd/system`).
-    pub system_unit_dir: Option<PathBuf>,
-    /// `User=` of the system unit (default: none, i.e. root — set one).
-    pub user: Option<String>,
+    /// Folders the hardened unit must be able to write.
+    pub writable: Vec<PathBuf>,
 }
 
-/// What was installed.
+/// The installed file and how to start it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallOutcome {
-    /// The file written.
+    /// Where the unit or plist was written.
     pub path: PathBuf,
-    /// The command that enables and starts it.
+    /// Commands to enable it.
     pub enable_hint: String,
 }
 
-fn daemon_args(opts: &ServiceOptions) -> Vec<String> {
-    let mut args = vec![opts.binary.display().to_string(), "daemon".to_owned()];
-    if let Some(c) = &opts.config {
-        args.push("--config".into());
-        args.push(c.display().to_string());
-    }
-    args
-}
-
-/// systemd quoting: every argument in double quotes, `\` `"` escaped and
-/// `%` doubled (specifier).
-fn systemd_quote(s: &str) -> String {
-    let escaped = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%");
-    format!("\"{escaped}\"")
-}
-
-/// The systemd unit text (user or hardened system variant).
-pub fn render_systemd_unit(opts: &ServiceOptions) -> String {
-    let args: Vec<String> = daemon_args(opts).iter().map(|a| systemd_quote(a)).collect();
-    let exec = args.join(" ");
-    let mut u = String::new();
-    u.push_str("[Unit]\n");
-    u.push_str(
-        "Description=kvant: convert dropped checkpoints to GGUF and register them with Ollama\n",
-    );
-    u.push_str("Documentation=https://github.com/kvant/kvant\n");
-    u.push_str("After=network-online.target\nWants=network-online.target\n\n");
-    u.push_str("[Service]\nType=simple\n");
-    if opts.system {
-        if let Some(user) = &opts.user {
-            u.push_str(&format!("User={user}\n"));
-        }
-    }
-    u.push_str(&format!("ExecStart={exec}\n"));
-    u.push_str("Restart=on-failure\nRestartSec=5\nKillSignal=SIGTERM\nTimeoutStopSec=120\n");
-    if opts.system {
-        u.push_str("NoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=read-only\nPrivateTmp=yes\nPrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\nRestrictNamespaces=yes\n");
-        u.push_str("StateDirectory=kvant\n");
-        if !opts.writable_dirs.is_empty() {
-            let dirs: Vec<String> = opts
-                .writable_dirs
-                .iter()
-                .map(|d| systemd_quote(&d.display().to_string()))
-                .collect();
-            u.push_str(&format!("ReadWritePaths={}\n", dirs.join(" ")));
-        }
-    }
-    u.push_str("\n[Install]\n");
-    u.push_str(if opts.system {
-        "WantedBy=multi-user.target\n"
+/// One word of a systemd command line or path list: `%` doubled (else it
+/// is a specifier), and the word double-quoted with `\` and `"` escaped
+/// when it holds whitespace or quotes (else systemd splits a path like
+/// `/opt/my tools/kvant` into two words).
+fn systemd_word(s: &str) -> String {
+    let e = s.replace('%', "%%");
+    if e.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'' || c == ';') {
+        format!("\"{}\"", e.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
-        "WantedBy=default.target\n"
-    });
-    u
+        e
+    }
+}
+
+/// The systemd user unit.
+pub fn render_user_unit(binary: &Path) -> String {
+    format!(
+        "[Unit]\nDescription=kvant: checkpoints to quantized GGUF models in Ollama\nAfter=network-online.target\n\n\
+[Service]\nType=simple\nExecStartPre={bin} watch --check-config\nExecStart={bin} watch\nRestart=on-failure\nRestartSec=5\n\n\
+[Install]\nWantedBy=default.target\n",
+        bin = systemd_word(&binary.display().to_string())
+    )
+}
+
+/// The hardened system unit.
+pub fn render_system_unit(binary: &Path, writable: &[PathBuf]) -> String {
+    let rw: Vec<String> = writable
+        .iter()
+        .map(|p| systemd_word(&p.display().to_string()))
+        .collect();
+    format!(
+        "[Unit]\nDescription=kvant: checkpoints to quantized GGUF models in Ollama\nAfter=network-online.target ollama.service\nWants=network-online.target\n\n\
+[Service]\nType=simple\nUser=kvant\nGroup=kvant\nExecStartPre={bin} watch --check-config\nExecStart={bin} watch\nRestart=on-failure\nRestartSec=5\n\
+ProtectSystem=strict\nProtectHome=read-only\nReadWritePaths={rw}\nNoNewPrivileges=true\nPrivateTmp=true\nPrivateDevices=true\n\
+ProtectKernelTunables=true\nProtectControlGroups=true\nRestrictSUIDSGID=true\nLockPersonality=true\n\n\
+[Install]\nWantedBy=multi-user.target\n",
+        bin = systemd_word(&binary.display().to_string()),
+        rw = rw.join(" ")
+    )
 }
 
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
-/// The launchd agent plist: runs the daemon at login, restarts it if it
-/// exits, logs to `log_dir`.
-pub fn render_launchd_plist(opts: &ServiceOptions) -> String {
-    let log_dir = opts
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| opts.home.join("Library/Logs/kvant"));
-    let args: String = daemon_args(opts)
-        .iter()
-        .map(|a| format!("        <string>{}</string>\n", xml_escape(a)))
-        .collect();
+/// The launchd agent plist.
+pub fn render_launchd_plist(binary: &Path, home: &Path) -> String {
+    let log = home.join("Library/Logs/kvant.log");
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <plist version="1.0">
 <dict>
-    <key>Label</key>
-    <string>{LAUNCHD_LABEL}</string>
-    <key>ProgramArguments</key>
-    <array>
-{args}    </array>
-    <key>RunAtLoad</key>
-    <true/>
-    <key>KeepAlive</key>
-    <dict>
-        <key>SuccessfulExit</key>
-        <false/>
-    </dict>
-    <key>ProcessType</key>
-    <string>Background</string>
-    <key>StandardOutPath</key>
-    <string>{out}</string>
-    <key>StandardErrorPath</key>
-    <string>{err}</string>
+  <key>Label</key>
+  <string>io.github.kvant.kvant</string>
+  <key>ProgramArguments</key>
+  <array>
+    <string>{bin}</string>
+    <string>watch</string>
+  </array>
+  <key>RunAtLoad</key>
+  <true/>
+  <key>KeepAlive</key>
+  <true/>
+  <key>StandardOutPath</key>
+  <string>{log}</string>
+  <key>StandardErrorPath</key>
+  <string>{log}</string>
 </dict>
 </plist>
 "#,
-        out = xml_escape(&log_dir.join("kvant.out.log").display().to_string()),
-        err = xml_escape(&log_dir.join("kvant.err.log").display().to_string()),
+        bin = xml_escape(&binary.display().to_string()),
+        log = xml_escape(&log.display().to_string())
     )
 }
 
-fn write(path: &Path, text: &str) -> Result<(), DaemonError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(DaemonError::io(parent))?;
-    }
-    crate::durable::write_atomic(path, text.as_bytes()).map_err(DaemonError::io(path))
-}
-
-fn check_binary(opts: &ServiceOptions) -> Result<(), DaemonError> {
-    if !opts.binary.is_absolute() {
-        return Err(DaemonError::Service {
-            path: opts.binary.clone(),
-            reason: "the service needs the binary's absolute path".into(),
+/// Writes the service file for this platform.
+pub fn install_service(o: &ServiceOptions) -> Result<InstallOutcome, DaemonError> {
+    let write = |p: &Path, text: &str| -> Result<(), DaemonError> {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)
+                .map_err(|e| DaemonError::Config(format!("{}: {e}", d.display())))?;
+        }
+        write_atomic(p, text.as_bytes())
+            .map_err(|e| DaemonError::Config(format!("{}: {e}", p.display())))
+    };
+    if cfg!(target_os = "macos") && !o.system {
+        let path = o
+            .home
+            .join("Library/LaunchAgents/io.github.kvant.kvant.plist");
+        write(&path, &render_launchd_plist(&o.binary, &o.home))?;
+        return Ok(InstallOutcome {
+            enable_hint: format!("launchctl load -w {}", path.display()),
+            path,
         });
     }
-    Ok(())
-}
-
-/// Writes the systemd unit (Linux and other non-macOS systems).
-pub fn install_systemd(opts: &ServiceOptions) -> Result<InstallOutcome, DaemonError> {
-    check_binary(opts)?;
-    let path = if opts.system {
-        opts.system_unit_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/systemd/system"))
-            .join("kvant.service")
-    } else {
-        opts.home.join(".config/systemd/user/kvant.service")
-    };
-    write(&path, &render_systemd_unit(opts))?;
-    let enable_hint = if opts.system {
-        "sudo systemctl daemon-reload && sudo systemctl enable --now kvant.service".to_owned()
-    } else {
-        "systemctl --user daemon-reload && systemctl --user enable --now kvant.service (and `loginctl enable-linger $USER` to run without a login)".to_owned()
-    };
-    Ok(InstallOutcome { path, enable_hint })
-}
-
-/// Writes the launchd agent plist (macOS layout; callable anywhere).
-pub fn install_launchd(opts: &ServiceOptions) -> Result<InstallOutcome, DaemonError> {
-    check_binary(opts)?;
-    if opts.system {
-        return Err(DaemonError::Service {
-            path: PathBuf::from("/Library/LaunchDaemons"),
-            reason: "a system-wide launchd daemon is not supported; install the per-user agent"
-                .into(),
+    if o.system {
+        let path = PathBuf::from("/etc/systemd/system/kvant.service");
+        write(&path, &render_system_unit(&o.binary, &o.writable))?;
+        return Ok(InstallOutcome {
+            enable_hint: "sudo systemctl daemon-reload && sudo systemctl enable --now kvant".into(),
+            path,
         });
     }
-    let path = opts
-        .home
-        .join("Library/LaunchAgents")
-        .join(format!("{LAUNCHD_LABEL}.plist"));
-    let log_dir = opts
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| opts.home.join("Library/Logs/kvant"));
-    std::fs::create_dir_all(&log_dir).map_err(DaemonError::io(&log_dir))?;
-    write(&path, &render_launchd_plist(opts))?;
+    let path = o.home.join(".config/systemd/user/kvant.service");
+    write(&path, &render_user_unit(&o.binary))?;
     Ok(InstallOutcome {
-        enable_hint: format!("launchctl bootstrap gui/$(id -u) {}", path.display()),
+        enable_hint: "systemctl --user daemon-reload && systemctl --user enable --now kvant".into(),
         path,
     })
-}
-
-/// Installs the service file for this platform: launchd on macOS, systemd
-/// elsewhere.
-pub fn install_service(opts: ServiceOptions) -> Result<InstallOutcome, DaemonError> {
-    #[cfg(target_os = "macos")]
-    {
-        install_launchd(&opts)
-    }
-    #[cfg(not(target_os = "macos"))]
-    {
-        install_systemd(&opts)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Runs `systemd-analyze verify` on `unit`; returns its complaints about
+    /// the file (empty when accepted).
+    fn verify(unit: &Path) -> String {
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze (apt install systemd)");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let name = unit.file_name().unwrap().to_string_lossy().into_owned();
+        if out.status.success() && !err.contains(&format!("{name}:")) {
+            String::new()
+        } else {
+            err
+        }
+    }
+
     #[test]
-    fn odd_paths_are_quoted() {
-        let o = ServiceOptions {
-            binary: PathBuf::from("/opt/my kvant/100%/kvant"),
-            ..Default::default()
-        };
-        let u = render_systemd_unit(&o);
-        assert!(
-            u.contains("ExecStart=\"/opt/my kvant/100%%/kvant\" \"daemon\"\n"),
-            "{u}"
+    fn binary_paths_with_spaces_and_percent_survive_systemd_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("my tools/100%");
+        std::fs::create_dir_all(&odd).unwrap();
+        let bin = odd.join("kvant");
+        std::fs::copy("/bin/true", &bin).unwrap();
+        let unit = render_system_unit(&bin, &[dir.path().join("in box")]);
+        assert!(unit.contains("my tools/100%%/kvant\" watch\n"), "{unit}");
+        let path = dir.path().join("kvant-odd.service");
+        std::fs::write(&path, &unit).unwrap();
+        assert_eq!(verify(&path), "");
+        let user = dir.path().join("kvant-user.service");
+        std::fs::write(&user, render_user_unit(&bin)).unwrap();
+        assert_eq!(verify(&user), "");
+        // Written without quoting, systemd would run `/…/my` with arguments.
+        let naive = unit.replace(
+            &systemd_word(&bin.display().to_string()),
+            &bin.display().to_string(),
         );
-        let p = render_launchd_plist(&ServiceOptions {
-            binary: PathBuf::from("/a&b/kvant"),
-            ..Default::default()
-        });
-        assert!(p.contains("<string>/a&amp;b/kvant</string>"));
+        let naive_path = dir.path().join("kvant-naive.service");
+        std::fs::write(&naive_path, naive).unwrap();
+        assert_ne!(verify(&naive_path), "");
+    }
+
+    #[test]
+    fn plain_paths_are_written_as_they_are() {
+        assert_eq!(systemd_word("/usr/local/bin/kvant"), "/usr/local/bin/kvant");
+        assert_eq!(systemd_word("/a b/k"), "\"/a b/k\"");
+        assert_eq!(systemd_word("/a\"b"), "\"/a\\\"b\"");
     }
 }

@@ -32,7 +32,8 @@ pub struct Registration {
     pub parameters: Vec<(String, Value)>,
     /// `LICENSE`.
     pub license: Option<String>,
-    /// Prompt of the smoke generation.
+    /// Prompt of the smoke generation (empty: no smoke test, e.g. for a
+    /// second tag of a file already tested).
     pub smoke_prompt: String,
 }
 
@@ -166,8 +167,12 @@ pub async fn register(client: &Client, reg: &Registration) -> Result<Registered,
             .unwrap_or("")
             .to_owned()
     };
-    let smoke_output = client.generate(&reg.name, &reg.smoke_prompt, 8).await?;
-    if smoke_output.is_empty() {
+    let smoke_output = if reg.smoke_prompt.is_empty() {
+        String::new()
+    } else {
+        client.generate(&reg.name, &reg.smoke_prompt, 8).await?
+    };
+    if smoke_output.is_empty() && !reg.smoke_prompt.is_empty() {
         return Err(OllamaError::Protocol {
             endpoint: "/api/generate".into(),
             reason: "the smoke generation returned no text".into(),

@@ -1,8 +1,10 @@
 //! One file per subcommand.
 
 mod convert;
+mod daemon;
 mod inspect;
 mod quantize;
+mod register;
 
 use std::process::ExitCode;
 
@@ -14,5 +16,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Watch(a) => daemon::watch(a),
+        Command::Status(a) => daemon::status(a),
+        Command::Retry(a) => daemon::retry(a),
+        Command::Register(a) => register::run(a),
+        Command::Service(c) => daemon::service(c),
     }
 }

@@ -1,0 +1,63 @@
+//! `kvant register FILE.gguf --name NAME`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sha2::Digest;
+
+use kvant::gguf::{GgufFile, GgufValue};
+use kvant::ollama::{parse_host, register, Client, Registration};
+
+use crate::cli::args::RegisterArgs;
+
+pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let f = GgufFile::open(&a.file)?;
+    let arch = f
+        .metadata
+        .get("general.architecture")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let ctx = f
+        .metadata
+        .get(&format!("{arch}.context_length"))
+        .and_then(GgufValue::as_u64)
+        .map(|v| v as u32);
+    drop(f);
+    let mut h = sha2::Sha256::new();
+    let mut file = std::fs::File::open(&a.file).with_context(|| a.file.display().to_string())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let url = parse_host(
+        a.ollama
+            .as_deref()
+            .or(std::env::var("OLLAMA_HOST").ok().as_deref()),
+    )
+    .base_url();
+    let reg = Registration {
+        gguf: a.file.clone(),
+        sha256: hex::encode(h.finalize()),
+        name: a.name.clone(),
+        template: Some(a.template.unwrap_or_else(|| "{{ .Prompt }}".into())),
+        system: a.system,
+        num_ctx: a.num_ctx.or(ctx),
+        smoke_prompt: "Hello".into(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let done = rt.block_on(register(&Client::new(&url), &reg))?;
+    println!(
+        "registered {} on {url} (family {}, {}); smoke test: {:?}",
+        done.name, done.family, done.quantization_level, done.smoke_output
+    );
+    Ok(ExitCode::SUCCESS)
+}

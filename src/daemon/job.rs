@@ -1,0 +1,155 @@
+//! Converting one drop: find its checkpoint and settings, convert to every
+//! type in one pass, and write each GGUF's Modelfile and the model's
+//! report beside them (all atomically).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde_json::json;
+
+use super::config::DaemonConfig;
+use super::settings::{self, ModelSettings};
+use super::state::OutputRecord;
+use crate::convert::{self, ConvertReport, ConvertRequest, NoProgress, OutputSpec};
+use crate::durable::write_atomic;
+use crate::modelfile::Modelfile;
+use crate::ollama::sanitize_model_name;
+use crate::quant::FileType;
+
+/// What a finished conversion hands to registration.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// Ollama model name.
+    pub model: String,
+    /// Version label.
+    pub version_label: String,
+    /// Outputs.
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// The folder holding a drop's settings and tokenizer.
+fn drop_dir(drop: &Path) -> PathBuf {
+    if drop.is_dir() {
+        drop.to_owned()
+    } else {
+        drop.parent().map(Path::to_owned).unwrap_or_default()
+    }
+}
+
+/// The Modelfile for one output.
+pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> Modelfile {
+    let mut parameters = vec![("num_ctx".to_owned(), report.context_length.to_string())];
+    for stop in &report.stop_tokens {
+        parameters.push(("stop".into(), stop.clone()));
+    }
+    for (k, v) in &s.parameters {
+        parameters.push((
+            k.clone(),
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string()),
+        ));
+    }
+    Modelfile {
+        from: format!(
+            "./{}",
+            gguf.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        template: Some(s.template.clone().unwrap_or_else(|| "{{ .Prompt }}".into())),
+        system: s.system.clone(),
+        parameters,
+        license: s.license.clone(),
+    }
+}
+
+/// Converts `drop` (blocking; `cancel` stops it cleanly).
+pub fn convert_drop(
+    cfg: &DaemonConfig,
+    drop: &Path,
+    content_sha: &str,
+    cancel: &AtomicBool,
+) -> Result<Converted, String> {
+    let dir = drop_dir(drop);
+    let settings = settings::load(&dir).map_err(|e| e.to_string())?;
+    let paths = convert::locate(drop).map_err(|e| e.to_string())?;
+    let model = sanitize_model_name(
+        &settings
+            .name
+            .clone()
+            .unwrap_or_else(|| convert::default_name(&paths.checkpoint)),
+    );
+    let types: Vec<FileType> = match &settings.types {
+        Some(names) => names
+            .iter()
+            .map(|n| n.parse::<FileType>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))?,
+        None => cfg.types.clone(),
+    };
+    let out_dir = cfg.output.join(&model);
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let outputs: Vec<OutputSpec> = types
+        .iter()
+        .map(|t| OutputSpec {
+            file_type: *t,
+            path: out_dir.join(format!("{model}-{}.gguf", t.name())),
+        })
+        .collect();
+    let req = ConvertRequest {
+        source: drop.to_owned(),
+        outputs,
+        name: Some(model.clone()),
+        n_head: settings.n_head,
+        ..Default::default()
+    };
+    let report = convert::convert(&req, &NoProgress, cancel).map_err(|e| e.to_string())?;
+    let version_label = report
+        .version
+        .clone()
+        .unwrap_or_else(|| format!("v{}", &content_sha[..content_sha.len().min(8)]));
+    let mut records = Vec::new();
+    for out in &report.outputs {
+        let mf = modelfile_for(&out.path, &report, &settings);
+        let text = mf.render().map_err(|e| format!("Modelfile: {e}"))?;
+        let mf_path = out.path.with_extension("Modelfile");
+        write_atomic(&mf_path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", mf_path.display()))?;
+        records.push(OutputRecord {
+            file_type: out.file_type.clone(),
+            path: out.path.clone(),
+            sha256: out.sha256.clone(),
+            tags: vec![
+                format!("{model}:{}", out.file_type),
+                format!("{model}:{}-{version_label}", out.file_type),
+            ],
+            registered: false,
+        });
+    }
+    let report_path = out_dir.join(format!("{model}.report.json"));
+    write_report(&report_path, drop, &report, None)?;
+    Ok(Converted {
+        model,
+        version_label,
+        outputs: records,
+    })
+}
+
+/// Writes `<model>.report.json`: source, hyper-parameters, per-tensor
+/// types, bits per weight, sizes, timings, digests, and the registration
+/// (with its smoke generation) once it happened.
+pub fn write_report(
+    path: &Path,
+    source: &Path,
+    report: &ConvertReport,
+    registration: Option<serde_json::Value>,
+) -> Result<(), String> {
+    let v = json!({
+        "source": source,
+        "conversion": report,
+        "registration": registration,
+    });
+    let bytes = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
+    write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,395 @@
+//! The daemon's loop: intake (scan + settle + fingerprint), one conversion
+//! at a time, registrations alongside, retries with backoff, and a clean
+//! shutdown. Every state change is journaled before the next step starts.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use super::config::DaemonConfig;
+use super::job::{convert_drop, Converted};
+use super::publish::publish;
+use super::state::{self, DropRecord, Fingerprint, State, Step};
+use super::DaemonError;
+use crate::durable;
+use crate::ollama::retry::Backoff;
+use crate::ollama::{Client, OllamaError, Registered};
+use crate::watch::{content_hash, scan, Settler, Watcher};
+
+/// Registration attempts on server errors (5xx) before a drop fails.
+/// Connection failures (Ollama down) are retried without limit.
+const MAX_SERVER_ERRORS: u32 = 5;
+
+type ConvertResult = (String, Result<Converted, String>);
+type PublishResult = (String, Result<Vec<Registered>, OllamaError>);
+
+fn retry_dir(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("retry")
+}
+
+/// Asks a running (or the next) daemon to retry `drop`.
+pub fn request_retry(state_dir: &Path, drop: &str) -> Result<(), DaemonError> {
+    let dir = retry_dir(state_dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))?;
+    let safe: String = drop
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    durable::write_atomic(&dir.join(safe), drop.as_bytes())
+        .map_err(|e| DaemonError::State(e.to_string()))
+}
+
+fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
+    let Ok(rd) = std::fs::read_dir(retry_dir(state_dir)) else {
+        return false;
+    };
+    let mut changed = false;
+    for e in rd.flatten() {
+        let name = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(r) = st.drops.get_mut(name.trim()) {
+            if r.step == Step::Failed {
+                info!(drop = %name.trim(), "retry requested");
+                r.step = if r.outputs.iter().all(|o| o.path.is_file()) && !r.outputs.is_empty() {
+                    Step::Converted
+                } else {
+                    Step::Queued
+                };
+                r.error = None;
+                r.attempts = 0;
+                changed = true;
+            }
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+    changed
+}
+
+fn sweep_outputs(output: &Path) {
+    let _ = durable::remove_stale_temps(output);
+    if let Ok(rd) = std::fs::read_dir(output) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                if let Ok(removed) = durable::remove_stale_temps(&e.path()) {
+                    for p in removed {
+                        info!(file = %p.display(), "removed a partial file left by an interrupted run");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT in the CLI).
+/// On shutdown it stops taking work, cancels the conversion in progress
+/// (no partial file remains; the drop is redone next start), journals the
+/// state and returns `Ok`.
+pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    for d in [&cfg.inbox, &cfg.output] {
+        std::fs::create_dir_all(d)
+            .map_err(|e| DaemonError::Config(format!("{}: {e}", d.display())))?;
+    }
+    let _lock = state::lock(&cfg.state_dir)?;
+    sweep_outputs(&cfg.output);
+    let mut st = State::load(&cfg.state_dir)?;
+    st.recover();
+    st.save(&cfg.state_dir)?;
+    info!(
+        "kvant watching {} (output {}, state {}, Ollama {}, types {}; configuration: {})",
+        cfg.inbox.display(),
+        cfg.output.display(),
+        cfg.state_dir.display(),
+        cfg.ollama,
+        cfg.types
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.source
+    );
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel(1);
+    let watcher = Watcher::start(&cfg.inbox, wake_tx).map_err(|e| DaemonError::Watch {
+        path: cfg.inbox.clone(),
+        reason: e.to_string(),
+    })?;
+    let client = Client::new(&cfg.ollama);
+    // Retry often enough that a restarted Ollama is noticed within half a
+    // minute.
+    let backoff = Backoff {
+        max: Duration::from_secs(30),
+        ..Backoff::default()
+    };
+    let mut settler = Settler::new(cfg.settle);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let cfg = Arc::new(cfg);
+    let mut converting: Option<JoinHandle<ConvertResult>> = None;
+    let mut registering: JoinSet<PublishResult> = JoinSet::new();
+    let mut reg_running: HashSet<String> = HashSet::new();
+    let mut next_try: HashMap<String, Instant> = HashMap::new();
+    let mut server_errors: HashMap<String, u32> = HashMap::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let mut dirty = take_retry_requests(&cfg.state_dir, &mut st);
+
+        // Intake: new and changed drops.
+        match scan(&cfg.inbox) {
+            Ok(cands) => {
+                for c in cands {
+                    let rec = st.drops.get(&c.name);
+                    if rec.is_some_and(|r| {
+                        r.fingerprint.size == c.size && r.fingerprint.mtime_ns == c.mtime_ns
+                    }) {
+                        continue;
+                    }
+                    if !settler.ready(&c, Instant::now(), watcher.take_renamed(&c.name)) {
+                        continue;
+                    }
+                    let path = c.path.clone();
+                    let sha = match tokio::task::spawn_blocking(move || content_hash(&path)).await {
+                        Ok(Ok(h)) => h,
+                        Ok(Err(e)) => {
+                            warn!(drop = %c.name, "cannot read: {e}");
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(drop = %c.name, "hashing failed: {e}");
+                            continue;
+                        }
+                    };
+                    let fp = Fingerprint {
+                        size: c.size,
+                        mtime_ns: c.mtime_ns,
+                        sha256: sha,
+                    };
+                    if let Some(r) = st.drops.get_mut(&c.name) {
+                        if r.fingerprint.sha256 == fp.sha256 {
+                            r.fingerprint = fp; // touched, not changed
+                            dirty = true;
+                            continue;
+                        }
+                    }
+                    info!(drop = %c.name, sha256 = %&fp.sha256[..12], "new drop version queued");
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    st.drops.insert(
+                        c.name.clone(),
+                        DropRecord {
+                            path: c.path.clone(),
+                            fingerprint: fp,
+                            step: Step::Queued,
+                            error: None,
+                            attempts: 0,
+                            version_label: None,
+                            model: None,
+                            outputs: vec![],
+                            seq,
+                        },
+                    );
+                    dirty = true;
+                }
+            }
+            Err(e) => warn!(inbox = %cfg.inbox.display(), "cannot scan the inbox: {e}"),
+        }
+
+        // One conversion at a time, first come first served.
+        if converting.is_none() {
+            let next = st
+                .drops
+                .iter()
+                .filter(|(_, r)| r.step == Step::Queued)
+                .min_by_key(|(_, r)| r.seq)
+                .map(|(n, r)| (n.clone(), r.path.clone(), r.fingerprint.sha256.clone()));
+            if let Some((name, path, sha)) = next {
+                if let Some(r) = st.drops.get_mut(&name) {
+                    r.step = Step::Converting;
+                }
+                st.save(&cfg.state_dir)?;
+                dirty = false;
+                info!(drop = %name, "converting");
+                let cfg2 = cfg.clone();
+                let cancel2 = cancel.clone();
+                converting = Some(tokio::task::spawn_blocking(move || {
+                    let r = convert_drop(&cfg2, &path, &sha, &cancel2);
+                    (name, r)
+                }));
+            }
+        }
+
+        // Registrations run beside conversions.
+        let now = Instant::now();
+        let ready: Vec<String> = st
+            .drops
+            .iter()
+            .filter(|(n, r)| {
+                r.step == Step::Converted
+                    && !reg_running.contains(*n)
+                    && next_try.get(*n).is_none_or(|t| *t <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            let Some(r) = st.drops.get_mut(&name) else {
+                continue;
+            };
+            r.step = Step::Registering;
+            let (model, outputs) = (r.model.clone().unwrap_or_default(), r.outputs.clone());
+            st.save(&cfg.state_dir)?;
+            dirty = false;
+            info!(drop = %name, model = %model, "registering with Ollama");
+            reg_running.insert(name.clone());
+            let client = client.clone();
+            registering.spawn(async move {
+                let r = publish(&client, &model, &outputs).await;
+                (name, r)
+            });
+        }
+        if dirty {
+            st.save(&cfg.state_dir)?;
+        }
+
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = wake_rx.recv() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            res = async { match converting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                converting = None;
+                match res {
+                    Ok((name, r)) => finish_conversion(&mut st, &name, r),
+                    Err(e) => error!("conversion task failed: {e}"),
+                }
+                st.save(&cfg.state_dir)?;
+            }
+            Some(res) = registering.join_next(), if !registering.is_empty() => {
+                if let Ok((name, r)) = res {
+                    reg_running.remove(&name);
+                    finish_registration(&cfg, &client, &mut st, (&mut next_try, &mut server_errors), &backoff, &name, r).await;
+                    st.save(&cfg.state_dir)?;
+                }
+            }
+        }
+    }
+
+    info!("shutting down: no new work; stopping the current step");
+    cancel.store(true, Ordering::Relaxed);
+    if let Some(h) = converting.take() {
+        if let Ok((name, r)) = h.await {
+            finish_conversion(&mut st, &name, r);
+        }
+    }
+    registering.abort_all();
+    for name in reg_running {
+        if let Some(r) = st.drops.get_mut(&name) {
+            r.step = Step::Converted;
+        }
+    }
+    st.save(&cfg.state_dir)?;
+    info!("stopped");
+    Ok(())
+}
+
+fn finish_conversion(st: &mut State, name: &str, r: Result<Converted, String>) {
+    let Some(rec) = st.drops.get_mut(name) else {
+        return;
+    };
+    match r {
+        Ok(c) => {
+            info!(drop = %name, model = %c.model, version = %c.version_label, "converted: {}", c.outputs.iter().map(|o| o.path.display().to_string()).collect::<Vec<_>>().join(", "));
+            rec.step = Step::Converted;
+            rec.model = Some(c.model);
+            rec.version_label = Some(c.version_label);
+            rec.outputs = c.outputs;
+            rec.attempts = 0;
+            rec.error = None;
+        }
+        Err(e) if e == "cancelled" => {
+            info!(drop = %name, "conversion cancelled; it will be redone");
+            rec.step = Step::Queued;
+        }
+        Err(e) => {
+            error!(drop = %name, "failed: {e}");
+            rec.step = Step::Failed;
+            rec.error = Some(e);
+        }
+    }
+}
+
+async fn finish_registration(
+    cfg: &DaemonConfig,
+    client: &Client,
+    st: &mut State,
+    (next_try, server_errors): (&mut HashMap<String, Instant>, &mut HashMap<String, u32>),
+    backoff: &Backoff,
+    name: &str,
+    r: Result<Vec<Registered>, OllamaError>,
+) {
+    let Some(rec) = st.drops.get_mut(name) else {
+        return;
+    };
+    match r {
+        Ok(regs) => {
+            server_errors.remove(name);
+            rec.step = Step::Registered;
+            rec.error = None;
+            for o in &mut rec.outputs {
+                o.registered = true;
+            }
+            let model = rec.model.clone().unwrap_or_default();
+            info!(drop = %name, model = %model, "registered: {}", regs.iter().map(|r| format!("{} ({}, {})", r.name, r.family, r.quantization_level)).collect::<Vec<_>>().join(", "));
+            // Record the smoke test in the report.
+            let report = cfg.output.join(&model).join(format!("{model}.report.json"));
+            if let Ok(text) = std::fs::read_to_string(&report) {
+                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    v["registration"] = serde_json::json!(regs);
+                    if let Ok(bytes) = serde_json::to_vec_pretty(&v) {
+                        let _ = durable::write_atomic(&report, &bytes);
+                    }
+                }
+            }
+            let label = rec.version_label.clone().unwrap_or_default();
+            let types: Vec<String> = rec.outputs.iter().map(|o| o.file_type.clone()).collect();
+            let versions = st.versions.entry(model.clone()).or_default();
+            versions.retain(|v| v != &label);
+            versions.push(label);
+            if let Some(keep) = cfg.keep.filter(|k| *k > 0) {
+                while versions.len() > keep {
+                    let old = versions.remove(0);
+                    for t in &types {
+                        let tag = format!("{model}:{t}-{old}");
+                        match client.delete(&tag).await {
+                            Ok(()) => info!(model = %model, "pruned old version {tag}"),
+                            Err(e) => warn!(model = %model, "could not prune {tag}: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            rec.attempts += 1;
+            // Ollama being down is waited out without limit; errors the
+            // server answers with (a failing create) count toward a bound.
+            let down = matches!(e, OllamaError::Connect { .. });
+            let answered = server_errors.entry(name.to_owned()).or_default();
+            if !down {
+                *answered += 1;
+            }
+            if e.is_retryable() && (down || *answered < MAX_SERVER_ERRORS) {
+                let wait = backoff.delay_random(rec.attempts);
+                warn!(drop = %name, attempt = rec.attempts, "registration failed, retrying in {:.1}s: {e}", wait.as_secs_f64());
+                rec.step = Step::Converted;
+                rec.error = Some(e.to_string());
+                next_try.insert(name.to_owned(), Instant::now() + wait);
+            } else {
+                error!(drop = %name, "registration failed: {e}");
+                rec.step = Step::Failed;
+                rec.error = Some(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Per-model settings: an optional `kvant.toml` in the drop folder (or
+//! beside a dropped file).
+//!
+//! ```toml
+//! name = "az-gpt"                 # Ollama model name (default: the folder's)
+//! types = ["q4_k_m", "q8_0"]      # default: the daemon's
+//! template = "{{ .Prompt }}"      # Ollama Go template (default: raw prompt)
+//! system = "Sən köməkçisən."       # SYSTEM
+//! license = "MIT"                 # LICENSE
+//! n_head = 4                      # for a bare state_dict
+//! [parameters]                    # Ollama PARAMETERs
+//! temperature = 0.7
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::DaemonError;
+
+/// The keys of a `kvant.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Model name in Ollama.
+    pub name: Option<String>,
+    /// File types for this model.
+    pub types: Option<Vec<String>>,
+    /// Go template.
+    pub template: Option<String>,
+    /// System prompt.
+    pub system: Option<String>,
+    /// Extra Ollama parameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, toml::Value>,
+    /// License text.
+    pub license: Option<String>,
+    /// Attention heads, for a bare state_dict.
+    pub n_head: Option<usize>,
+}
+
+/// Reads `dir/kvant.toml` if present.
+pub fn load(dir: &Path) -> Result<ModelSettings, DaemonError> {
+    let p = dir.join("kvant.toml");
+    if !p.is_file() {
+        return Ok(ModelSettings::default());
+    }
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| DaemonError::Drop(format!("{}: {e}", p.display())))?;
+    toml::from_str(&text).map_err(|e| DaemonError::Drop(format!("{}: {e}", p.display())))
+}

@@ -1,0 +1,528 @@
+//! The daemon end to end: the real `kvant watch` binary, the Ollama
+//! emulator (real llama.cpp behind /api/generate), real fixtures dropped
+//! into a real inbox.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kvant::daemon::{State, Step};
+use serde_json::Value;
+
+use support::emulator::Emulator;
+use support::fixtures;
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, ollama: &str, extra: &[&str]) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("kvant.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kvant"))
+            .arg("watch")
+            .arg("--inbox")
+            .arg(dir.join("inbox"))
+            .arg("--output")
+            .arg(dir.join("out"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--ollama", ollama])
+            .args(if extra.contains(&"--settle") {
+                &[][..]
+            } else {
+                &["--settle", "1"][..]
+            })
+            .args(extra)
+            .env_remove("OLLAMA_HOST")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kvant.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state(dir: &Path) -> State {
+    State::load(&dir.join("state")).unwrap_or_default()
+}
+
+/// Waits until every named drop reached `step` (or any failed when
+/// waiting for Registered), returning the state.
+fn wait_for(dir: &Path, drops: &[&str], step: Step, daemon: &Daemon, secs: u64) -> State {
+    let start = Instant::now();
+    loop {
+        let st = state(dir);
+        if drops
+            .iter()
+            .all(|d| st.drops.get(*d).is_some_and(|r| r.step == step))
+        {
+            return st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {drops:?} to be {step:?}; state: {:#?}\nlog:\n{}",
+            st.drops
+                .iter()
+                .map(|(n, r)| (n, r.step, r.error.clone()))
+                .collect::<Vec<_>>(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn tags(url: &str) -> Vec<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(kvant::ollama::Client::new(url).tags()).unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Drops are made in a staging folder and renamed into the inbox, as a
+/// careful user (or rsync) does; slow in-place copies are tested apart.
+fn drop_folder(dir: &Path, fixture: &str, name: &str) {
+    let staging = dir.join(format!("staging-{name}"));
+    copy_dir(&fixtures::path(fixture), &staging);
+    std::fs::rename(&staging, dir.join("inbox").join(name)).unwrap();
+}
+
+#[test]
+fn public_fixtures_dropped_in_appear_in_ollama() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &[]);
+    drop_folder(dir.path(), "nanogpt-az", "az-gpt");
+    drop_folder(dir.path(), "hf-gpt2-az", "hf-gpt2-az");
+    // a lone ckpt.pt with its tokenizer beside it
+    std::fs::copy(
+        fixtures::path("nanogpt-az/az_bpe_tokenizer.json"),
+        dir.path().join("inbox/tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures::path("nanogpt-az/ckpt.pt"),
+        dir.path().join("staging.pt"),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join("staging.pt"),
+        dir.path().join("inbox/lone.pt"),
+    )
+    .unwrap();
+    let st = wait_for(
+        dir.path(),
+        &["az-gpt", "hf-gpt2-az", "lone.pt"],
+        Step::Registered,
+        &d,
+        240,
+    );
+    let listed = tags(&emu.url);
+    for (drop, model) in [
+        ("az-gpt", "az-gpt"),
+        ("hf-gpt2-az", "hf-gpt2-az"),
+        ("lone.pt", "lone"),
+    ] {
+        let rec = &st.drops[drop];
+        assert_eq!(rec.model.as_deref(), Some(model));
+        let name = format!("{model}:q4_k_m");
+        let m = listed
+            .iter()
+            .find(|m| m["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} not listed: {listed:?}"));
+        assert_eq!(m["details"]["family"], "gpt2");
+        assert_eq!(m["details"]["quantization_level"], "Q4_K_M");
+        assert!(listed
+            .iter()
+            .any(|m| m["name"] == format!("{model}:latest").as_str()));
+        // The Modelfile parses with Ollama's rules; the report records the smoke test.
+        let out = &rec.outputs[0];
+        let mf = std::fs::read_to_string(out.path.with_extension("Modelfile")).unwrap();
+        let cmds = kvant::modelfile::parse(&mf).unwrap();
+        assert!(
+            cmds.iter()
+                .any(|c| c.name == "parameter" && c.args == "num_ctx 128"),
+            "{mf}"
+        );
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                out.path
+                    .parent()
+                    .unwrap()
+                    .join(format!("{model}.report.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let smoke = report["registration"][0]["smoke_output"].as_str().unwrap();
+        assert!(!smoke.is_empty());
+    }
+    assert!(d.terminate().success(), "SIGTERM must exit 0");
+}
+
+#[test]
+fn a_slow_copy_is_processed_once_after_it_ends() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    std::fs::copy(
+        fixtures::path("nanogpt-az/az_bpe_tokenizer.json"),
+        dir.path().join("inbox/tokenizer.json"),
+    )
+    .unwrap();
+    let d = Daemon::start(dir.path(), &emu.url, &["--settle", "3"]);
+    let bytes = std::fs::read(fixtures::path("nanogpt-az/ckpt.pt")).unwrap();
+    let target = dir.path().join("inbox/slow.pt");
+    let third = bytes.len() / 3;
+    for (i, chunk) in [
+        &bytes[..third],
+        &bytes[third..2 * third],
+        &bytes[2 * third..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)
+            .unwrap();
+        f.write_all(chunk).unwrap();
+        f.sync_all().unwrap();
+        if i < 2 {
+            std::thread::sleep(Duration::from_secs(2));
+            // never read early: nothing is queued while the copy goes on
+            let st = state(dir.path());
+            assert!(
+                st.drops.get("slow.pt").is_none(),
+                "read during the copy: {:?}",
+                st.drops.get("slow.pt")
+            );
+        }
+    }
+    let st = wait_for(dir.path(), &["slow.pt"], Step::Registered, &d, 120);
+    assert!(st.drops["slow.pt"].error.is_none());
+    let creates = emu.log().matches("/api/create").count();
+    assert_eq!(
+        creates,
+        2,
+        "one create per tag (type tag + version tag), once:\n{}",
+        emu.log()
+    );
+}
+
+#[test]
+fn bad_drops_fail_clearly_and_the_daemon_goes_on() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &[]);
+    let bad = [
+        "truncated.pt",
+        "random-bytes.pt",
+        "empty.pt",
+        "evil-pickle.pt",
+        "path-traversal.pt",
+        "lying-header.safetensors",
+        "huge-header-len.safetensors",
+        "complex-dtype.pt",
+    ];
+    for b in bad {
+        let staged = dir.path().join(format!("s-{b}"));
+        std::fs::copy(fixtures::path(&format!("bad/{b}")), &staged).unwrap();
+        std::fs::rename(&staged, dir.path().join("inbox").join(b)).unwrap();
+    }
+    drop_folder(dir.path(), "nanogpt-az", "good");
+    let st = wait_for(dir.path(), &bad, Step::Failed, &d, 120);
+    for b in bad {
+        let e = st.drops[b].error.clone().unwrap_or_default();
+        assert!(e.contains(b) && e.lines().count() == 1, "{b}: {e}");
+    }
+    wait_for(dir.path(), &["good"], Step::Registered, &d, 120);
+    assert!(!Path::new("/tmp/kvant-evil-marker").exists());
+    let status = Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .args(["status", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("evil-pickle.pt")
+            && table.contains("failed")
+            && table.contains("posix.system"),
+        "{table}"
+    );
+}
+
+#[test]
+fn ollama_down_at_first_then_faults_nothing_is_lost() {
+    // A port nobody listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &url, &[]);
+    drop_folder(dir.path(), "nanogpt-az", "az-gpt");
+    // Converted while Ollama is down; registration waits and retries.
+    let st = wait_for(dir.path(), &["az-gpt"], Step::Converted, &d, 120);
+    assert!(st.drops["az-gpt"].outputs[0].path.is_file());
+    std::thread::sleep(Duration::from_secs(2));
+    let emu = Emulator::start(&[
+        "--port",
+        &port.to_string(),
+        "--faults",
+        "blob_reset_once,create_500_once,refuse_first=3",
+    ]);
+    let _ = emu.url.clone();
+    wait_for(dir.path(), &["az-gpt"], Step::Registered, &d, 180);
+    let listed = tags(&format!("http://127.0.0.1:{port}"));
+    assert!(
+        listed.iter().any(|m| m["name"] == "az-gpt:q4_k_m"),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn kill_9_at_any_moment_then_restart_registers_exactly_once() {
+    let emu = Emulator::start(&["--faults", "slow_create=0.2"]);
+    let dir = setup();
+    drop_folder(dir.path(), "nanogpt-k256", "k256");
+    drop_folder(dir.path(), "nanogpt-az", "az");
+    // Kill the daemon repeatedly at different moments (mid-conversion,
+    // mid-upload, mid-create), restarting it each time.
+    for wait_ms in [1500u64, 2500, 3500, 4500] {
+        let d = Daemon::start(dir.path(), &emu.url, &["--types", "q4_k_m,q8_0"]);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        d.kill9();
+        // never a half file in the output
+        for e in walk(&dir.path().join("out")) {
+            let name = e.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".gguf") {
+                kvant::gguf::GgufFile::open(&e)
+                    .unwrap_or_else(|err| panic!("half file {}: {err}", e.display()));
+            }
+        }
+    }
+    let d = Daemon::start(dir.path(), &emu.url, &["--types", "q4_k_m,q8_0"]);
+    let st = wait_for(dir.path(), &["k256", "az"], Step::Registered, &d, 300);
+    for rec in st.drops.values() {
+        for o in &rec.outputs {
+            let bytes = std::fs::read(&o.path).unwrap();
+            use sha2::Digest;
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&bytes)),
+                o.sha256,
+                "{}",
+                o.path.display()
+            );
+        }
+    }
+    // temporaries swept, every model listed once under each name
+    assert!(walk(&dir.path().join("out"))
+        .iter()
+        .all(|p| !p.to_string_lossy().ends_with(".kvant-tmp")));
+    let listed = tags(&emu.url);
+    let mut names: Vec<String> = listed
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n);
+    for m in [
+        "k256:q4_k_m",
+        "k256:q8_0",
+        "az:q4_k_m",
+        "az:q8_0",
+        "k256:latest",
+        "az:latest",
+    ] {
+        assert!(names.iter().any(|x| x == m), "{m} missing: {names:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_overwritten_checkpoint_is_a_new_version_and_latest_follows() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &[]);
+    drop_folder(dir.path(), "nanogpt-az", "az");
+    let st = wait_for(dir.path(), &["az"], Step::Registered, &d, 120);
+    assert_eq!(st.drops["az"].version_label.as_deref(), Some("iter400"));
+    // nanoGPT rewrites ckpt.pt in place at every eval: simulate with the
+    // k256 run's checkpoint (same tokenizer, iter 300).
+    let staged = dir.path().join("new.pt");
+    std::fs::copy(fixtures::path("nanogpt-k256/ckpt.pt"), &staged).unwrap();
+    std::fs::rename(&staged, dir.path().join("inbox/az/ckpt.pt")).unwrap();
+    let start = Instant::now();
+    loop {
+        let st = state(dir.path());
+        let r = &st.drops["az"];
+        if r.version_label.as_deref() == Some("iter300") && r.step == Step::Registered {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{:?}\n{}",
+            r,
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let listed = tags(&emu.url);
+    let digest = |name: &str| {
+        listed
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["digest"].clone())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(digest("az:latest"), digest("az:q4_k_m-iter300"));
+    assert_ne!(
+        digest("az:q4_k_m-iter300"),
+        digest("az:q4_k_m-iter400"),
+        "the old version stays under its own tag"
+    );
+}
+
+#[test]
+fn service_install_writes_units_systemd_and_launchd_accept() {
+    let home = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .args(["service", "install"])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("XDG_DATA_HOME", home.path().join(".local/share"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let unit = home.path().join(".config/systemd/user/kvant.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_kvant")).unwrap();
+    assert!(
+        text.contains(&format!("ExecStart={} watch", bin.display())),
+        "{text}"
+    );
+    let runtime = home.path().join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--user"])
+        .arg(&unit)
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("systemd-analyze (apt install systemd)");
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !err.contains("kvant.service:"),
+        "systemd-analyze verify: {err}"
+    );
+    // The hardened system unit verifies too.
+    let sys = home.path().join("kvant-system.service");
+    std::fs::write(
+        &sys,
+        kvant::daemon::render_system_unit(&bin, &[home.path().to_owned()]),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&sys)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !err.contains("kvant-system.service:"),
+        "system unit: {err}"
+    );
+    // launchd: a property list with the keys launchd needs.
+    let plist = home.path().join("agent.plist");
+    std::fs::write(
+        &plist,
+        kvant::daemon::render_launchd_plist(&bin, home.path()),
+    )
+    .unwrap();
+    let check = Command::new("python3")
+        .arg("-c")
+        .arg("import plistlib,sys; p=plistlib.load(open(sys.argv[1],'rb')); assert p['Label'] and p['ProgramArguments'][0]==sys.argv[2] and p['RunAtLoad'] and p['KeepAlive'] and p['StandardOutPath'] and p['StandardErrorPath'], p")
+        .arg(&plist)
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
