@@ -12,179 +12,14 @@ mod quantize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kvant::gguf::{GgufArray, GgufFile, GgufValue, GgufWriter, Metadata, TensorInfo};
+use kvant::gguf::{GgufFile, GgufValue};
 use kvant::quant::{
     choose_types, FileType, GgmlType, PolicyError, PolicyModel, PolicyTensor, TypeOverrides,
 };
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use quantize::{quantize_with, QuantizeOptions};
-
-/// A synthetic model's shape.
-#[derive(Debug, Clone)]
-struct Spec {
-    arch: &'static str,
-    n_embd: u64,
-    n_layer: u64,
-    n_head: u64,
-    n_head_kv: u64,
-    n_ff: u64,
-    n_vocab: u64,
-    n_ctx: u64,
-    n_expert: u64,
-    /// Write `output.weight` (untied embeddings).
-    output: bool,
-    /// Write the tensors in a shuffled order.
-    shuffle: bool,
-}
-
-/// GPT-2's byte → printable-character map (`bytes_to_unicode`).
-fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
-    if printable(b) {
-        return char::from(b);
-    }
-    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(256 + n).unwrap()
-}
-
-/// A byte-level BPE vocabulary of `n` tokens with merges.
-fn vocab(n: u64) -> (Vec<String>, Vec<String>) {
-    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
-    let mut merges = Vec::new();
-    let chars: Vec<char> = ('!'..='~').collect();
-    'outer: for &a in &chars {
-        for &b in &chars {
-            if tokens.len() as u64 >= n {
-                break 'outer;
-            }
-            tokens.push(format!("{a}{b}"));
-            merges.push(format!("{a} {b}"));
-        }
-    }
-    tokens.truncate(n as usize);
-    (tokens, merges)
-}
-
-fn tensor_table(s: &Spec) -> Vec<(String, Vec<u64>)> {
-    let e = s.n_embd;
-    let head_dim = e / s.n_head;
-    let gqa = head_dim * s.n_head_kv;
-    let mut t: Vec<(String, Vec<u64>)> = vec![("token_embd.weight".into(), vec![e, s.n_vocab])];
-    if s.arch == "gpt2" {
-        t.push(("position_embd.weight".into(), vec![e, s.n_ctx]));
-        t.push(("output_norm.bias".into(), vec![e]));
-    }
-    t.push(("output_norm.weight".into(), vec![e]));
-    if s.output {
-        t.push(("output.weight".into(), vec![e, s.n_vocab]));
-    }
-    for i in 0..s.n_layer {
-        let b = |n: &str| format!("blk.{i}.{n}");
-        t.push((b("attn_norm.weight"), vec![e]));
-        t.push((b("ffn_norm.weight"), vec![e]));
-        if s.arch == "gpt2" {
-            t.push((b("attn_norm.bias"), vec![e]));
-            t.push((b("ffn_norm.bias"), vec![e]));
-            t.push((b("attn_qkv.weight"), vec![e, e + 2 * gqa]));
-            t.push((b("attn_qkv.bias"), vec![e + 2 * gqa]));
-            t.push((b("attn_output.weight"), vec![e, e]));
-            t.push((b("attn_output.bias"), vec![e]));
-            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_up.bias"), vec![s.n_ff]));
-            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
-            t.push((b("ffn_down.bias"), vec![e]));
-        } else {
-            t.push((b("attn_q.weight"), vec![e, e]));
-            t.push((b("attn_k.weight"), vec![e, gqa]));
-            t.push((b("attn_v.weight"), vec![e, gqa]));
-            t.push((b("attn_output.weight"), vec![e, e]));
-            t.push((b("ffn_gate.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
-            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
-        }
-    }
-    t
-}
-
-/// Writes `s` as an F32 GGUF with random weights; returns the policy view
-/// of the file (tensors in file order).
-fn build(s: &Spec, path: &Path, seed: u64) -> PolicyModel {
-    let a = s.arch;
-    let mut md = Metadata::new();
-    let u32v = |v: u64| GgufValue::U32(v as u32);
-    md.set("general.architecture", a);
-    md.set("general.name", "policy-test");
-    md.set("general.file_type", u32v(0));
-    md.set(format!("{a}.context_length"), u32v(s.n_ctx));
-    md.set(format!("{a}.embedding_length"), u32v(s.n_embd));
-    md.set(format!("{a}.block_count"), u32v(s.n_layer));
-    md.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
-    md.set(format!("{a}.attention.head_count"), u32v(s.n_head));
-    md.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
-    if a == "gpt2" {
-        md.set(
-            format!("{a}.attention.layer_norm_epsilon"),
-            GgufValue::F32(1e-5),
-        );
-    } else {
-        md.set(
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            GgufValue::F32(1e-5),
-        );
-        md.set(
-            format!("{a}.rope.dimension_count"),
-            u32v(s.n_embd / s.n_head),
-        );
-    }
-    if s.n_expert > 0 {
-        md.set(format!("{a}.expert_count"), u32v(s.n_expert));
-        md.set(format!("{a}.expert_used_count"), u32v(2));
-    }
-    let (tokens, merges) = vocab(s.n_vocab);
-    md.set("tokenizer.ggml.model", "gpt2");
-    md.set("tokenizer.ggml.pre", "gpt-2");
-    md.set(
-        "tokenizer.ggml.tokens",
-        GgufValue::Array(GgufArray::String(tokens)),
-    );
-    md.set(
-        "tokenizer.ggml.merges",
-        GgufValue::Array(GgufArray::String(merges)),
-    );
-
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut table = tensor_table(s);
-    if s.shuffle {
-        table.shuffle(&mut rng);
-    }
-    let infos: Vec<TensorInfo> = table
-        .iter()
-        .map(|(n, ne)| TensorInfo::new(n.clone(), ne.clone(), GgmlType::F32))
-        .collect();
-    let mut w = GgufWriter::create(path, &md, infos).unwrap();
-    for (name, ne) in &table {
-        let n: u64 = ne.iter().product();
-        let data: Vec<u8> = (0..n)
-            .flat_map(|_| rng.random_range(-0.05f32..0.05).to_le_bytes())
-            .collect();
-        w.write_tensor(name, &data).unwrap();
-    }
-    w.finish().unwrap();
-    PolicyModel {
-        arch: a.to_string(),
-        n_layer: s.n_layer as u32,
-        n_head: s.n_head as u32,
-        n_head_kv: s.n_head_kv as u32,
-        n_expert: s.n_expert as u32,
-        tensors: table
-            .into_iter()
-            .map(|(name, ne)| PolicyTensor { name, ne })
-            .collect(),
-    }
-}
+use quantize::{build, quantize_with, QuantizeOptions, Spec};
 
 /// Like fixtures `hf-gpt2-az`: n_embd 128 (K-quants fall back), tied.
 fn gpt2_small() -> Spec {
@@ -217,6 +52,20 @@ fn gpt2_wide() -> Spec {
         n_expert: 0,
         output: true,
         shuffle: false,
+    }
+}
+
+/// Small but wide enough for every K-quant, untied (for the override runs).
+fn gpt2_256_untied() -> Spec {
+    Spec {
+        n_embd: 256,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 4,
+        n_ff: 512,
+        n_vocab: 300,
+        n_ctx: 32,
+        ..gpt2_wide()
     }
 }
 
@@ -452,21 +301,21 @@ fn pure_and_overrides_match_llama_cpp() {
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 pure: true,
                 ..Default::default()
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 leave_output_tensor: true,
                 ..Default::default()
             },
         ),
         (
-            gpt2_wide(),
+            gpt2_256_untied(),
             QuantizeOptions {
                 output_type: Some(GgmlType::Q5K),
                 token_embedding_type: Some(GgmlType::Q4_0),
@@ -571,4 +420,144 @@ fn moe_tensor_without_a_layer_number_is_an_error() {
     };
     let err = choose_types(FileType::Q4_K_M, &model, &TypeOverrides::default(), false).unwrap_err();
     assert!(matches!(err, PolicyError::BadLayer { .. }), "{err}");
+}
+
+#[allow(dead_code)]
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+/// The fixtures README's table of tensor-type counts llama.cpp's quantizer
+/// gives the `hf-gpt2-az` F32 GGUF (`| Q4_K_M | F32 35, Q8_0 3, … |`).
+fn readme_type_counts() -> Vec<(FileType, BTreeMap<GgmlType, usize>)> {
+    let text = std::fs::read_to_string(fixtures::path("README.md")).unwrap();
+    let start = text
+        .find("on the `hf-gpt2-az` F32 GGUF")
+        .expect("README has the hf-gpt2-az quantization table");
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in text[start..].lines().skip(1) {
+        if !line.starts_with('|') {
+            if in_table {
+                break;
+            }
+            continue;
+        }
+        in_table = true;
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Ok(ft) = cells[1].parse::<FileType>() else {
+            continue;
+        };
+        let counts = cells[2]
+            .split(',')
+            .map(|kv| {
+                let (ty, n) = kv.trim().split_once(' ').unwrap();
+                (ty.parse::<GgmlType>().unwrap(), n.parse::<usize>().unwrap())
+            })
+            .collect();
+        rows.push((ft, counts));
+    }
+    assert!(rows.len() >= 4, "README table not parsed: {rows:?}");
+    rows
+}
+
+#[test]
+fn kvant_f32_of_the_gpt2_fixture_gives_the_readme_type_counts() {
+    use std::sync::atomic::AtomicBool;
+
+    use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let table = readme_type_counts();
+    let f32_path = dir.path().join("f32.gguf");
+    let mut outputs = vec![OutputSpec {
+        file_type: FileType::F32,
+        path: f32_path.clone(),
+    }];
+    for (ft, _) in &table {
+        outputs.push(OutputSpec {
+            file_type: *ft,
+            path: dir.path().join(format!("kvant-{}.gguf", ft.name())),
+        });
+    }
+    let req = ConvertRequest {
+        source: fixtures::path("hf-gpt2-az"),
+        outputs,
+        ..Default::default()
+    };
+    convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
+
+    // The policy's input: the F32 file's tensors and hyper-parameters.
+    let f = GgufFile::open(&f32_path).unwrap();
+    let u = |k: &str| {
+        f.metadata
+            .get(&format!("gpt2.{k}"))
+            .and_then(GgufValue::as_u64)
+            .unwrap() as u32
+    };
+    let model = PolicyModel {
+        arch: "gpt2".into(),
+        n_layer: u("block_count"),
+        n_head: u("attention.head_count"),
+        n_head_kv: u("attention.head_count"),
+        n_expert: 0,
+        tensors: f
+            .tensors
+            .iter()
+            .map(|t| PolicyTensor {
+                name: t.info.name.clone(),
+                ne: t.info.ne.clone(),
+            })
+            .collect(),
+    };
+    for (ft, want) in &table {
+        let ours = choose_types(*ft, &model, &TypeOverrides::default(), false).unwrap();
+        let ours_map: BTreeMap<String, GgmlType> = model
+            .tensors
+            .iter()
+            .map(|t| t.name.clone())
+            .zip(ours)
+            .collect();
+        assert_eq!(&counts(&ours_map), want, "{ft}: choose_types vs README");
+        // llama.cpp on the same file agrees tensor by tensor
+        let theirs = check(
+            &f32_path,
+            &model,
+            *ft,
+            &QuantizeOptions::default(),
+            dir.path(),
+        );
+        assert_eq!(&counts(&theirs), want, "{ft}: llama.cpp vs README");
+        // and kvant's own file of that mix carries these types
+        let kvant_out = dir.path().join(format!("kvant-{}.gguf", ft.name()));
+        assert_eq!(types_in(&kvant_out), ours_map, "{ft}: kvant's file");
+    }
+}
+
+#[test]
+fn llama_70b_label_matches_llama_cpp() {
+    // 80 layers with GQA make llama.cpp call a llama model "70B", which
+    // bumps attn_v; the tensors are kept narrow (n_ff 32) to stay small.
+    let spec = Spec {
+        arch: "llama",
+        n_embd: 256,
+        n_layer: 80,
+        n_head: 8,
+        n_head_kv: 1,
+        n_ff: 32,
+        n_vocab: 300,
+        n_ctx: 64,
+        n_expert: 0,
+        output: true,
+        shuffle: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in-f32.gguf");
+    let model = build(&spec, &input, 20);
+    for ft in [FileType::Q2_K, FileType::Q3_K_S, FileType::Q4_K_M] {
+        let theirs = check(&input, &model, ft, &QuantizeOptions::default(), dir.path());
+        if ft == FileType::Q3_K_S {
+            // without the 70B rule this would be the default Q3_K
+            assert_eq!(theirs["blk.40.attn_v.weight"], GgmlType::Q5K);
+        }
+    }
 }

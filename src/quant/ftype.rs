@@ -77,6 +77,12 @@ impl FileType {
         }
     }
 
+    /// The file type whose `llama_ftype` is `value` (a `general.file_type`
+    /// read from a GGUF), or `None` for mixes kvant does not write.
+    pub fn from_llama_ftype(value: u32) -> Option<FileType> {
+        FileType::ALL.into_iter().find(|t| t.llama_ftype() == value)
+    }
+
     /// The type most tensors get (`llama_ftype_get_default_type`).
     pub const fn default_type(self) -> GgmlType {
         match self {
@@ -121,5 +127,20 @@ impl FromStr for FileType {
                 let names: Vec<String> = FileType::ALL.iter().map(|t| t.name()).collect();
                 format!("unknown type '{s}' (one of: {})", names.join(", "))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_ftype_values_round_trip() {
+        for t in FileType::ALL {
+            assert_eq!(FileType::from_llama_ftype(t.llama_ftype()), Some(t));
+        }
+        // MOSTLY_Q4_1_SOME_F16 (4) and IQ2_XXS (19) are not kvant mixes
+        assert_eq!(FileType::from_llama_ftype(4), None);
+        assert_eq!(FileType::from_llama_ftype(19), None);
     }
 }

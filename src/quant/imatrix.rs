@@ -13,6 +13,7 @@
 //! (llama.cpp refuses to quantize with any non-finite one).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::gguf::{GgufError, GgufFile, GgufValue};
@@ -93,14 +94,19 @@ impl Imatrix {
     /// Loads `path`, GGUF form first, the legacy form when the file is not
     /// GGUF (as llama.cpp falls back when `gguf_init` fails).
     pub fn load(path: &Path) -> Result<Imatrix, ImatrixError> {
-        let bytes = std::fs::read(path).map_err(|source| ImatrixError::Io {
+        let io = |source| ImatrixError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        let imatrix = if bytes.starts_with(crate::gguf::MAGIC) {
-            drop(bytes);
+        };
+        // Only the magic decides the form; a GGUF file is then mapped by
+        // the GGUF reader instead of being read whole.
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut bytes = Vec::with_capacity(4);
+        (&mut file).take(4).read_to_end(&mut bytes).map_err(io)?;
+        let imatrix = if bytes == crate::gguf::MAGIC {
             load_gguf(path)?
         } else {
+            file.read_to_end(&mut bytes).map_err(io)?;
             load_legacy(path, &bytes)?
         };
         for (name, values) in &imatrix.entries {

@@ -281,11 +281,11 @@ struct State<'a> {
 
 impl State<'_> {
     fn n_gqa(&self) -> u32 {
-        if self.model.n_head_kv == 0 {
-            0
-        } else {
-            self.model.n_head / self.model.n_head_kv
-        }
+        // llama.cpp answers 0 for a model without KV heads.
+        self.model
+            .n_head
+            .checked_div(self.model.n_head_kv)
+            .unwrap_or(0)
     }
 
     fn is_falcon(&self) -> bool {

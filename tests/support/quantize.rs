@@ -5,14 +5,21 @@
 //! An importance matrix is loaded with kvant's [`Imatrix`] loader (the
 //! quantize tool's own loader is not part of the linked library) and passed
 //! as the library's `llama_model_imatrix_data` list.
+//!
+//! It also builds the synthetic F32 GGUFs (gpt2 or llama metadata, a small
+//! byte-level vocabulary, random weights) the policy and imatrix tests feed it.
 
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
 use std::path::Path;
 use std::sync::Once;
 
-use kvant::quant::{FileType, GgmlType, Imatrix};
+use kvant::gguf::{GgufArray, GgufValue, GgufWriter, Metadata, TensorInfo};
+use kvant::quant::{FileType, GgmlType, Imatrix, PolicyModel, PolicyTensor};
 use llama_cpp_sys_2::*;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 /// llama-quantize's options.
 #[derive(Debug, Clone, Default)]
@@ -158,4 +165,168 @@ pub fn llama_model_quantize(input: &Path, output: &Path, ftype: FileType, imatri
             output.display()
         )
     });
+}
+
+/// A synthetic model's shape.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub arch: &'static str,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub n_ff: u64,
+    pub n_vocab: u64,
+    pub n_ctx: u64,
+    pub n_expert: u64,
+    /// Write `output.weight` (untied embeddings).
+    pub output: bool,
+    /// Write the tensors in a shuffled order.
+    pub shuffle: bool,
+}
+
+/// GPT-2's byte → printable-character map (`bytes_to_unicode`).
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return char::from(b);
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// A byte-level BPE vocabulary of `n` tokens with merges.
+fn vocab(n: u64) -> (Vec<String>, Vec<String>) {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    let mut merges = Vec::new();
+    let chars: Vec<char> = ('!'..='~').collect();
+    'outer: for &a in &chars {
+        for &b in &chars {
+            if tokens.len() as u64 >= n {
+                break 'outer;
+            }
+            tokens.push(format!("{a}{b}"));
+            merges.push(format!("{a} {b}"));
+        }
+    }
+    tokens.truncate(n as usize);
+    (tokens, merges)
+}
+
+fn tensor_table(s: &Spec) -> Vec<(String, Vec<u64>)> {
+    let e = s.n_embd;
+    let head_dim = e / s.n_head;
+    let gqa = head_dim * s.n_head_kv;
+    let mut t: Vec<(String, Vec<u64>)> = vec![("token_embd.weight".into(), vec![e, s.n_vocab])];
+    if s.arch == "gpt2" {
+        t.push(("position_embd.weight".into(), vec![e, s.n_ctx]));
+        t.push(("output_norm.bias".into(), vec![e]));
+    }
+    t.push(("output_norm.weight".into(), vec![e]));
+    if s.output {
+        t.push(("output.weight".into(), vec![e, s.n_vocab]));
+    }
+    for i in 0..s.n_layer {
+        let b = |n: &str| format!("blk.{i}.{n}");
+        t.push((b("attn_norm.weight"), vec![e]));
+        t.push((b("ffn_norm.weight"), vec![e]));
+        if s.arch == "gpt2" {
+            t.push((b("attn_norm.bias"), vec![e]));
+            t.push((b("ffn_norm.bias"), vec![e]));
+            t.push((b("attn_qkv.weight"), vec![e, e + 2 * gqa]));
+            t.push((b("attn_qkv.bias"), vec![e + 2 * gqa]));
+            t.push((b("attn_output.weight"), vec![e, e]));
+            t.push((b("attn_output.bias"), vec![e]));
+            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
+            t.push((b("ffn_up.bias"), vec![s.n_ff]));
+            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
+            t.push((b("ffn_down.bias"), vec![e]));
+        } else {
+            t.push((b("attn_q.weight"), vec![e, e]));
+            t.push((b("attn_k.weight"), vec![e, gqa]));
+            t.push((b("attn_v.weight"), vec![e, gqa]));
+            t.push((b("attn_output.weight"), vec![e, e]));
+            t.push((b("ffn_gate.weight"), vec![e, s.n_ff]));
+            t.push((b("ffn_up.weight"), vec![e, s.n_ff]));
+            t.push((b("ffn_down.weight"), vec![s.n_ff, e]));
+        }
+    }
+    t
+}
+
+/// Writes `s` as an F32 GGUF with random weights; returns the policy view
+/// of the file (tensors in file order).
+pub fn build(s: &Spec, path: &Path, seed: u64) -> PolicyModel {
+    let a = s.arch;
+    let mut md = Metadata::new();
+    let u32v = |v: u64| GgufValue::U32(v as u32);
+    md.set("general.architecture", a);
+    md.set("general.name", "policy-test");
+    md.set("general.file_type", u32v(0));
+    md.set(format!("{a}.context_length"), u32v(s.n_ctx));
+    md.set(format!("{a}.embedding_length"), u32v(s.n_embd));
+    md.set(format!("{a}.block_count"), u32v(s.n_layer));
+    md.set(format!("{a}.feed_forward_length"), u32v(s.n_ff));
+    md.set(format!("{a}.attention.head_count"), u32v(s.n_head));
+    md.set(format!("{a}.attention.head_count_kv"), u32v(s.n_head_kv));
+    if a == "gpt2" {
+        md.set(
+            format!("{a}.attention.layer_norm_epsilon"),
+            GgufValue::F32(1e-5),
+        );
+    } else {
+        md.set(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(1e-5),
+        );
+        md.set(
+            format!("{a}.rope.dimension_count"),
+            u32v(s.n_embd / s.n_head),
+        );
+    }
+    if s.n_expert > 0 {
+        md.set(format!("{a}.expert_count"), u32v(s.n_expert));
+        md.set(format!("{a}.expert_used_count"), u32v(2));
+    }
+    let (tokens, merges) = vocab(s.n_vocab);
+    md.set("tokenizer.ggml.model", "gpt2");
+    md.set("tokenizer.ggml.pre", "gpt-2");
+    md.set(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(GgufArray::String(tokens)),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        GgufValue::Array(GgufArray::String(merges)),
+    );
+
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut table = tensor_table(s);
+    if s.shuffle {
+        table.shuffle(&mut rng);
+    }
+    let infos: Vec<TensorInfo> = table
+        .iter()
+        .map(|(n, ne)| TensorInfo::new(n.clone(), ne.clone(), GgmlType::F32))
+        .collect();
+    let mut w = GgufWriter::create(path, &md, infos).unwrap();
+    for (name, ne) in &table {
+        let n: u64 = ne.iter().product();
+        let data: Vec<u8> = (0..n)
+            .flat_map(|_| rng.random_range(-0.05f32..0.05).to_le_bytes())
+            .collect();
+        w.write_tensor(name, &data).unwrap();
+    }
+    w.finish().unwrap();
+    PolicyModel {
+        arch: a.to_string(),
+        n_layer: s.n_layer as u32,
+        n_head: s.n_head as u32,
+        n_head_kv: s.n_head_kv as u32,
+        n_expert: s.n_expert as u32,
+        tensors: table
+            .into_iter()
+            .map(|(name, ne)| PolicyTensor { name, ne })
+            .collect(),
+    }
 }
