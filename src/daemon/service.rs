@@ -30,26 +30,42 @@ pub struct InstallOutcome {
     pub enable_hint: String,
 }
 
+/// One word of a systemd command line or path list: `%` doubled (else it
+/// is a specifier), and the word double-quoted with `\` and `"` escaped
+/// when it holds whitespace or quotes (else systemd splits a path like
+/// `/opt/my tools/kvant` into two words).
+fn systemd_word(s: &str) -> String {
+    let e = s.replace('%', "%%");
+    if e.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'' || c == ';') {
+        format!("\"{}\"", e.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        e
+    }
+}
+
 /// The systemd user unit.
 pub fn render_user_unit(binary: &Path) -> String {
     format!(
         "[Unit]\nDescription=kvant: checkpoints to quantized GGUF models in Ollama\nAfter=network-online.target\n\n\
 [Service]\nType=simple\nExecStartPre={bin} watch --check-config\nExecStart={bin} watch\nRestart=on-failure\nRestartSec=5\n\n\
 [Install]\nWantedBy=default.target\n",
-        bin = binary.display()
+        bin = systemd_word(&binary.display().to_string())
     )
 }
 
 /// The hardened system unit.
 pub fn render_system_unit(binary: &Path, writable: &[PathBuf]) -> String {
-    let rw: Vec<String> = writable.iter().map(|p| p.display().to_string()).collect();
+    let rw: Vec<String> = writable
+        .iter()
+        .map(|p| systemd_word(&p.display().to_string()))
+        .collect();
     format!(
         "[Unit]\nDescription=kvant: checkpoints to quantized GGUF models in Ollama\nAfter=network-online.target ollama.service\nWants=network-online.target\n\n\
 [Service]\nType=simple\nUser=kvant\nGroup=kvant\nExecStartPre={bin} watch --check-config\nExecStart={bin} watch\nRestart=on-failure\nRestartSec=5\n\
 ProtectSystem=strict\nProtectHome=read-only\nReadWritePaths={rw}\nNoNewPrivileges=true\nPrivateTmp=true\nPrivateDevices=true\n\
 ProtectKernelTunables=true\nProtectControlGroups=true\nRestrictSUIDSGID=true\nLockPersonality=true\n\n\
 [Install]\nWantedBy=multi-user.target\n",
-        bin = binary.display(),
+        bin = systemd_word(&binary.display().to_string()),
         rw = rw.join(" ")
     )
 }
@@ -125,4 +141,58 @@ pub fn install_service(o: &ServiceOptions) -> Result<InstallOutcome, DaemonError
         enable_hint: "systemctl --user daemon-reload && systemctl --user enable --now kvant".into(),
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `systemd-analyze verify` on `unit`; returns its complaints about
+    /// the file (empty when accepted).
+    fn verify(unit: &Path) -> String {
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze (apt install systemd)");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let name = unit.file_name().unwrap().to_string_lossy().into_owned();
+        if out.status.success() && !err.contains(&format!("{name}:")) {
+            String::new()
+        } else {
+            err
+        }
+    }
+
+    #[test]
+    fn binary_paths_with_spaces_and_percent_survive_systemd_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("my tools/100%");
+        std::fs::create_dir_all(&odd).unwrap();
+        let bin = odd.join("kvant");
+        std::fs::copy("/bin/true", &bin).unwrap();
+        let unit = render_system_unit(&bin, &[dir.path().join("in box")]);
+        assert!(unit.contains("my tools/100%%/kvant\" watch\n"), "{unit}");
+        let path = dir.path().join("kvant-odd.service");
+        std::fs::write(&path, &unit).unwrap();
+        assert_eq!(verify(&path), "");
+        let user = dir.path().join("kvant-user.service");
+        std::fs::write(&user, render_user_unit(&bin)).unwrap();
+        assert_eq!(verify(&user), "");
+        // Written without quoting, systemd would run `/…/my` with arguments.
+        let naive = unit.replace(
+            &systemd_word(&bin.display().to_string()),
+            &bin.display().to_string(),
+        );
+        let naive_path = dir.path().join("kvant-naive.service");
+        std::fs::write(&naive_path, naive).unwrap();
+        assert_ne!(verify(&naive_path), "");
+    }
+
+    #[test]
+    fn plain_paths_are_written_as_they_are() {
+        assert_eq!(systemd_word("/usr/local/bin/kvant"), "/usr/local/bin/kvant");
+        assert_eq!(systemd_word("/a b/k"), "\"/a b/k\"");
+        assert_eq!(systemd_word("/a\"b"), "\"/a\\\"b\"");
+    }
 }

@@ -159,11 +159,38 @@ impl State {
                 _ => {}
             }
             if matches!(d.step, Step::Converted | Step::Registered)
-                && d.outputs.iter().any(|o| !o.path.is_file())
+                && !d.outputs.iter().all(output_intact)
             {
                 d.step = Step::Queued;
             }
         }
+    }
+}
+
+/// True when an output can still be registered as journaled: a registered
+/// one only needs to exist (Ollama holds its own copy), an unregistered one
+/// must still hash to the SHA-256 recorded when it was written — a file
+/// damaged or replaced while the daemon was down is converted again, never
+/// uploaded.
+fn output_intact(o: &OutputRecord) -> bool {
+    if o.registered {
+        return o.path.is_file();
+    }
+    sha256_file(&o.path).is_ok_and(|h| h.eq_ignore_ascii_case(&o.sha256))
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
     }
 }
 
@@ -174,6 +201,9 @@ pub struct StateLock {
 }
 
 /// Creates the state dir and takes its lock, or says who holds it.
+// `File::try_lock` is std since 1.89; the toolchain is 1.95 (HELPERS.md)
+// while Cargo.toml still says `rust-version = "1.85"`.
+#[allow(clippy::incompatible_msrv)]
 pub fn lock(dir: &Path) -> Result<StateLock, DaemonError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))?;
@@ -181,7 +211,12 @@ pub fn lock(dir: &Path) -> Result<StateLock, DaemonError> {
     let f = File::create(&p).map_err(|e| DaemonError::State(format!("{}: {e}", p.display())))?;
     match f.try_lock() {
         Ok(()) => Ok(StateLock { _file: f }),
-        Err(_) => Err(DaemonError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::Locked(dir.to_owned())),
+        // Not "another daemon": the file system cannot lock (say so).
+        Err(std::fs::TryLockError::Error(e)) => Err(DaemonError::State(format!(
+            "{}: cannot lock: {e}",
+            p.display()
+        ))),
     }
 }
 
@@ -227,6 +262,44 @@ mod tests {
         std::fs::write(state_path(dir.path()), b"{\"version\":\"1\",\"dr").expect("write");
         let e = State::load(dir.path()).expect_err("damaged").to_string();
         assert!(e.contains("state.json"), "{e}");
+    }
+
+    #[test]
+    fn outputs_damaged_while_down_are_converted_again() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gguf = dir.path().join("m-q4_k_m.gguf");
+        std::fs::write(&gguf, b"GGUF complete").expect("write");
+        let out = OutputRecord {
+            file_type: "q4_k_m".into(),
+            path: gguf.clone(),
+            sha256: hex::encode(Sha256::digest(b"GGUF complete")),
+            tags: vec![],
+            registered: false,
+        };
+        let mut s = State::default();
+        let mut intact = record(Step::Registering);
+        intact.outputs = vec![out.clone()];
+        s.drops.insert("intact".into(), intact);
+        s.recover();
+        assert_eq!(s.drops["intact"].step, Step::Converted);
+
+        // Same size, different bytes: only the hash notices.
+        std::fs::write(&gguf, b"GGUF c0mplete").expect("write");
+        let mut s = State::default();
+        let mut damaged = record(Step::Converted);
+        damaged.outputs = vec![out.clone()];
+        s.drops.insert("damaged".into(), damaged);
+        let mut done = record(Step::Registered);
+        done.outputs = vec![OutputRecord {
+            registered: true,
+            ..out
+        }];
+        s.drops.insert("done".into(), done);
+        s.recover();
+        assert_eq!(s.drops["damaged"].step, Step::Queued);
+        // Registered outputs live on in Ollama; existing is enough.
+        assert_eq!(s.drops["done"].step, Step::Registered);
     }
 
     #[test]
