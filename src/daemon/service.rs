@@ -144,6 +144,7 @@ pub fn install_service(o: &ServiceOptions) -> Result<InstallOutcome, DaemonError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
