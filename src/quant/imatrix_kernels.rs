@@ -3,8 +3,9 @@
 //! Each works on one whole row, because the legacy types weigh by the
 //! row's mean square (`sigma2`).
 
-use super::fp16::{f16_bits_to_f32, f32_to_f16_bits};
-use super::kquants::{get_scale_min_k4, BlockQ6K, QK_K};
+use super::kquants::{
+    k_requantize, pack_2bit, pack_q4k, pack_q5k, put_f16, q3_requantize_and_pack, BlockQ6K, QK_K,
+};
 use super::search::{make_qkx3_quants, make_qp_quants, make_qx_quants, nearest_int};
 use super::GgmlType;
 
@@ -23,12 +24,6 @@ pub fn uses_imatrix(ty: GgmlType) -> bool {
             | GgmlType::Q5K
             | GgmlType::Q6K
     )
-}
-
-fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
-    let h = f32_to_f16_bits(v);
-    out[at..at + 2].copy_from_slice(&h.to_le_bytes());
-    f16_bits_to_f32(h)
 }
 
 fn sum_sq(x: &[f32]) -> f32 {
@@ -161,15 +156,6 @@ fn pack5(l: &[u8; 32], qh_out: &mut [u8], qs: &mut [u8]) {
     qh_out.copy_from_slice(&qh.to_le_bytes());
 }
 
-fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
-    for j in (0..QK_K).step_by(128) {
-        for i in 0..32 {
-            qs[j / 4 + i] =
-                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
-        }
-    }
-}
-
 /// `quantize_row_q2_K_impl` for one super-block.
 fn q2_k(x: &[f32], out: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK_K];
@@ -256,35 +242,7 @@ fn q3_k(x: &[f32], out: &mut [u8], qw: &[f32]) {
         sc[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
     }
     let d_all = put_f16(dpart, 0, d_block);
-    for j in 0..16 {
-        let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
-        let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
-        let d = d_all * f32::from(s);
-        if d == 0.0 {
-            continue;
-        }
-        for i in 0..16 {
-            l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-4, 3) + 4) as i8;
-        }
-    }
-    hmask.fill(0);
-    let mut lu = [0u8; QK_K];
-    let mut m = 0;
-    let mut hm = 1u8;
-    for j in 0..QK_K {
-        let mut v = l[j] as u8;
-        if v > 3 {
-            hmask[m] |= hm;
-            v -= 4;
-        }
-        lu[j] = v;
-        m += 1;
-        if m == QK_K / 8 {
-            m = 0;
-            hm <<= 1;
-        }
-    }
-    pack_2bit(&lu, qs);
+    q3_requantize_and_pack(x, d_all, sc, &mut l, hmask, qs);
 }
 
 /// `quantize_row_q4_K_impl` (nmax 15) and `quantize_row_q5_K_impl` (31).
@@ -344,45 +302,10 @@ fn q45_k(x: &[f32], out: &mut [u8], qw: &[f32], nmax: i32) {
     let dmin_all = put_f16(out, 2, m_block);
     let mut scales_b = [0u8; 12];
     scales_b.copy_from_slice(&out[4..16]);
-    for j in 0..8 {
-        let (s, m) = get_scale_min_k4(j, &scales_b);
-        let d = d_all * f32::from(s);
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin_all * f32::from(m);
-        for i in 0..32 {
-            l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, nmax) as u8;
-        }
-    }
+    k_requantize(x, d_all, dmin_all, &scales_b, nmax, &mut l);
     if nmax == 15 {
-        let q = &mut out[16..144];
-        for (k, j) in (0..QK_K).step_by(64).enumerate() {
-            for i in 0..32 {
-                q[32 * k + i] = l[j + i] | (l[j + i + 32] << 4);
-            }
-        }
+        pack_q4k(&l, &mut out[16..144]);
     } else {
-        let (qh, ql) = out[16..176].split_at_mut(32);
-        qh.fill(0);
-        let mut m1 = 1u8;
-        let mut m2 = 2u8;
-        for (k, n) in (0..QK_K).step_by(64).enumerate() {
-            for j in 0..32 {
-                let mut l1 = l[n + j];
-                if l1 > 15 {
-                    l1 -= 16;
-                    qh[j] |= m1;
-                }
-                let mut l2 = l[n + j + 32];
-                if l2 > 15 {
-                    l2 -= 16;
-                    qh[j] |= m2;
-                }
-                ql[32 * k + j] = l1 | (l2 << 4);
-            }
-            m1 <<= 2;
-            m2 <<= 2;
-        }
+        pack_q5k(&l, &mut out[16..176]);
     }
 }

@@ -9,7 +9,7 @@ use super::search::{make_q3_quants, make_qkx2_quants, make_qx_quants, nearest_in
 pub const QK_K: usize = 256;
 
 #[inline]
-fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
+pub(super) fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
     let h = f32_to_f16_bits(v);
     out[at..at + 2].copy_from_slice(&h.to_le_bytes());
     f16_bits_to_f32(h)
@@ -21,7 +21,7 @@ fn get_f16(b: &[u8], at: usize) -> f32 {
 }
 
 /// Packs 2-bit values as Q2_K/Q3_K do: 4 per byte, strided by 32.
-fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
+pub(super) fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
     for j in (0..QK_K).step_by(128) {
         for i in 0..32 {
             qs[j / 4 + i] =
@@ -156,6 +156,49 @@ impl BlockQ2K {
     }
 }
 
+/// The end of both Q3_K quantizers: levels requantized with the 6-bit
+/// scales actually stored (kept where a scale is zero), the high bits into
+/// `hmask`, the low two bits packed into `qs`.
+pub(super) fn q3_requantize_and_pack(
+    x: &[f32],
+    d_all: f32,
+    sc: &[u8],
+    l: &mut [i8; QK_K],
+    hmask: &mut [u8],
+    qs: &mut [u8],
+) {
+    for j in 0..16 {
+        let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
+        let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
+        let d = d_all * f32::from(s);
+        if d == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            let v = nearest_int(x[16 * j + i] / d).clamp(-4, 3);
+            l[16 * j + i] = (v + 4) as i8;
+        }
+    }
+    hmask.fill(0);
+    let mut lu = [0u8; QK_K];
+    let mut m = 0;
+    let mut hm = 1u8;
+    for j in 0..QK_K {
+        let mut v = l[j] as u8;
+        if v > 3 {
+            hmask[m] |= hm;
+            v -= 4;
+        }
+        lu[j] = v;
+        m += 1;
+        if m == QK_K / 8 {
+            m = 0;
+            hm <<= 1;
+        }
+    }
+    pack_2bit(&lu, qs);
+}
+
 /// `block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d; }` — 110.
 pub struct BlockQ3K;
 
@@ -199,36 +242,7 @@ impl BlockQ3K {
             put_f16(dpart, 0, 0.0);
         }
         let d_all = get_f16(dpart, 0);
-        for j in 0..16 {
-            let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
-            let s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
-            let d = d_all * f32::from(s);
-            if d == 0.0 {
-                continue;
-            }
-            for i in 0..16 {
-                let v = nearest_int(x[16 * j + i] / d).clamp(-4, 3);
-                l[16 * j + i] = (v + 4) as i8;
-            }
-        }
-        hmask.fill(0);
-        let mut lu = [0u8; QK_K];
-        let mut m = 0;
-        let mut hm = 1u8;
-        for j in 0..QK_K {
-            let mut v = l[j] as u8;
-            if v > 3 {
-                hmask[m] |= hm;
-                v -= 4;
-            }
-            lu[j] = v;
-            m += 1;
-            if m == QK_K / 8 {
-                m = 0;
-                hm <<= 1;
-            }
-        }
-        pack_2bit(&lu, qs);
+        q3_requantize_and_pack(x, d_all, sc, &mut l, hmask, qs);
     }
 
     /// `dequantize_row_q3_K` for one super-block.
@@ -326,7 +340,7 @@ fn k_scales_mins(
     (max_scale / 63.0, max_min / 63.0)
 }
 
-fn k_requantize(
+pub(super) fn k_requantize(
     x: &[f32],
     d_all: f32,
     dmin_all: f32,
@@ -348,6 +362,41 @@ fn k_requantize(
     }
 }
 
+/// Q4_K's nibble packing: per 64 levels, `l[i] | l[i+32] << 4`.
+pub(super) fn pack_q4k(l: &[u8; QK_K], q: &mut [u8]) {
+    for (k, j) in (0..QK_K).step_by(64).enumerate() {
+        for i in 0..32 {
+            q[32 * k + i] = l[j + i] | (l[j + i + 32] << 4);
+        }
+    }
+}
+
+/// Q5_K's packing: the fifth bits into `qh`, nibbles into `qs`
+/// (`out` = `qh[32] ++ qs[128]`).
+pub(super) fn pack_q5k(l: &[u8; QK_K], out: &mut [u8]) {
+    let (qh, ql) = out.split_at_mut(32);
+    qh.fill(0);
+    let mut m1 = 1u8;
+    let mut m2 = 2u8;
+    for (k, n) in (0..QK_K).step_by(64).enumerate() {
+        for j in 0..32 {
+            let mut l1 = l[n + j];
+            if l1 > 15 {
+                l1 -= 16;
+                qh[j] |= m1;
+            }
+            let mut l2 = l[n + j + 32];
+            if l2 > 15 {
+                l2 -= 16;
+                qh[j] |= m2;
+            }
+            ql[32 * k + j] = l1 | (l2 << 4);
+        }
+        m1 <<= 2;
+        m2 <<= 2;
+    }
+}
+
 /// `block_q4_K { half d; half dmin; u8 scales[12]; u8 qs[128]; }` — 144.
 pub struct BlockQ4K;
 
@@ -364,12 +413,7 @@ impl BlockQ4K {
         let mut scales = [0u8; 12];
         scales.copy_from_slice(&out[4..16]);
         k_requantize(x, d, dmin, &scales, 15, &mut l);
-        let q = &mut out[16..144];
-        for (k, j) in (0..QK_K).step_by(64).enumerate() {
-            for i in 0..32 {
-                q[32 * k + i] = l[j + i] | (l[j + i + 32] << 4);
-            }
-        }
+        pack_q4k(&l, &mut out[16..144]);
     }
 
     /// `dequantize_row_q4_K` for one super-block.
@@ -410,27 +454,7 @@ impl BlockQ5K {
         let mut scales = [0u8; 12];
         scales.copy_from_slice(&out[4..16]);
         k_requantize(x, d, dmin, &scales, 31, &mut l);
-        let (qh, ql) = out[16..176].split_at_mut(32);
-        qh.fill(0);
-        let mut m1 = 1u8;
-        let mut m2 = 2u8;
-        for (k, n) in (0..QK_K).step_by(64).enumerate() {
-            for j in 0..32 {
-                let mut l1 = l[n + j];
-                if l1 > 15 {
-                    l1 -= 16;
-                    qh[j] |= m1;
-                }
-                let mut l2 = l[n + j + 32];
-                if l2 > 15 {
-                    l2 -= 16;
-                    qh[j] |= m2;
-                }
-                ql[32 * k + j] = l1 | (l2 << 4);
-            }
-            m1 <<= 2;
-            m2 <<= 2;
-        }
+        pack_q5k(&l, &mut out[16..176]);
     }
 
     /// `dequantize_row_q5_K` for one super-block.
