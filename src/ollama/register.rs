@@ -121,7 +121,18 @@ pub async fn register(client: &Client, reg: &Registration) -> Result<Registered,
     let version = client.version().await?;
     let mut uploaded = false;
     if !client.blob_exists(&reg.sha256).await? {
-        client.upload_blob(&reg.gguf, &reg.sha256).await?;
+        match client.upload_blob(&reg.gguf, &reg.sha256).await {
+            // A mismatch can come from bytes damaged in transit: upload
+            // once more; a second mismatch means the file itself differs.
+            Err(OllamaError::Api {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("digest mismatch") => {
+                client.upload_blob(&reg.gguf, &reg.sha256).await?;
+            }
+            other => other?,
+        }
         uploaded = true;
     }
     let body = if version >= JSON_CREATE {
