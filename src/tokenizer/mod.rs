@@ -115,6 +115,51 @@ fn read_json(p: &Path) -> Result<Value, TokenizerError> {
 /// Builds the GGUF vocabulary for a model with `n_vocab_rows` embedding
 /// rows (tokens are padded with unused entries up to it).
 pub fn gguf_vocab(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, TokenizerError> {
+    let mut vocab = vocab_only(files, n_vocab_rows)?;
+    // The chat template travels with the model, verbatim, as llama.cpp's
+    // converter stores it.
+    if let Some(t) = chat_template_text(files)? {
+        vocab.metadata.set("tokenizer.chat_template", t);
+    }
+    Ok(vocab)
+}
+
+/// The model's Jinja chat template: `chat_template.jinja` beside the
+/// tokenizer, else `tokenizer_config.json`'s `chat_template` (a string, or
+/// the entry named `default` of a list).
+pub fn chat_template_text(files: &TokenizerFiles) -> Result<Option<String>, TokenizerError> {
+    let jinja = files.dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        let len = std::fs::metadata(&jinja).map(|m| m.len()).unwrap_or(0);
+        if len > 1 << 20 {
+            return Err(TokenizerError::Malformed {
+                path: jinja,
+                reason: format!("{len} bytes is too large for a chat template"),
+            });
+        }
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| TokenizerError::Malformed {
+                path: jinja,
+                reason: e.to_string(),
+            });
+    }
+    let Some(cfg) = files.tokenizer_config.as_deref() else {
+        return Ok(None);
+    };
+    let v = read_json(cfg)?;
+    Ok(match v.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|e| e.get("template").and_then(Value::as_str))
+            .map(str::to_owned),
+        _ => None,
+    })
+}
+
+fn vocab_only(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, TokenizerError> {
     let tokenizer_config = files
         .tokenizer_config
         .as_deref()
