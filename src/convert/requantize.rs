@@ -95,9 +95,11 @@ pub(super) fn run(
         cancel,
         |i| {
             let t = &input.tensors[i];
+            let bytes = input.tensor_data(t).to_vec();
+            input.release_pages(t);
             Ok(TensorData::Encoded {
                 ty: t.info.ty,
-                bytes: input.tensor_data(t).to_vec(),
+                bytes,
             })
         },
         |ty, bytes, n| {

@@ -221,6 +221,24 @@ impl GgufFile {
         &self.map[t.offset as usize..(t.offset + t.nbytes) as usize]
     }
 
+    /// Lets the kernel drop this process's pages of `t`'s data once it has
+    /// been read, so streaming a large file does not count it whole
+    /// against resident memory (the pages stay in the page cache).
+    pub fn release_pages(&self, t: &GgufTensor) {
+        #[cfg(unix)]
+        // SAFETY: a read-only shared file mapping; MADV_DONTNEED only drops
+        // page-table entries, later reads fault the same bytes back in.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                t.offset as usize,
+                t.nbytes as usize,
+            )
+        };
+        #[cfg(not(unix))]
+        let _ = t;
+    }
+
     /// The whole mapped file.
     pub fn bytes(&self) -> &[u8] {
         &self.map
