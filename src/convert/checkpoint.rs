@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use super::mix::{load_imatrix, policy_model, types_for};
+use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::{build_report, n_params};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
@@ -14,9 +14,6 @@ use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
 use crate::tokenizer::{discover, gguf_vocab};
-
-/// `general.quantization_version` (ggml's `GGML_QNT_VERSION`).
-pub(super) const QUANTIZATION_VERSION: u32 = 2;
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -69,14 +66,7 @@ pub(super) fn run(
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for spec in &req.outputs {
         let mut md = base.clone();
-        md.set(
-            "general.file_type",
-            GgufValue::U32(spec.file_type.llama_ftype()),
-        );
-        md.set(
-            "general.quantization_version",
-            GgufValue::U32(QUANTIZATION_VERSION),
-        );
+        stamp_file_type(&mut md, spec.file_type);
         md.extend(vocab.metadata.clone());
         let model = policy_model(&md, &tensors);
         let mut types = types_for(

@@ -61,3 +61,16 @@ pub(super) fn load_imatrix(
     path.map(|p| Imatrix::load(p).map_err(|e| ConvertError::Other(e.to_string())))
         .transpose()
 }
+
+/// The keys that depend on the output's mix, set last as llama.cpp's tools
+/// do: `general.file_type` and `general.quantization_version`.
+pub(super) fn stamp_file_type(md: &mut Metadata, ftype: FileType) {
+    md.set("general.file_type", GgufValue::U32(ftype.llama_ftype()));
+    md.set(
+        "general.quantization_version",
+        GgufValue::U32(QUANTIZATION_VERSION),
+    );
+}
+
+/// `general.quantization_version` (ggml's `GGML_QNT_VERSION`).
+pub(super) const QUANTIZATION_VERSION: u32 = 2;

@@ -9,8 +9,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use super::checkpoint::QUANTIZATION_VERSION;
-use super::mix::{load_imatrix, policy_model, types_for};
+use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::build_report;
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
@@ -71,14 +70,7 @@ pub(super) fn run(
             }
         }
         let mut out_md = md.clone();
-        out_md.set(
-            "general.file_type",
-            GgufValue::U32(spec.file_type.llama_ftype()),
-        );
-        out_md.set(
-            "general.quantization_version",
-            GgufValue::U32(QUANTIZATION_VERSION),
-        );
+        stamp_file_type(&mut out_md, spec.file_type);
         outputs.push(OutputPlan {
             spec,
             metadata: out_md,

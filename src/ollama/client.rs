@@ -103,22 +103,26 @@ impl Client {
         self.check(endpoint, resp).await
     }
 
-    /// `GET /api/version`.
-    pub async fn version(&self) -> Result<Version, OllamaError> {
-        let ep = "/api/version";
+    /// `GET endpoint`, decoded as JSON (Ollama's error on failure).
+    async fn get_json(&self, endpoint: &str, timeout: Duration) -> Result<Value, OllamaError> {
         let resp = self
             .http
-            .get(self.url(ep))
-            .timeout(Duration::from_secs(10))
+            .get(self.url(endpoint))
+            .timeout(timeout)
             .send()
             .await
-            .map_err(|e| self.connect_err(ep, e))?;
-        let v: Value = self
-            .check(ep, resp)
+            .map_err(|e| self.connect_err(endpoint, e))?;
+        self.check(endpoint, resp)
             .await?
             .json()
             .await
-            .map_err(|e| self.connect_err(ep, e))?;
+            .map_err(|e| self.connect_err(endpoint, e))
+    }
+
+    /// `GET /api/version`.
+    pub async fn version(&self) -> Result<Version, OllamaError> {
+        let ep = "/api/version";
+        let v = self.get_json(ep, Duration::from_secs(10)).await?;
         v.get("version")
             .and_then(Value::as_str)
             .and_then(parse_version)
@@ -220,20 +224,7 @@ impl Client {
 
     /// `GET /api/tags`: the models the server lists.
     pub async fn tags(&self) -> Result<Vec<Value>, OllamaError> {
-        let ep = "/api/tags";
-        let resp = self
-            .http
-            .get(self.url(ep))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
-        let v: Value = self
-            .check(ep, resp)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
+        let v = self.get_json("/api/tags", Duration::from_secs(30)).await?;
         Ok(v.get("models")
             .and_then(Value::as_array)
             .cloned()

@@ -9,7 +9,8 @@
 //! * `policy` — which type each tensor gets ([`choose_types`], llama.cpp's
 //!   `llama-quant.cpp` rules); `imatrix` — reading importance matrices.
 //!
-//! This module must not know about files, GGUF offsets or where tensors
+//! Apart from `imatrix` (which reads llama.cpp's importance-matrix files),
+//! this module must not know about files, GGUF offsets or where tensors
 //! came from.
 
 mod error;

@@ -187,16 +187,7 @@ pub fn from_tokenizer_json(
         "tokenizer.ggml.merges",
         GgufValue::Array(GgufArray::String(merge_strings)),
     );
-    for (key, id) in [
-        ("tokenizer.ggml.bos_token_id", sp.bos),
-        ("tokenizer.ggml.eos_token_id", sp.eos),
-        ("tokenizer.ggml.unknown_token_id", sp.unk),
-        ("tokenizer.ggml.padding_token_id", sp.pad),
-    ] {
-        if let Some(id) = id {
-            md.set(key, GgufValue::U32(id));
-        }
-    }
+    specials::set_special_ids(&mut md, [sp.bos, sp.eos, sp.unk, sp.pad], n_vocab_rows);
     md.set(
         "tokenizer.ggml.add_bos_token",
         GgufValue::Bool(sp.add_bos.unwrap_or(false)),

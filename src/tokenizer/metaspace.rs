@@ -206,16 +206,7 @@ pub fn from_tokenizer_json(
         "tokenizer.ggml.token_type",
         GgufValue::Array(GgufArray::I32(types)),
     );
-    for (key, id) in [
-        ("tokenizer.ggml.bos_token_id", sp.bos),
-        ("tokenizer.ggml.eos_token_id", sp.eos),
-        ("tokenizer.ggml.unknown_token_id", unk_id),
-        ("tokenizer.ggml.padding_token_id", sp.pad),
-    ] {
-        if let Some(id) = id.filter(|&i| (i as usize) < n_vocab_rows) {
-            md.set(key, GgufValue::U32(id));
-        }
-    }
+    specials::set_special_ids(&mut md, [sp.bos, sp.eos, unk_id, sp.pad], n_vocab_rows);
     let add_bos = sp.add_bos.unwrap_or(true);
     md.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(add_bos));
     md.set(

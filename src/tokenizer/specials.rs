@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::gguf::{GgufValue, Metadata};
+
 /// Resolved special tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Specials {
@@ -94,6 +96,22 @@ pub fn resolve(
         }
     }
     s
+}
+
+/// Writes `tokenizer.ggml.{bos,eos,unknown,padding}_token_id` (u32) for
+/// the ids that are set and inside the vocabulary; llama.cpp ignores an id
+/// past the end anyway, so it is not written.
+pub fn set_special_ids(md: &mut Metadata, [bos, eos, unk, pad]: [Option<u32>; 4], n_tokens: usize) {
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", bos),
+        ("tokenizer.ggml.eos_token_id", eos),
+        ("tokenizer.ggml.unknown_token_id", unk),
+        ("tokenizer.ggml.padding_token_id", pad),
+    ] {
+        if let Some(id) = id.filter(|&i| (i as usize) < n_tokens) {
+            md.set(key, GgufValue::U32(id));
+        }
+    }
 }
 
 /// Token strings that end a turn or a text, for Ollama's `stop`.

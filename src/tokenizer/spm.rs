@@ -248,16 +248,11 @@ pub fn from_model(
     );
     let bos = sp.bos.or(m.bos_id);
     let eos = sp.eos.or(m.eos_id);
-    for (key, id) in [
-        ("tokenizer.ggml.bos_token_id", bos),
-        ("tokenizer.ggml.eos_token_id", eos),
-        ("tokenizer.ggml.unknown_token_id", sp.unk.or(m.unk_id)),
-        ("tokenizer.ggml.padding_token_id", sp.pad.or(m.pad_id)),
-    ] {
-        if let Some(id) = id.filter(|&i| (i as usize) < n_vocab_rows) {
-            md.set(key, GgufValue::U32(id));
-        }
-    }
+    specials::set_special_ids(
+        &mut md,
+        [bos, eos, sp.unk.or(m.unk_id), sp.pad.or(m.pad_id)],
+        n_vocab_rows,
+    );
     let add_bos = sp.add_bos.unwrap_or(true);
     md.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(add_bos));
     md.set(
