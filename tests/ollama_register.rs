@@ -108,3 +108,44 @@ fn a_server_that_is_down_is_a_retryable_error() {
     let err = rt().block_on(client.version()).unwrap_err();
     assert!(err.is_retryable(), "{err}");
 }
+
+#[test]
+fn kvant_register_cli_registers_and_fails_cleanly_when_ollama_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = convert_to(
+        &fixtures::path("hf-gpt2-az"),
+        FileType::Q8_0,
+        dir.path(),
+        None,
+    );
+    let kvant = env!("CARGO_BIN_EXE_kvant");
+    // Server down: exit 1, one line naming the cause.
+    let down = std::process::Command::new(kvant)
+        .arg("register")
+        .arg(&gguf)
+        .args(["--name", "hf-gpt2:q8_0", "--ollama", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(down.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach Ollama"), "{err}");
+    // Server up: registered, and the server lists it.
+    let emu = Emulator::start(&[]);
+    let up = std::process::Command::new(kvant)
+        .arg("register")
+        .arg(&gguf)
+        .args(["--name", "hf-gpt2:q8_0", "--ollama", &emu.url])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let listed = rt().block_on(Client::new(&emu.url).tags()).unwrap();
+    assert!(
+        listed.iter().any(|m| m["name"] == "hf-gpt2:q8_0"),
+        "{listed:?}"
+    );
+}
