@@ -526,3 +526,172 @@ fn service_install_writes_units_systemd_and_launchd_accept() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// Peak resident memory of a live process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// Names of drops in the order the log says they started converting.
+fn conversion_order(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(" converting"))
+        .filter_map(|l| {
+            let i = l.find("drop=")? + 5;
+            Some(l[i..].split_whitespace().next()?.to_owned())
+        })
+        .collect()
+}
+
+/// A burst of 20 drops: converted one at a time in arrival order (named so
+/// that alphabetical order is the reverse), all registered, and the
+/// daemon's peak memory after 20 models is that of one model: it may grow
+/// by what overlapping one registration with the next conversion costs
+/// (bounded here by two checkpoints' size), never by the 19 models queued
+/// (≥ 19 checkpoints if drops were held).
+#[test]
+fn a_burst_of_20_drops_is_processed_in_order_with_memory_of_one_model() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
+    let ckpt_size = std::fs::metadata(fixtures::path("nanogpt-az/ckpt.pt"))
+        .unwrap()
+        .len();
+
+    drop_folder(dir.path(), "nanogpt-az", "burst-20");
+    wait_for(dir.path(), &["burst-20"], Step::Registered, &d, 180);
+    let one_model = peak_rss(d.child.id());
+
+    // Arrival order burst-19, burst-18, ..., burst-01: the reverse of the
+    // names' order, so a name-ordered queue would fail.
+    let arrivals: Vec<String> = (1..20).rev().map(|i| format!("burst-{i:02}")).collect();
+    for name in &arrivals {
+        drop_folder(dir.path(), "nanogpt-az", name);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let all: Vec<&str> = arrivals.iter().map(String::as_str).collect();
+    let st = wait_for(dir.path(), &all, Step::Registered, &d, 900);
+    let twenty_models = peak_rss(d.child.id());
+
+    let mut by_seq: Vec<(&String, u64)> = st.drops.iter().map(|(n, r)| (n, r.seq)).collect();
+    by_seq.sort_by_key(|(_, s)| *s);
+    let queued: Vec<&String> = by_seq.iter().map(|(n, _)| *n).skip(1).collect();
+    assert_eq!(queued, arrivals.iter().collect::<Vec<_>>(), "queue order");
+    let log = d.log();
+    let mut expected = vec!["burst-20".to_owned()];
+    expected.extend(arrivals.iter().cloned());
+    assert_eq!(conversion_order(&log), expected, "conversion order\n{log}");
+
+    let listed = tags(&emu.url);
+    for name in &expected {
+        let tag = format!("{name}:q8_0");
+        assert!(
+            listed.iter().any(|m| m["name"] == tag.as_str()),
+            "{tag} not registered"
+        );
+    }
+    eprintln!(
+        "peak RSS: one model {:.1} MiB, twenty models {:.1} MiB (checkpoint {:.1} MiB)",
+        one_model as f64 / 1048576.0,
+        twenty_models as f64 / 1048576.0,
+        ckpt_size as f64 / 1048576.0
+    );
+    assert!(
+        twenty_models < one_model + 2 * ckpt_size,
+        "peak RSS grew from {one_model} to {twenty_models} bytes over 20 drops"
+    );
+    assert!(d.terminate().success());
+}
+
+/// A chat model's Modelfile gets the proven Go translation of its Jinja
+/// template and the end-of-turn stop; a template that cannot be proven
+/// falls back to `{{ .Prompt }}`, with the reason in the log (naming the
+/// drop) and in the report.
+#[test]
+fn chat_templates_reach_the_modelfile_proven_or_fall_back_with_a_reason() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
+    drop_folder(dir.path(), "hf-qwen2-az", "az-qwen");
+    // hf-gpt2-az with a tool-calling template: not translatable.
+    let staging = dir.path().join("staging-tools");
+    copy_dir(&fixtures::path("hf-gpt2-az"), &staging);
+    let cfg_path = staging.join("tokenizer_config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] = Value::from(
+        "{% if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}<|endoftext|>{{ m.role }}\n{{ m.content }}{% endfor %}",
+    );
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::rename(&staging, dir.path().join("inbox/az-tools")).unwrap();
+
+    let st = wait_for(
+        dir.path(),
+        &["az-qwen", "az-tools"],
+        Step::Registered,
+        &d,
+        300,
+    );
+    let modelfile = |drop: &str| {
+        let p = st.drops[drop].outputs[0].path.with_extension("Modelfile");
+        kvant::modelfile::parse(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let arg = |cmds: &[kvant::modelfile::Command], name: &str| {
+        cmds.iter()
+            .find(|c| c.name == name)
+            .map(|c| c.args.clone())
+            .unwrap_or_default()
+    };
+    let report = |drop: &str| -> Value {
+        let out = &st.drops[drop].outputs[0].path;
+        let model = st.drops[drop].model.clone().unwrap();
+        serde_json::from_str(
+            &std::fs::read_to_string(out.parent().unwrap().join(format!("{model}.report.json")))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+
+    let qwen = modelfile("az-qwen");
+    let qwen_report = report("az-qwen");
+    let chat = &qwen_report["conversion"]["chat_template"];
+    assert_eq!(chat["status"], "translated", "{chat}");
+    assert_eq!(chat["family"], "ChatML");
+    assert_eq!(arg(&qwen, "template"), chat["template"].as_str().unwrap());
+    assert!(qwen
+        .iter()
+        .any(|c| c.name == "parameter" && c.args == "stop <|im_end|>"));
+    let client = kvant::ollama::Client::new(&emu.url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shown = rt.block_on(client.show("az-qwen:q8_0")).unwrap();
+    assert_eq!(shown["template"], chat["template"]);
+    assert!(!qwen_report["registration"][0]["smoke_output"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+
+    let tools = modelfile("az-tools");
+    assert_eq!(arg(&tools, "template"), "{{ .Prompt }}");
+    let tools_chat = &report("az-tools")["conversion"]["chat_template"];
+    assert_eq!(tools_chat["status"], "fallback", "{tools_chat}");
+    assert!(
+        tools_chat["reason"].as_str().unwrap().contains("tools"),
+        "{tools_chat}"
+    );
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("az-tools") && l.contains("{{ .Prompt }}")),
+        "{log}"
+    );
+    assert!(d.terminate().success());
+}

@@ -149,3 +149,77 @@ fn kvant_register_cli_registers_and_fails_cleanly_when_ollama_is_down() {
         "{listed:?}"
     );
 }
+
+/// A chat model (hf-qwen2-az, ChatML): `kvant register` gives Ollama the
+/// proven Go translation of its Jinja template and the end-of-turn stop,
+/// and a chat-style generation (system + user prompt through the
+/// template) returns text from the real llama.cpp runner.
+#[test]
+fn qwen2_chat_model_registers_with_its_proven_template_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, report) = convert_to(
+        &fixtures::path("hf-qwen2-az"),
+        FileType::Q8_0,
+        dir.path(),
+        None,
+    );
+    let kvant::convert::ChatTemplate::Translated {
+        family,
+        template,
+        stop,
+    } = &report.chat_template
+    else {
+        panic!(
+            "hf-qwen2-az's template was not translated: {:?}",
+            report.chat_template
+        )
+    };
+    assert_eq!(family, "ChatML");
+    assert!(stop.contains(&"<|im_end|>".to_string()), "{stop:?}");
+
+    let emu = Emulator::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .arg("register")
+        .arg(&gguf)
+        .args(["--name", "az-qwen:q8_0", "--ollama", &emu.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = Client::new(&emu.url);
+    let shown = rt().block_on(client.show("az-qwen:q8_0")).unwrap();
+    assert_eq!(shown["template"].as_str(), Some(template.as_str()));
+    let params = shown["parameters"].as_str().unwrap_or_default();
+    assert!(
+        params
+            .lines()
+            .any(|l| l.starts_with("stop") && l.contains("<|im_end|>")),
+        "{params}"
+    );
+    assert_eq!(shown["details"]["family"], "qwen2");
+
+    let url = format!("{}/api/generate", emu.url);
+    let v: serde_json::Value = rt().block_on(async {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({
+                "model": "az-qwen:q8_0",
+                "system": "Qısa cavab ver.",
+                "prompt": "Salam! Necəsən?",
+                "stream": false,
+                "options": { "num_predict": 12, "seed": 1, "temperature": 0.7 },
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let text = v["response"].as_str().unwrap_or_default();
+    assert!(!text.trim().is_empty(), "no text generated: {v}");
+    assert!(v["eval_count"].as_u64().unwrap_or(0) > 0, "{v}");
+}

@@ -8,12 +8,12 @@ use std::time::Instant;
 use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::{build_report, n_params};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
-use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
+use super::{ChatTemplate, ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
-use crate::tokenizer::{discover, gguf_vocab};
+use crate::tokenizer::{chat_specials, discover, gguf_vocab};
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -46,6 +46,14 @@ pub(super) fn run(
     }
     files.config_json = config.cloned();
     let vocab = gguf_vocab(&files, plan.n_vocab)?;
+    let chat_template = match vocab
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(GgufValue::as_str)
+    {
+        Some(jinja) => ChatTemplate::decide(Some(jinja), &chat_specials(&files)?),
+        None => ChatTemplate::None,
+    };
 
     let name = req
         .name
@@ -114,6 +122,7 @@ pub(super) fn run(
         vocab.stop_tokens.clone(),
         plan.hparams.clone(),
         version_label(&ck),
+        chat_template,
         &tensors,
         &req.outputs,
         &all_types,

@@ -8,6 +8,7 @@
 //!
 //! This module must not know about the queue, retries or HTTP.
 
+mod chat;
 mod checkpoint;
 mod discover;
 mod mix;
@@ -16,6 +17,7 @@ mod report;
 mod requantize;
 mod stream;
 
+pub use chat::{end_of_text_tokens, specials_from_gguf, ChatTemplate, RAW_TEMPLATE};
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
 
@@ -78,6 +80,9 @@ pub struct ConvertReport {
     pub hparams: serde_json::Value,
     /// A version label for this checkpoint (nanoGPT's `iter_num`), if any.
     pub version: Option<String>,
+    /// The Ollama chat template decided for the model (translated and
+    /// proven, none, or a fallback with its reason).
+    pub chat_template: ChatTemplate,
     /// Each file written.
     pub outputs: Vec<OutputReport>,
     /// Wall time of the whole job.

@@ -23,6 +23,7 @@ pub(super) fn build_report(
     stop_tokens: Vec<String>,
     hparams: serde_json::Value,
     version: Option<String>,
+    chat_template: super::ChatTemplate,
     tensors: &[JobTensor],
     specs: &[OutputSpec],
     types: &[Vec<GgmlType>],
@@ -43,6 +44,7 @@ pub(super) fn build_report(
         stop_tokens,
         hparams,
         version,
+        chat_template,
         outputs,
         seconds: started.elapsed().as_secs_f64(),
     }

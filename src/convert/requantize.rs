@@ -9,11 +9,12 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use super::chat::end_of_text_tokens;
 use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::build_report;
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
-use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
-use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use super::{ChatTemplate, ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
+use crate::gguf::{GgufFile, GgufValue};
 use crate::quant::dequantize;
 
 pub(super) fn run(
@@ -111,7 +112,7 @@ pub(super) fn run(
             .map(str::to_owned)
             .unwrap_or_else(|| super::default_name(&paths.checkpoint))
     });
-    let stop_tokens = eos_strings(&input);
+    let stop_tokens = end_of_text_tokens(md);
     let hparams = serde_json::json!({
         "n_layer": u("block_count"),
         "n_embd": u("embedding_length"),
@@ -125,32 +126,11 @@ pub(super) fn run(
         stop_tokens,
         hparams,
         None,
+        ChatTemplate::from_gguf(md),
         &tensors,
         &req.outputs,
         &all_types,
         written,
         started,
     ))
-}
-
-/// The end-of-text token strings stored in the GGUF vocabulary.
-fn eos_strings(f: &GgufFile) -> Vec<String> {
-    let Some(GgufArray::String(tokens)) = f
-        .metadata
-        .get("tokenizer.ggml.tokens")
-        .and_then(GgufValue::as_array)
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
-        if let Some(id) = f.metadata.get(key).and_then(GgufValue::as_u64) {
-            if let Some(s) = tokens.get(id as usize) {
-                if !out.contains(s) {
-                    out.push(s.clone());
-                }
-            }
-        }
-    }
-    out
 }

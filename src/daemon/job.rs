@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
+use tracing::{info, warn};
 
 use super::config::DaemonConfig;
 use super::settings::{self, ModelSettings};
 use super::state::OutputRecord;
-use crate::convert::{self, ConvertReport, ConvertRequest, NoProgress, OutputSpec};
+use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, NoProgress, OutputSpec};
 use crate::durable::write_atomic;
 use crate::modelfile::Modelfile;
 use crate::ollama::sanitize_model_name;
@@ -36,10 +37,23 @@ fn drop_dir(drop: &Path) -> PathBuf {
     }
 }
 
-/// The Modelfile for one output.
+/// The Modelfile for one output. `TEMPLATE`: the drop's `kvant.toml`
+/// template if given, else the model's proven chat template, else
+/// `{{ .Prompt }}`; `stop`: the end-of-text tokens plus the chat format's
+/// end-of-turn strings (a user's own template keeps only the former).
 pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> Modelfile {
     let mut parameters = vec![("num_ctx".to_owned(), report.context_length.to_string())];
-    for stop in &report.stop_tokens {
+    let chat_stops = match &s.template {
+        Some(_) => &[][..],
+        None => report.chat_template.stop(),
+    };
+    let mut stops: Vec<&String> = Vec::new();
+    for stop in report.stop_tokens.iter().chain(chat_stops) {
+        if !stops.contains(&stop) {
+            stops.push(stop);
+        }
+    }
+    for stop in stops {
         parameters.push(("stop".into(), stop.clone()));
     }
     for (k, v) in &s.parameters {
@@ -57,7 +71,11 @@ pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> 
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         ),
-        template: Some(s.template.clone().unwrap_or_else(|| "{{ .Prompt }}".into())),
+        template: Some(
+            s.template
+                .clone()
+                .unwrap_or_else(|| report.chat_template.template().to_owned()),
+        ),
         system: s.system.clone(),
         parameters,
         license: s.license.clone(),
@@ -105,6 +123,15 @@ pub fn convert_drop(
         ..Default::default()
     };
     let report = convert::convert(&req, &NoProgress, cancel).map_err(|e| e.to_string())?;
+    let drop_name = drop
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match (&settings.template, &report.chat_template) {
+        (Some(_), _) => info!(drop = %drop_name, "TEMPLATE from kvant.toml"),
+        (None, c @ ChatTemplate::Fallback { .. }) => warn!(drop = %drop_name, "{}", c.summary()),
+        (None, c) => info!(drop = %drop_name, "{}", c.summary()),
+    }
     let version_label = report
         .version
         .clone()

@@ -20,7 +20,7 @@ use super::DaemonError;
 use crate::durable;
 use crate::ollama::retry::Backoff;
 use crate::ollama::{Client, OllamaError, Registered};
-use crate::watch::{content_hash, scan, Settler, Watcher};
+use crate::watch::{content_hash, scan, Candidate, Settler, Watcher};
 
 /// Registration attempts on server errors (5xx) before a drop fails.
 /// Connection failures (Ollama down) are retried without limit.
@@ -128,6 +128,10 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let mut settler = Settler::new(cfg.settle);
     let cancel = Arc::new(AtomicBool::new(false));
     let cfg = Arc::new(cfg);
+    let mut hashing: Option<JoinHandle<(Candidate, std::io::Result<String>)>> = None;
+    let mut hashing_name: Option<String> = None;
+    let mut renamed: HashSet<String> = HashSet::new();
+    let mut unreadable: HashMap<String, (u64, u64)> = HashMap::new();
     let mut converting: Option<JoinHandle<ConvertResult>> = None;
     let mut registering: JoinSet<PublishResult> = JoinSet::new();
     let mut reg_running: HashSet<String> = HashSet::new();
@@ -138,61 +142,42 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     loop {
         let mut dirty = take_retry_requests(&cfg.state_dir, &mut st);
 
-        // Intake: new and changed drops.
+        // Intake: new and changed drops, in arrival order (oldest mtime
+        // first). Every candidate is observed on every pass (settling is
+        // timed from the first observation); hashing reads the whole drop,
+        // so it runs off this loop, one drop at a time (arrival order is
+        // queue order), and shutdown interrupts it.
         match scan(&cfg.inbox) {
-            Ok(cands) => {
+            Ok(mut cands) => {
+                cands.sort_by(|a, b| (a.mtime_ns, &a.name).cmp(&(b.mtime_ns, &b.name)));
+                let now = Instant::now();
+                let mut next = None;
                 for c in cands {
-                    let rec = st.drops.get(&c.name);
-                    if rec.is_some_and(|r| {
+                    let known = st.drops.get(&c.name).is_some_and(|r| {
                         r.fingerprint.size == c.size && r.fingerprint.mtime_ns == c.mtime_ns
-                    }) {
+                    });
+                    let in_hash = hashing_name.as_deref() == Some(c.name.as_str());
+                    let unreadable_as_is = unreadable.get(&c.name) == Some(&(c.size, c.mtime_ns));
+                    if known || in_hash || unreadable_as_is {
                         continue;
                     }
-                    if !settler.ready(&c, Instant::now(), watcher.take_renamed(&c.name)) {
-                        continue;
+                    // A rename noticed now must still count when the drop's
+                    // turn to be hashed comes.
+                    if watcher.take_renamed(&c.name) {
+                        renamed.insert(c.name.clone());
                     }
-                    let path = c.path.clone();
-                    let sha = match tokio::task::spawn_blocking(move || content_hash(&path)).await {
-                        Ok(Ok(h)) => h,
-                        Ok(Err(e)) => {
-                            warn!(drop = %c.name, "cannot read: {e}");
-                            continue;
-                        }
-                        Err(e) => {
-                            warn!(drop = %c.name, "hashing failed: {e}");
-                            continue;
-                        }
-                    };
-                    let fp = Fingerprint {
-                        size: c.size,
-                        mtime_ns: c.mtime_ns,
-                        sha256: sha,
-                    };
-                    if let Some(r) = st.drops.get_mut(&c.name) {
-                        if r.fingerprint.sha256 == fp.sha256 {
-                            r.fingerprint = fp; // touched, not changed
-                            dirty = true;
-                            continue;
-                        }
+                    if settler.ready(&c, now, renamed.contains(&c.name)) && next.is_none() {
+                        next = Some(c);
                     }
-                    info!(drop = %c.name, sha256 = %&fp.sha256[..12], "new drop version queued");
-                    let seq = st.next_seq;
-                    st.next_seq += 1;
-                    st.drops.insert(
-                        c.name.clone(),
-                        DropRecord {
-                            path: c.path.clone(),
-                            fingerprint: fp,
-                            step: Step::Queued,
-                            error: None,
-                            attempts: 0,
-                            version_label: None,
-                            model: None,
-                            outputs: vec![],
-                            seq,
-                        },
-                    );
-                    dirty = true;
+                }
+                if let Some(c) = next.filter(|_| hashing.is_none()) {
+                    renamed.remove(&c.name);
+                    hashing_name = Some(c.name.clone());
+                    let cancel = cancel.clone();
+                    hashing = Some(tokio::task::spawn_blocking(move || {
+                        let sha = content_hash(&c.path, &cancel);
+                        (c, sha)
+                    }));
                 }
             }
             Err(e) => warn!(inbox = %cfg.inbox.display(), "cannot scan the inbox: {e}"),
@@ -257,6 +242,23 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         tokio::select! {
             _ = &mut shutdown => break,
             _ = wake_rx.recv() => {}
+            res = async { match hashing.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                hashing = None;
+                hashing_name = None;
+                match res {
+                    Ok((c, Ok(sha))) => {
+                        if intake(&mut st, c, sha) {
+                            st.save(&cfg.state_dir)?;
+                        }
+                    }
+                    Ok((c, Err(e))) => {
+                        // Said once; tried again when the drop changes.
+                        warn!(drop = %c.name, "cannot read: {e}");
+                        unreadable.insert(c.name, (c.size, c.mtime_ns));
+                    }
+                    Err(e) => error!("hashing task failed: {e}"),
+                }
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             res = async { match converting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
                 converting = None;
@@ -278,6 +280,9 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
 
     info!("shutting down: no new work; stopping the current step");
     cancel.store(true, Ordering::Relaxed);
+    if let Some(h) = hashing.take() {
+        let _ = h.await; // returns within one read: the hash sees `cancel`
+    }
     if let Some(h) = converting.take() {
         if let Ok((name, r)) = h.await {
             finish_conversion(&mut st, &name, r);
@@ -292,6 +297,42 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     st.save(&cfg.state_dir)?;
     info!("stopped");
     Ok(())
+}
+
+/// Records a hashed candidate: a new drop or a new version of one is
+/// queued (behind everything queued before it); a drop only touched (same
+/// content) just gets its new fingerprint. Returns whether the state
+/// changed.
+fn intake(st: &mut State, c: Candidate, sha256: String) -> bool {
+    let fp = Fingerprint {
+        size: c.size,
+        mtime_ns: c.mtime_ns,
+        sha256,
+    };
+    if let Some(r) = st.drops.get_mut(&c.name) {
+        if r.fingerprint.sha256 == fp.sha256 {
+            r.fingerprint = fp;
+            return true;
+        }
+    }
+    info!(drop = %c.name, sha256 = %&fp.sha256[..12], "new drop version queued");
+    let seq = st.next_seq;
+    st.next_seq += 1;
+    st.drops.insert(
+        c.name.clone(),
+        DropRecord {
+            path: c.path,
+            fingerprint: fp,
+            step: Step::Queued,
+            error: None,
+            attempts: 0,
+            version_label: None,
+            model: None,
+            outputs: vec![],
+            seq,
+        },
+    );
+    true
 }
 
 fn finish_conversion(st: &mut State, name: &str, r: Result<Converted, String>) {

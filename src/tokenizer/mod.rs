@@ -124,6 +124,20 @@ pub fn gguf_vocab(files: &TokenizerFiles, n_vocab_rows: usize) -> Result<Vocab, 
     Ok(vocab)
 }
 
+/// The `bos_token`/`eos_token`/`add_bos_token` the model's Jinja chat
+/// template is rendered with, from `tokenizer_config.json` (and
+/// `tokenizer.json`'s post-processor for the BOS policy).
+pub fn chat_specials(files: &TokenizerFiles) -> Result<chat_template::Specials, TokenizerError> {
+    let config = files
+        .tokenizer_config
+        .as_deref()
+        .map(read_json)
+        .transpose()?
+        .unwrap_or(Value::Null);
+    let tok = files.tokenizer_json.as_deref().map(read_json).transpose()?;
+    Ok(chat_template::Specials::from_hf(&config, tok.as_ref()))
+}
+
 /// The model's Jinja chat template: `chat_template.jinja` beside the
 /// tokenizer, else `tokenizer_config.json`'s `chat_template` (a string, or
 /// the entry named `default` of a list).

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::bail;
 
-use kvant::convert::{self, ConvertReport, ConvertRequest, OutputSpec};
+use kvant::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, OutputSpec};
 use kvant::quant::{FileType, GgmlType, TypeOverrides};
 
 use crate::cli::args::{ConvertArgs, QuantOptions};
@@ -84,6 +84,10 @@ pub fn print_summary(report: &ConvertReport) {
             out.bits_per_weight,
             report.seconds
         );
+    }
+    match &report.chat_template {
+        c @ ChatTemplate::Fallback { .. } => eprintln!("kvant: warning: {}", c.summary()),
+        c => println!("{}", c.summary()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sha2::Digest;
 
+use kvant::convert::{end_of_text_tokens, ChatTemplate};
 use kvant::gguf::{GgufFile, GgufValue};
 use kvant::ollama::{parse_host, register, Client, Registration};
 
@@ -24,7 +25,26 @@ pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
         .get(&format!("{arch}.context_length"))
         .and_then(GgufValue::as_u64)
         .map(|v| v as u32);
+    // The model's own chat template, translated and proven, unless the
+    // user gives one; the fallback is said, never silent.
+    let chat = ChatTemplate::from_gguf(&f.metadata);
+    let eos = end_of_text_tokens(&f.metadata);
     drop(f);
+    let (template, stop) = match a.template {
+        Some(t) => (t, eos),
+        None => {
+            if let ChatTemplate::Fallback { .. } = chat {
+                eprintln!("kvant: warning: {}: {}", a.file.display(), chat.summary());
+            }
+            let mut stop = eos;
+            for s in chat.stop() {
+                if !stop.contains(s) {
+                    stop.push(s.clone());
+                }
+            }
+            (chat.template().to_owned(), stop)
+        }
+    };
     let mut h = sha2::Sha256::new();
     let mut file = std::fs::File::open(&a.file).with_context(|| a.file.display().to_string())?;
     let mut buf = vec![0u8; 1 << 20];
@@ -45,7 +65,8 @@ pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
         gguf: a.file.clone(),
         sha256: hex::encode(h.finalize()),
         name: a.name.clone(),
-        template: Some(a.template.unwrap_or_else(|| "{{ .Prompt }}".into())),
+        template: Some(template),
+        stop,
         system: a.system,
         num_ctx: a.num_ctx.or(ctx),
         smoke_prompt: "Hello".into(),
