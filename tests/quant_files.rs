@@ -64,6 +64,47 @@ fn every_mix_matches_llama_model_quantize_on_the_fixture() {
     }
 }
 
+/// A generated GPT-2-width model (n_embd 768, 3 layers, untied output,
+/// random weights): every K-quant applies without fallbacks, and for every
+/// mix kvant's `quantize` path (F32 GGUF in) writes, tensor for tensor,
+/// the types and bytes `llama_model_quantize` writes from the same file.
+#[test]
+fn every_mix_matches_llama_model_quantize_on_a_768_wide_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("wide-f32.gguf");
+    let spec = support::quantize::Spec {
+        arch: "gpt2",
+        n_embd: 768,
+        n_layer: 3,
+        n_head: 12,
+        n_head_kv: 12,
+        n_ff: 3072,
+        n_vocab: 1000,
+        n_ctx: 64,
+        n_expert: 0,
+        output: true,
+        shuffle: false,
+    };
+    support::quantize::build(&spec, &input, 768);
+    for ft in MIXES {
+        let ours = dir.path().join(format!("kvant-{}.gguf", ft.name()));
+        let req = ConvertRequest {
+            source: input.clone(),
+            outputs: vec![OutputSpec {
+                file_type: ft,
+                path: ours.clone(),
+            }],
+            ..Default::default()
+        };
+        convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
+        let theirs = dir.path().join(format!("llama-{}.gguf", ft.name()));
+        support::quantize::llama_model_quantize(&input, &theirs, ft, None);
+        assert_same_tensors(&ours, &theirs);
+        std::fs::remove_file(ours).unwrap();
+        std::fs::remove_file(theirs).unwrap();
+    }
+}
+
 #[test]
 fn quantized_nanogpt_logits_stay_within_llama_cpp_deviations() {
     // The fixtures README lists what llama.cpp's own quantizer does to this
