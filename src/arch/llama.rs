@@ -130,10 +130,20 @@ pub fn plan(ck: &Checkpoint, config: &Value, hf_arch: &str) -> Result<ArchPlan, 
         md.set(key("vocab_size"), GgufValue::U32(n_vocab as u32));
         md.set(key("rope.dimension_count"), GgufValue::U32(head_dim as u32));
     }
-    rope_scaling(&mut md, arch, scaling)?;
+    let rope_freqs = rope_scaling(&mut md, arch, scaling, theta, head_dim)?;
 
     let permute = arch == "llama";
     let mut tensors = Vec::new();
+    // Llama-3.1-style scaling travels as a tensor of per-frequency
+    // factors, first in the file as llama.cpp's converter writes it.
+    if let Some(values) = rope_freqs {
+        tensors.push(PlannedTensor {
+            name: "rope_freqs.weight".into(),
+            ne: vec![values.len() as u64],
+            recipe: Recipe::Computed { values },
+            keep_f32: true,
+        });
+    }
     let mut push =
         |gguf: String, src: &str, recipe: Recipe, keep_f32: bool| -> Result<(), ArchError> {
             let s = shape(src)?;
@@ -275,8 +285,16 @@ pub fn plan(ck: &Checkpoint, config: &Value, hf_arch: &str) -> Result<ArchPlan, 
     })
 }
 
-fn rope_scaling(md: &mut Metadata, arch: &str, scaling: Option<&Value>) -> Result<(), ArchError> {
-    let Some(s) = scaling else { return Ok(()) };
+/// Writes the rope scaling keys; for Llama-3.1's `llama3` type, returns
+/// the frequency factors llama.cpp reads from `rope_freqs.weight`.
+fn rope_scaling(
+    md: &mut Metadata,
+    arch: &str,
+    scaling: Option<&Value>,
+    theta: Option<f64>,
+    head_dim: usize,
+) -> Result<Option<Vec<f32>>, ArchError> {
+    let Some(s) = scaling else { return Ok(None) };
     let kind = s
         .get("rope_type")
         .or_else(|| s.get("type"))
@@ -284,7 +302,12 @@ fn rope_scaling(md: &mut Metadata, arch: &str, scaling: Option<&Value>) -> Resul
         .unwrap_or("default");
     let factor = s.get("factor").and_then(Value::as_f64);
     match (kind, factor) {
-        ("default", _) => Ok(()),
+        ("default", _) => Ok(None),
+        ("llama3", _) if arch == "llama" => Ok(Some(llama3_rope_factors(
+            s,
+            theta.unwrap_or(10000.0),
+            head_dim,
+        ))),
         ("linear", Some(f)) | ("yarn", Some(f)) => {
             md.set(format!("{arch}.rope.scaling.type"), kind);
             md.set(
@@ -300,10 +323,42 @@ fn rope_scaling(md: &mut Metadata, arch: &str, scaling: Option<&Value>) -> Resul
                     GgufValue::U32(orig as u32),
                 );
             }
-            Ok(())
+            Ok(None)
         }
         (other, _) => Err(ArchError::Inconsistent(format!(
-            "rope scaling type '{other}' is not supported yet (supported: default, linear, yarn)"
+            "rope scaling type '{other}' is not supported for {arch} (supported: default, linear, yarn, and llama3 for Llama)"
         ))),
     }
+}
+
+/// Llama-3.1's rope scaling as frequency factors: rotary frequencies whose
+/// wavelength is shorter than `original_context / high_freq_factor` keep
+/// their speed (factor 1), those longer than `original_context /
+/// low_freq_factor` are slowed by `factor`, and the band between is
+/// interpolated. This is Hugging Face's `_compute_llama3_parameters`
+/// expressed as the divisor llama.cpp applies (`theta / factor[i]`), in
+/// f32 as llama.cpp's converter computes it.
+pub fn llama3_rope_factors(scaling: &Value, theta: f64, head_dim: usize) -> Vec<f32> {
+    let get =
+        |k: &str, default: f64| scaling.get(k).and_then(Value::as_f64).unwrap_or(default) as f32;
+    let factor = get("factor", 8.0);
+    let low = get("low_freq_factor", 1.0);
+    let high = get("high_freq_factor", 4.0);
+    let old_ctx = get("original_max_position_embeddings", 8192.0);
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    let dim = head_dim as f32;
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / dim);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@
 use crate::gguf::Metadata;
 
 /// How one GGUF tensor is produced from the checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Recipe {
     /// The source tensor's elements in their row-major order.
@@ -33,6 +33,12 @@ pub enum Recipe {
     /// `bias=False`), which llama.cpp's graph requires. Adding zero is
     /// exactly what the missing bias means, so outputs are unchanged.
     Zeros,
+    /// Values computed from the hyper-parameters, not read from the
+    /// checkpoint (Llama-3.1's `rope_freqs` frequency factors).
+    Computed {
+        /// The elements.
+        values: Vec<f32>,
+    },
 }
 
 impl Recipe {
@@ -42,7 +48,7 @@ impl Recipe {
             Recipe::Copy { source }
             | Recipe::Transpose { source }
             | Recipe::PermuteRope { source, .. } => Some(source),
-            Recipe::Zeros => None,
+            Recipe::Zeros | Recipe::Computed { .. } => None,
         }
     }
 }

@@ -195,6 +195,7 @@ fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertEr
             transform::permute_rope(&src.to_f32()?, rows, cols, *n_head)
         }
         Recipe::Zeros => vec![0.0; t.n_elements() as usize],
+        Recipe::Computed { values } => values.clone(),
     };
     if data.len() as u64 != t.n_elements() {
         return Err(bad(format!(
