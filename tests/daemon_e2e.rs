@@ -630,10 +630,26 @@ fn chat_templates_reach_the_modelfile_proven_or_fall_back_with_a_reason() {
     );
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     std::fs::rename(&staging, dir.path().join("inbox/az-tools")).unwrap();
+    // GGUF in: an F32 GGUF of the same chat model is quantized and
+    // registered like a checkpoint, its template read from inside it.
+    let gguf_req = kvant::convert::ConvertRequest {
+        source: fixtures::path("hf-qwen2-az"),
+        outputs: vec![kvant::convert::OutputSpec {
+            file_type: kvant::quant::FileType::F32,
+            path: dir.path().join("qwen-f32.gguf"),
+        }],
+        ..Default::default()
+    };
+    kvant::convert::convert(&gguf_req, &kvant::convert::NoProgress, &Default::default()).unwrap();
+    std::fs::rename(
+        dir.path().join("qwen-f32.gguf"),
+        dir.path().join("inbox/qwen-f32.gguf"),
+    )
+    .unwrap();
 
     let st = wait_for(
         dir.path(),
-        &["az-qwen", "az-tools"],
+        &["az-qwen", "az-tools", "qwen-f32.gguf"],
         Step::Registered,
         &d,
         300,
@@ -678,6 +694,19 @@ fn chat_templates_reach_the_modelfile_proven_or_fall_back_with_a_reason() {
         .as_str()
         .unwrap()
         .is_empty());
+
+    let from_gguf = modelfile("qwen-f32.gguf");
+    assert_eq!(
+        arg(&from_gguf, "template"),
+        chat["template"].as_str().unwrap()
+    );
+    let gguf_model = st.drops["qwen-f32.gguf"].model.clone().unwrap();
+    let shown = rt
+        .block_on(client.show(&format!("{gguf_model}:q8_0")))
+        .unwrap();
+    assert_eq!(shown["details"]["family"], "qwen2");
+    assert_eq!(shown["details"]["quantization_level"], "Q8_0");
+    assert_eq!(shown["template"], chat["template"]);
 
     let tools = modelfile("az-tools");
     assert_eq!(arg(&tools, "template"), "{{ .Prompt }}");
