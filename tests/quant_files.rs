@@ -42,25 +42,33 @@ fn assert_same_tensors(ours: &Path, theirs: &Path) {
 
 const MIXES: [FileType; 17] = FileType::ALL;
 
+/// `kvant convert SRC --type FT` gives, tensor for tensor, the types and
+/// bytes `llama_model_quantize` writes from `f32_gguf` (the same model).
+fn assert_mix_matches_llama_cpp(src: &Path, f32_gguf: &Path, ft: FileType, dir: &Path) {
+    let ours = dir.join(format!("kvant-{}.gguf", ft.name()));
+    let req = ConvertRequest {
+        source: src.to_owned(),
+        outputs: vec![OutputSpec {
+            file_type: ft,
+            path: ours.clone(),
+        }],
+        ..Default::default()
+    };
+    convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
+    let theirs = dir.join(format!("llama-{}.gguf", ft.name()));
+    support::quantize::llama_model_quantize(f32_gguf, &theirs, ft, None);
+    assert_same_tensors(&ours, &theirs);
+    std::fs::remove_file(ours).unwrap();
+    std::fs::remove_file(theirs).unwrap();
+}
+
 #[test]
 fn every_mix_matches_llama_model_quantize_on_the_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixtures::path("hf-gpt2-az");
     let (f32_gguf, _) = convert_to(&src, FileType::F32, dir.path(), None);
     for ft in MIXES {
-        let ours = dir.path().join(format!("kvant-{}.gguf", ft.name()));
-        let req = ConvertRequest {
-            source: src.clone(),
-            outputs: vec![OutputSpec {
-                file_type: ft,
-                path: ours.clone(),
-            }],
-            ..Default::default()
-        };
-        convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
-        let theirs = dir.path().join(format!("llama-{}.gguf", ft.name()));
-        support::quantize::llama_model_quantize(&f32_gguf, &theirs, ft, None);
-        assert_same_tensors(&ours, &theirs);
+        assert_mix_matches_llama_cpp(&src, &f32_gguf, ft, dir.path());
     }
 }
 
@@ -72,36 +80,9 @@ fn every_mix_matches_llama_model_quantize_on_the_fixture() {
 fn every_mix_matches_llama_model_quantize_on_a_768_wide_model() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("wide-f32.gguf");
-    let spec = support::quantize::Spec {
-        arch: "gpt2",
-        n_embd: 768,
-        n_layer: 3,
-        n_head: 12,
-        n_head_kv: 12,
-        n_ff: 3072,
-        n_vocab: 1000,
-        n_ctx: 64,
-        n_expert: 0,
-        output: true,
-        shuffle: false,
-    };
-    support::quantize::build(&spec, &input, 768);
+    support::quantize::build(&support::quantize::Spec::gpt2_wide(), &input, 768);
     for ft in MIXES {
-        let ours = dir.path().join(format!("kvant-{}.gguf", ft.name()));
-        let req = ConvertRequest {
-            source: input.clone(),
-            outputs: vec![OutputSpec {
-                file_type: ft,
-                path: ours.clone(),
-            }],
-            ..Default::default()
-        };
-        convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
-        let theirs = dir.path().join(format!("llama-{}.gguf", ft.name()));
-        support::quantize::llama_model_quantize(&input, &theirs, ft, None);
-        assert_same_tensors(&ours, &theirs);
-        std::fs::remove_file(ours).unwrap();
-        std::fs::remove_file(theirs).unwrap();
+        assert_mix_matches_llama_cpp(&input, &input, ft, dir.path());
     }
 }
 

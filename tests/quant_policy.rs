@@ -38,23 +38,6 @@ fn gpt2_small() -> Spec {
     }
 }
 
-/// GPT-2 small's width: every K-quant fits; untied output.
-fn gpt2_wide() -> Spec {
-    Spec {
-        arch: "gpt2",
-        n_embd: 768,
-        n_layer: 3,
-        n_head: 12,
-        n_head_kv: 12,
-        n_ff: 3072,
-        n_vocab: 1000,
-        n_ctx: 64,
-        n_expert: 0,
-        output: true,
-        shuffle: false,
-    }
-}
-
 /// Small but wide enough for every K-quant, untied (for the override runs).
 fn gpt2_256_untied() -> Spec {
     Spec {
@@ -65,7 +48,7 @@ fn gpt2_256_untied() -> Spec {
         n_ff: 512,
         n_vocab: 300,
         n_ctx: 32,
-        ..gpt2_wide()
+        ..Spec::gpt2_wide()
     }
 }
 
@@ -228,7 +211,7 @@ fn gpt2_narrow_tied_every_file_type_matches_llama_cpp() {
 
 #[test]
 fn gpt2_wide_untied_every_file_type_matches_llama_cpp() {
-    every_file_type(gpt2_wide(), 2);
+    every_file_type(Spec::gpt2_wide(), 2);
 }
 
 #[test]

@@ -185,6 +185,26 @@ pub struct Spec {
     pub shuffle: bool,
 }
 
+impl Spec {
+    /// GPT-2 small's width (n_embd 768, so every K-quant fits), 3 layers,
+    /// untied output, a small vocabulary.
+    pub fn gpt2_wide() -> Spec {
+        Spec {
+            arch: "gpt2",
+            n_embd: 768,
+            n_layer: 3,
+            n_head: 12,
+            n_head_kv: 12,
+            n_ff: 3072,
+            n_vocab: 1000,
+            n_ctx: 64,
+            n_expert: 0,
+            output: true,
+            shuffle: false,
+        }
+    }
+}
+
 /// GPT-2's byte → printable-character map (`bytes_to_unicode`).
 fn byte_char(b: u8) -> char {
     let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
