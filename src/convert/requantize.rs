@@ -13,7 +13,7 @@ use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::build_report;
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
-use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use crate::gguf::{GgufArray, GgufFile, GgufTensor, GgufValue};
 use crate::quant::dequantize;
 
 pub(super) fn run(
@@ -78,6 +78,7 @@ pub(super) fn run(
         });
     }
     let all_types: Vec<_> = outputs.iter().map(|o| o.types.clone()).collect();
+    let file = &input;
     let written = write_outputs(
         &tensors,
         outputs,
@@ -86,12 +87,19 @@ pub(super) fn run(
         progress,
         cancel,
         |i| {
-            let t = &input.tensors[i];
-            let bytes = input.tensor_data(t).to_vec();
-            input.release_pages(t);
-            Ok(TensorData::Encoded {
+            let t = &file.tensors[i];
+            Ok(TensorData::Mapped {
                 ty: t.info.ty,
-                bytes,
+                bytes: file.tensor_data(t),
+                // Dropping the pages of what has been read keeps resident
+                // memory to a band of the largest tensor, not the file.
+                release: Box::new(move |r| {
+                    file.release_pages(&GgufTensor {
+                        info: t.info.clone(),
+                        offset: t.offset + r.start as u64,
+                        nbytes: r.len() as u64,
+                    })
+                }),
             })
         },
         |ty, bytes, n| {
