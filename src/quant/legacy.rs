@@ -233,10 +233,18 @@ impl BlockQ8_0 {
         let (dh, qs) = out.split_at_mut(2);
         dh.copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
         for (q, &v) in qs.iter_mut().zip(x) {
-            // Saturating to i32 then clamping is the reference's saturating
-            // `as i8` for every input (NaN gives 0 both ways), and unlike
-            // it compiles to vector conversions.
-            *q = ((v * id).round() as i32).clamp(-128, 127) as i8 as u8;
+            // The reference's saturating `as i8`, spelled so that it
+            // compiles to vector instructions: NaN (0 · ∞ when 1/d
+            // overflows) to 0, the rest clamped to i8's range, where the
+            // rounded value converts exactly.
+            let r = (v * id).round();
+            let r = if r.is_nan() {
+                0.0
+            } else {
+                r.clamp(-128.0, 127.0)
+            };
+            // SAFETY: r is an integer in [-128, 127], so it fits an i32.
+            *q = unsafe { r.to_int_unchecked::<i32>() } as i8 as u8;
         }
     }
 
