@@ -40,7 +40,7 @@ pub(super) enum TensorData<'a> {
     Mapped {
         ty: GgmlType,
         bytes: &'a [u8],
-        release: Box<dyn Fn(std::ops::Range<usize>) + 'a>,
+        release: Release<'a>,
     },
 }
 
@@ -69,7 +69,7 @@ pub(super) fn write_outputs<'a>(
     mut produce: impl FnMut(usize) -> Result<TensorData<'a>, ConvertError>,
     decode: impl Fn(GgmlType, &[u8], usize) -> Result<Vec<f32>, String>,
 ) -> Result<Vec<WrittenGguf>, ConvertError> {
-    let mut writers = Vec::with_capacity(outputs.len());
+    let mut writers: Vec<GgufWriter> = Vec::with_capacity(outputs.len());
     let mut types = Vec::with_capacity(outputs.len());
     for out in outputs {
         let infos = tensors
@@ -86,6 +86,79 @@ pub(super) fn write_outputs<'a>(
     }
 
     progress.start(tensors.len());
+    // Tensor i is written (copied out and hashed, serial work) by a thread
+    // of its own while tensor i + 1 is quantized on the pool. The
+    // rendezvous channel keeps at most two tensors' encodings alive.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Encoded<'a>>(0);
+        let types = &types;
+        let writer = s.spawn(move || -> Result<Vec<GgufWriter>, ConvertError> {
+            for job in rx {
+                let t = &tensors[job.index];
+                for (w, tys) in writers.iter_mut().zip(types) {
+                    let ty = tys[job.index];
+                    let data = match job.input {
+                        Some((in_ty, bytes)) if in_ty == ty => bytes,
+                        _ => job.bytes.get(&ty).map(Vec::as_slice).ok_or_else(|| {
+                            ConvertError::Other(format!("internal: {} has no {ty} bytes", t.name))
+                        })?,
+                    };
+                    w.write_tensor(&t.name, data)?;
+                }
+                if let (Some((_, bytes)), Some(release)) = (job.input, &job.release) {
+                    release(0..bytes.len());
+                }
+                progress.tensor_done(&t.name);
+            }
+            Ok(writers)
+        });
+        let encoded = encode_tensors(
+            tensors,
+            types,
+            source_path,
+            imatrix,
+            cancel,
+            &mut produce,
+            &decode,
+            tx,
+        );
+        let writers = writer
+            .join()
+            .map_err(|_| ConvertError::Other("the writer thread panicked".into()))?;
+        // A write error stops the writer, which the encoder then sees as
+        // a closed channel: the write error is the one to report.
+        let writers = writers?;
+        encoded?;
+        writers
+            .into_iter()
+            .map(|w| w.finish().map_err(ConvertError::from))
+            .collect()
+    })
+}
+
+/// One tensor ready to be written: its encodings by type, and the input
+/// bytes for outputs that keep the input's type.
+struct Encoded<'a> {
+    index: usize,
+    bytes: HashMap<GgmlType, Vec<u8>>,
+    input: Option<(GgmlType, &'a [u8])>,
+    release: Option<Release<'a>>,
+}
+
+type Release<'a> = Box<dyn Fn(std::ops::Range<usize>) + Send + 'a>;
+
+/// Produces and encodes every tensor in order, handing each to `tx`.
+#[allow(clippy::too_many_arguments)]
+fn encode_tensors<'a>(
+    tensors: &[JobTensor],
+    types: &[Vec<GgmlType>],
+    source_path: &std::path::Path,
+    imatrix: Option<&Imatrix>,
+    cancel: &AtomicBool,
+    produce: &mut impl FnMut(usize) -> Result<TensorData<'a>, ConvertError>,
+    decode: &impl Fn(GgmlType, &[u8], usize) -> Result<Vec<f32>, String>,
+    tx: std::sync::mpsc::SyncSender<Encoded<'a>>,
+) -> Result<(), ConvertError> {
     for (i, t) in tensors.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(ConvertError::Cancelled);
@@ -124,14 +197,13 @@ pub(super) fn write_outputs<'a>(
             }
             Ok::<_, ConvertError>(out)
         };
-        match produce(i)? {
-            TensorData::F32(v) => {
-                let encoded = encode_all(Rows::F32(&v), &wanted)?;
-                drop(v);
-                for (w, tys) in writers.iter_mut().zip(&types) {
-                    w.write_tensor(&t.name, &encoded[&tys[i]])?;
-                }
-            }
+        let job = match produce(i)? {
+            TensorData::F32(v) => Encoded {
+                index: i,
+                bytes: encode_all(Rows::F32(&v), &wanted)?,
+                input: None,
+                release: None,
+            },
             TensorData::Mapped { ty, bytes, release } => {
                 let keeps = wanted.contains(&ty);
                 wanted.retain(|w| *w != ty);
@@ -160,23 +232,20 @@ pub(super) fn write_outputs<'a>(
                     let v = decode(ty, bytes, n).map_err(bad)?;
                     encode_all(Rows::F32(&v), &wanted)?
                 };
-                for (w, tys) in writers.iter_mut().zip(&types) {
-                    let data = if tys[i] == ty {
-                        bytes
-                    } else {
-                        &encoded[&tys[i]]
-                    };
-                    w.write_tensor(&t.name, data)?;
+                Encoded {
+                    index: i,
+                    bytes: encoded,
+                    input: Some((ty, bytes)),
+                    release: Some(release),
                 }
-                release(0..bytes.len());
             }
+        };
+        if tx.send(job).is_err() {
+            // The writer stopped on an error, which the caller reports.
+            return Ok(());
         }
-        progress.tensor_done(&t.name);
     }
-    writers
-        .into_iter()
-        .map(|w| w.finish().map_err(ConvertError::from))
-        .collect()
+    Ok(())
 }
 
 /// Quantizes a whole tensor to `ty`, in bands of about [`BAND_BYTES`] of
