@@ -41,17 +41,14 @@ pub fn from_lanes<T: Copy, const N: usize, const L: usize>(t: &[[T; L]; N], out:
     }
 }
 
-/// Lane-wise `if c { a } else { b }`.
-#[inline(always)]
-fn pick<T: Copy, const L: usize>(c: &[bool; L], a: &[T; L], b: &mut [T; L]) {
-    for j in 0..L {
-        b[j] = if c[j] { a[j] } else { b[j] };
-    }
-}
-
 /// `make_qx_quants(N, nmax, x, L, rmse_type = 1, qw = NULL)` on `L`
 /// sub-blocks (Q6_K's reference: weights x²). `l_out` receives
 /// `l + nmax`; returns each sub-block's scale.
+///
+/// Rather than copying a candidate's levels whenever it wins, as the
+/// reference does, each lane remembers the winning inverse scale and the
+/// levels are computed from it once at the end: the same operations on the
+/// same inputs, so the same levels.
 #[inline(always)]
 pub fn make_qx_quants_lanes<const N: usize, const L: usize>(
     x: &[[f32; L]; N],
@@ -80,14 +77,13 @@ pub fn make_qx_quants_lanes<const N: usize, const L: usize>(
     }
     let nmaxf = nmax as f32;
     let (lo, hi) = (-nmax, nmax - 1);
-    // One candidate scale: levels (`+ nmax`) and the two sums, in order.
-    let candidate = |iscale: &[f32; L], levels: &mut [[i8; L]; N]| {
+    // One candidate scale's two sums, in the reference's order.
+    let sums = |iscale: &[f32; L]| {
         let mut sumlx = [0f32; L];
         let mut suml2 = [0f32; L];
         for i in 0..N {
             for j in 0..L {
                 let l = nearest_int(iscale[j] * x[i][j]).max(lo).min(hi);
-                levels[i][j] = (l + nmax) as i8;
                 let lf = l as f32;
                 sumlx[j] += wx[i][j] * lf;
                 suml2[j] += w[i][j] * lf * lf;
@@ -95,11 +91,11 @@ pub fn make_qx_quants_lanes<const N: usize, const L: usize>(
         }
         (sumlx, suml2)
     };
-    let mut iscale = [0f32; L];
+    let mut best_iscale = [0f32; L];
     for j in 0..L {
-        iscale[j] = -nmaxf / max[j];
+        best_iscale[j] = -nmaxf / max[j];
     }
-    let (sumlx, suml2) = candidate(&iscale, l_out);
+    let (sumlx, suml2) = sums(&best_iscale);
     let mut scale = [0f32; L];
     let mut best = [0f32; L];
     for j in 0..L {
@@ -110,7 +106,7 @@ pub fn make_qx_quants_lanes<const N: usize, const L: usize>(
         };
         best[j] = scale[j] * sumlx[j];
     }
-    let mut laux = [[0i8; L]; N];
+    let mut iscale = [0f32; L];
     for is in -9i32..=9 {
         if is == 0 {
             continue;
@@ -118,36 +114,37 @@ pub fn make_qx_quants_lanes<const N: usize, const L: usize>(
         for j in 0..L {
             iscale[j] = -(nmaxf + 0.1 * is as f32) / max[j];
         }
-        let (sumlx, suml2) = candidate(&iscale, &mut laux);
-        let mut take = [false; L];
-        let mut new_scale = [0f32; L];
-        let mut new_best = [0f32; L];
+        let (sumlx, suml2) = sums(&iscale);
         for j in 0..L {
-            take[j] = (suml2[j] > 0.0) & (sumlx[j] * sumlx[j] > best[j] * suml2[j]);
-            new_scale[j] = sumlx[j] / suml2[j];
-            new_best[j] = new_scale[j] * sumlx[j];
-        }
-        pick(&take, &new_scale, &mut scale);
-        pick(&take, &new_best, &mut best);
-        for (out, cand) in l_out.iter_mut().zip(&laux) {
-            pick(&take, cand, out);
+            let take = (suml2[j] > 0.0) & (sumlx[j] * sumlx[j] > best[j] * suml2[j]);
+            let new_scale = sumlx[j] / suml2[j];
+            let new_best = new_scale * sumlx[j];
+            scale[j] = if take { new_scale } else { scale[j] };
+            best[j] = if take { new_best } else { best[j] };
+            best_iscale[j] = if take { iscale[j] } else { best_iscale[j] };
         }
     }
-    // Sub-blocks the reference gives up on: all levels 0, scale 0.
-    let mut flat = [false; L];
+    // Sub-blocks the reference gives up on get all levels 0, scale 0.
+    let mut keep = [0i32; L];
     for j in 0..L {
-        flat[j] = amax[j] < GROUP_MAX_EPS;
+        let flat = amax[j] < GROUP_MAX_EPS;
+        scale[j] = if flat { 0.0 } else { scale[j] };
+        keep[j] = if flat { 0 } else { -1 };
     }
-    pick(&flat, &[0.0; L], &mut scale);
-    for out in l_out.iter_mut() {
-        pick(&flat, &[0; L], out);
+    for i in 0..N {
+        for j in 0..L {
+            let l = nearest_int(best_iscale[j] * x[i][j]).max(lo).min(hi);
+            l_out[i][j] = ((l + nmax) & keep[j]) as i8;
+        }
     }
     scale
 }
 
 /// `make_qkx2_quants(N, nmax, x, weights, L, Laux, rmin, rdelta, nstep,
 /// use_mad = MAD)` on `L` sub-blocks (Q2_K, Q4_K and Q5_K's reference).
-/// Returns each sub-block's `(scale, the_min)`.
+/// Returns each sub-block's `(scale, the_min)`. As above, the winning
+/// candidate's levels are recomputed once at the end from its inverse
+/// scale and the min it was computed with.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn make_qkx2_quants_lanes<const N: usize, const L: usize, const MAD: bool>(
@@ -186,23 +183,27 @@ pub fn make_qkx2_quants_lanes<const N: usize, const L: usize, const MAD: bool>(
     // (harmlessly) on it too.
     let flat_min = min;
     let nmaxf = nmax as f32;
-    let mut iscale = [0f32; L];
+    let mut best_iscale = [0f32; L];
     let mut scale = [0f32; L];
     for j in 0..L {
-        iscale[j] = nmaxf / (max[j] - min[j]);
-        scale[j] = 1.0 / iscale[j];
+        best_iscale[j] = nmaxf / (max[j] - min[j]);
+        scale[j] = 1.0 / best_iscale[j];
     }
+    // The min the winning levels were computed with.
+    let mut best_min_in = min;
     let mut best_error = [0f32; L];
     for i in 0..N {
         for j in 0..L {
-            let l = nearest_int(iscale[j] * (x[i][j] - min[j])).max(0).min(nmax);
-            l_out[i][j] = l as u8;
+            let l = nearest_int(best_iscale[j] * (x[i][j] - min[j]))
+                .max(0)
+                .min(nmax);
             let diff = scale[j] * l as f32 + min[j] - x[i][j];
             best_error[j] += weights[i][j] * err(diff);
         }
     }
     if nstep >= 1 {
-        let mut laux = [[0u8; L]; N];
+        let mut lf = [[0f32; L]; N];
+        let mut iscale = [0f32; L];
         for is in 0..=nstep {
             for j in 0..L {
                 iscale[j] = (rmin + rdelta * is as f32 + nmaxf) / (max[j] - min[j]);
@@ -213,12 +214,12 @@ pub fn make_qkx2_quants_lanes<const N: usize, const L: usize, const MAD: bool>(
             for i in 0..N {
                 for j in 0..L {
                     let l = nearest_int(iscale[j] * (x[i][j] - min[j])).max(0).min(nmax);
-                    laux[i][j] = l as u8;
                     let w = weights[i][j];
-                    let lf = l as f32;
-                    sum_l[j] += w * lf;
-                    sum_l2[j] += w * lf * lf;
-                    sum_xl[j] += w * lf * x[i][j];
+                    let f = l as f32;
+                    lf[i][j] = f;
+                    sum_l[j] += w * f;
+                    sum_l2[j] += w * f * f;
+                    sum_xl[j] += w * f * x[i][j];
                 }
             }
             let mut d = [0f32; L];
@@ -235,30 +236,34 @@ pub fn make_qkx2_quants_lanes<const N: usize, const L: usize, const MAD: bool>(
             let mut cur_error = [0f32; L];
             for i in 0..N {
                 for j in 0..L {
-                    let diff = this_scale[j] * f32::from(laux[i][j]) + this_min[j] - x[i][j];
+                    let diff = this_scale[j] * lf[i][j] + this_min[j] - x[i][j];
                     cur_error[j] += weights[i][j] * err(diff);
                 }
             }
-            let mut take = [false; L];
             for j in 0..L {
-                take[j] = (d[j] > 0.0) & (cur_error[j] < best_error[j]);
+                let take = (d[j] > 0.0) & (cur_error[j] < best_error[j]);
+                best_error[j] = if take { cur_error[j] } else { best_error[j] };
+                scale[j] = if take { this_scale[j] } else { scale[j] };
+                best_iscale[j] = if take { iscale[j] } else { best_iscale[j] };
+                best_min_in[j] = if take { min[j] } else { best_min_in[j] };
+                min[j] = if take { this_min[j] } else { min[j] };
             }
-            for (out, cand) in l_out.iter_mut().zip(&laux) {
-                pick(&take, cand, out);
-            }
-            pick(&take, &cur_error, &mut best_error);
-            pick(&take, &this_scale, &mut scale);
-            pick(&take, &this_min, &mut min);
         }
     }
-    pick(&flat, &[0.0; L], &mut scale);
-    pick(&flat, &flat_min, &mut min);
-    for out in l_out.iter_mut() {
-        pick(&flat, &[0; L], out);
-    }
+    let mut keep = [0i32; L];
     let mut the_min = [0f32; L];
     for j in 0..L {
-        the_min[j] = -min[j];
+        scale[j] = if flat[j] { 0.0 } else { scale[j] };
+        the_min[j] = -(if flat[j] { flat_min[j] } else { min[j] });
+        keep[j] = if flat[j] { 0 } else { -1 };
+    }
+    for i in 0..N {
+        for j in 0..L {
+            let l = nearest_int(best_iscale[j] * (x[i][j] - best_min_in[j]))
+                .max(0)
+                .min(nmax);
+            l_out[i][j] = (l & keep[j]) as u8;
+        }
     }
     (scale, the_min)
 }
