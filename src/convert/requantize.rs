@@ -13,8 +13,10 @@ use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::build_report;
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
-use crate::gguf::{GgufArray, GgufFile, GgufTensor, GgufValue};
+use crate::gguf::{GgufArray, GgufFile, GgufValue};
 use crate::quant::dequantize;
+// A band of a tensor is released as a tensor of its own.
+use crate::gguf::GgufTensor;
 
 pub(super) fn run(
     req: &ConvertRequest,
