@@ -34,25 +34,51 @@ struct Measured {
 }
 
 /// Runs `cmd`, returning wall time and the child's peak RSS.
+///
+/// The child is started by a fresh, small copy of this binary (`--measure`)
+/// rather than by this process: Linux carries the RSS high-water mark of
+/// the process that execs into the child's `ru_maxrss`, and this process
+/// has held a whole checkpoint and two compared outputs, which would hide
+/// any child's peak below that.
 fn measure(cmd: &mut Command) -> Measured {
+    let report = tempfile::NamedTempFile::new().expect("temp file");
     let started = Instant::now();
+    let status = Command::new(std::env::current_exe().expect("self"))
+        .arg("--measure")
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .status()
+        .expect("spawn");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    let kib: f64 = std::fs::read_to_string(report.path())
+        .expect("peak RSS report")
+        .trim()
+        .parse()
+        .expect("peak RSS in KiB");
+    Measured {
+        seconds,
+        peak_rss_mib: kib / 1024.0,
+    }
+}
+
+/// Child mode (`--measure REPORT PROGRAM ARGS...`): runs the program,
+/// writes its peak RSS in KiB (`wait4`'s `ru_maxrss`) to REPORT, and
+/// exits non-zero if the program failed.
+fn run_measured(report: &str, program: &str, args: &[String]) {
     // Reaped below with wait4, which also reports the child's peak RSS.
     #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().expect("spawn");
+    let child = Command::new(program).args(args).spawn().expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: plain syscall on our own child; `usage` is a valid out pointer.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let seconds = started.elapsed().as_secs_f64();
     assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed with status {status}"
-    );
-    Measured {
-        seconds,
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    std::fs::write(report, usage.ru_maxrss.to_string()).expect("writing the report");
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        std::process::exit(1);
     }
 }
 
@@ -103,6 +129,10 @@ fn identical_tensors(a: &Path, b: &Path) -> (usize, usize, bool) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--measure") {
+        run_measured(&args[2], &args[3], &args[4..]);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--llama-quantize") {
         let ftype: u32 = args[4].parse().expect("ftype");
         let threads: i32 = args[5].parse().expect("threads");

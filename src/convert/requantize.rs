@@ -16,6 +16,8 @@ use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ChatTemplate, ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::gguf::{GgufFile, GgufValue};
 use crate::quant::dequantize;
+// A band of a tensor is released as a tensor of its own.
+use crate::gguf::GgufTensor;
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -79,6 +81,7 @@ pub(super) fn run(
         });
     }
     let all_types: Vec<_> = outputs.iter().map(|o| o.types.clone()).collect();
+    let file = &input;
     let written = write_outputs(
         &tensors,
         outputs,
@@ -87,12 +90,19 @@ pub(super) fn run(
         progress,
         cancel,
         |i| {
-            let t = &input.tensors[i];
-            let bytes = input.tensor_data(t).to_vec();
-            input.release_pages(t);
-            Ok(TensorData::Encoded {
+            let t = &file.tensors[i];
+            Ok(TensorData::Mapped {
                 ty: t.info.ty,
-                bytes,
+                bytes: file.tensor_data(t),
+                // Dropping the pages of what has been read keeps resident
+                // memory to a band of the largest tensor, not the file.
+                release: Box::new(move |r| {
+                    file.release_pages(&GgufTensor {
+                        info: t.info.clone(),
+                        offset: t.offset + r.start as u64,
+                        nbytes: r.len() as u64,
+                    })
+                }),
             })
         },
         |ty, bytes, n| {

@@ -3,6 +3,7 @@
 //! byte. Field offsets follow ggml's structs (`ggml-common.h`).
 
 use super::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use super::lockstep::{from_lanes, make_qkx2_quants_lanes, make_qx_quants_lanes, to_lanes};
 use super::search::{make_q3_quants, make_qkx2_quants, make_qx_quants, nearest_int, GROUP_MAX_EPS};
 
 /// Elements per super-block.
@@ -362,6 +363,86 @@ pub(super) fn k_requantize(
     }
 }
 
+/// [`k_scales_mins`] with the eight sub-block searches run in lock step
+/// (see `lockstep`): the same scales, mins and levels.
+#[inline(always)]
+fn k_scales_mins_fast(
+    x: &[f32; QK_K],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    out_scales: &mut [u8],
+    l: &mut [u8; QK_K],
+) -> (f32, f32) {
+    let xt = to_lanes::<32, 8>(x);
+    let mut sum_x2 = [0f32; 8];
+    for row in &xt {
+        for j in 0..8 {
+            sum_x2[j] += row[j] * row[j];
+        }
+    }
+    let mut av_x = [0f32; 8];
+    for j in 0..8 {
+        av_x[j] = (sum_x2[j] / 32.0).sqrt();
+    }
+    let mut weights = [[0f32; 8]; 32];
+    for (w, row) in weights.iter_mut().zip(&xt) {
+        for j in 0..8 {
+            w[j] = av_x[j] + row[j].abs();
+        }
+    }
+    let mut lt = [[0u8; 8]; 32];
+    let (scales, mins) =
+        make_qkx2_quants_lanes::<32, 8, false>(&xt, &weights, nmax, rmin, 0.1, nstep, &mut lt);
+    from_lanes(&lt, l);
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    out_scales.fill(0);
+    for j in 0..8 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        set_scale_min_k4(j, ls, lm, out_scales);
+    }
+    (max_scale / 63.0, max_min / 63.0)
+}
+
+/// [`k_requantize`] over fixed-size sub-blocks, so it vectorizes.
+#[inline(always)]
+fn k_requantize_fast(
+    x: &[f32; QK_K],
+    d_all: f32,
+    dmin_all: f32,
+    scales: &[u8; 12],
+    nmax: i32,
+    l: &mut [u8; QK_K],
+) {
+    for (j, (lj, xj)) in l.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
+        let (sc, m) = get_scale_min_k4(j, scales);
+        let d = d_all * f32::from(sc);
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin_all * f32::from(m);
+        for (o, &v) in lj.iter_mut().zip(xj) {
+            *o = nearest_int((v + dm) / d).max(0).min(nmax) as u8;
+        }
+    }
+}
+
 /// Q4_K's nibble packing: per 64 levels, `l[i] | l[i+32] << 4`.
 pub(super) fn pack_q4k(l: &[u8; QK_K], q: &mut [u8]) {
     for (k, j) in (0..QK_K).step_by(64).enumerate() {
@@ -416,6 +497,26 @@ impl BlockQ4K {
         pack_q4k(&l, &mut out[16..144]);
     }
 
+    /// [`BlockQ4K::quantize`] with the sub-block searches in lock step:
+    /// the same bytes, several times faster once vectorized.
+    #[inline(always)]
+    pub fn quantize_fast(x: &[f32], out: &mut [u8]) {
+        let (Some(x), Some(out)) = (
+            x.first_chunk::<QK_K>(),
+            out.first_chunk_mut::<{ BlockQ4K::SIZE }>(),
+        ) else {
+            return Self::quantize(x, out);
+        };
+        let mut l = [0u8; QK_K];
+        let mut scales = [0u8; 12];
+        let (d, dmin) = k_scales_mins_fast(x, 15, -1.0, 20, &mut scales, &mut l);
+        let d = put_f16(out, 0, d);
+        let dmin = put_f16(out, 2, dmin);
+        out[4..16].copy_from_slice(&scales);
+        k_requantize_fast(x, d, dmin, &scales, 15, &mut l);
+        pack_q4k(&l, &mut out[16..144]);
+    }
+
     /// `dequantize_row_q4_K` for one super-block.
     pub fn dequantize(b: &[u8], y: &mut [f32]) {
         let d = get_f16(b, 0);
@@ -454,6 +555,26 @@ impl BlockQ5K {
         let mut scales = [0u8; 12];
         scales.copy_from_slice(&out[4..16]);
         k_requantize(x, d, dmin, &scales, 31, &mut l);
+        pack_q5k(&l, &mut out[16..176]);
+    }
+
+    /// [`BlockQ5K::quantize`] with the sub-block searches in lock step:
+    /// the same bytes.
+    #[inline(always)]
+    pub fn quantize_fast(x: &[f32], out: &mut [u8]) {
+        let (Some(x), Some(out)) = (
+            x.first_chunk::<QK_K>(),
+            out.first_chunk_mut::<{ BlockQ5K::SIZE }>(),
+        ) else {
+            return Self::quantize(x, out);
+        };
+        let mut l = [0u8; QK_K];
+        let mut scales = [0u8; 12];
+        let (d, dmin) = k_scales_mins_fast(x, 31, -0.5, 15, &mut scales, &mut l);
+        let d = put_f16(out, 0, d);
+        let dmin = put_f16(out, 2, dmin);
+        out[4..16].copy_from_slice(&scales);
+        k_requantize_fast(x, d, dmin, &scales, 31, &mut l);
         pack_q5k(&l, &mut out[16..176]);
     }
 
@@ -553,6 +674,68 @@ impl BlockQ6K {
         }
     }
 
+    /// [`BlockQ6K::quantize_with`]`(x, out, None)` with the sixteen
+    /// sub-block searches in lock step: the same bytes.
+    #[inline(always)]
+    pub fn quantize_fast(x: &[f32], out: &mut [u8]) {
+        let (Some(x), Some(out)) = (
+            x.first_chunk::<QK_K>(),
+            out.first_chunk_mut::<{ BlockQ6K::SIZE }>(),
+        ) else {
+            return Self::quantize_with(x, out, None);
+        };
+        let xt = to_lanes::<16, 16>(x);
+        let mut lt = [[0i8; 16]; 16];
+        let scales = make_qx_quants_lanes::<16, 16>(&xt, 32, &mut lt);
+        let mut max_scale = 0f32;
+        let mut max_abs_scale = 0f32;
+        for &s in &scales {
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            out.fill(0);
+            return;
+        }
+        let iscale = -128.0 / max_scale;
+        let d_all = put_f16(out, 208, 1.0 / iscale);
+        let mut sc = [0i8; 16];
+        for ib in 0..16 {
+            sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+            out[192 + ib] = sc[ib] as u8;
+        }
+        let mut l = [0i8; QK_K];
+        from_lanes(&lt, &mut l);
+        for (j, (lj, xj)) in l.chunks_exact_mut(16).zip(x.chunks_exact(16)).enumerate() {
+            let d = d_all * f32::from(sc[j]);
+            if d == 0.0 {
+                continue;
+            }
+            for (o, &v) in lj.iter_mut().zip(xj) {
+                *o = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
+            }
+        }
+        let (ql, qh) = out.split_at_mut(128);
+        for k in 0..2 {
+            let lk = &l[128 * k..128 * k + 128];
+            let qlk = &mut ql[64 * k..64 * k + 64];
+            let qhk = &mut qh[32 * k..32 * k + 32];
+            for i in 0..32 {
+                let (a, b, c, e) = (
+                    lk[i] as u8,
+                    lk[i + 32] as u8,
+                    lk[i + 64] as u8,
+                    lk[i + 96] as u8,
+                );
+                qlk[i] = (a & 0xF) | ((c & 0xF) << 4);
+                qlk[i + 32] = (b & 0xF) | ((e & 0xF) << 4);
+                qhk[i] = (a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6);
+            }
+        }
+    }
+
     /// `dequantize_row_q6_K` for one super-block.
     pub fn dequantize(b: &[u8], y: &mut [f32]) {
         let d = get_f16(b, 208);
@@ -572,6 +755,164 @@ impl BlockQ6K {
                 y[n + i + 64] = d * f32::from(s[is + 4] as i8) * f32::from(q3);
                 y[n + i + 96] = d * f32::from(s[is + 6] as i8) * f32::from(q4);
             }
+        }
+    }
+}
+
+/// The lock-step kernels against the reference kernels beside them: the
+/// same bytes on thousands of random blocks and on the edge blocks that
+/// exercise every branch a lane can take differently from its
+/// neighbours. (tests/quant_kernels.rs checks the references, and the
+/// dispatched fast kernels, against ggml itself.)
+#[cfg(test)]
+mod fast_tests {
+    use super::*;
+    use crate::quant::{quantize, GgmlType};
+
+    type Kernel = fn(&[f32], &mut [u8]);
+    const KERNELS: [(GgmlType, Kernel, Kernel); 3] = [
+        (GgmlType::Q4K, BlockQ4K::quantize, BlockQ4K::quantize_fast),
+        (GgmlType::Q5K, BlockQ5K::quantize, BlockQ5K::quantize_fast),
+        (
+            GgmlType::Q6K,
+            |x, out| BlockQ6K::quantize_with(x, out, None),
+            BlockQ6K::quantize_fast,
+        ),
+    ];
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn uniform(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+        fn normal(&mut self, scale: f32) -> f32 {
+            let s: f32 = (0..4).map(|_| self.uniform()).sum();
+            (s - 2.0) * scale
+        }
+    }
+
+    /// Every kernel on `blocks` (whole super-blocks): the fast kernel
+    /// called directly, and through `quantize` (the AVX2 build where the
+    /// CPU has it), must give the reference's bytes.
+    fn check(what: &str, blocks: &[f32]) {
+        assert_eq!(blocks.len() % QK_K, 0);
+        for (ty, reference, fast) in KERNELS {
+            let ts = ty.type_size();
+            let mut want = vec![0u8; blocks.len() / QK_K * ts];
+            let mut got = vec![0xA5u8; want.len()];
+            for ((x, w), g) in blocks
+                .chunks_exact(QK_K)
+                .zip(want.chunks_exact_mut(ts))
+                .zip(got.chunks_exact_mut(ts))
+            {
+                reference(x, w);
+                fast(x, g);
+            }
+            let dispatched = quantize(ty, blocks, QK_K, None).expect("finite blocks");
+            for (how, got) in [("fast", &got), ("dispatched", &dispatched)] {
+                if let Some(i) = want.iter().zip(got.iter()).position(|(a, b)| a != b) {
+                    panic!(
+                        "{ty} {how} {what}: block {} differs at byte {}",
+                        i / ts,
+                        i % ts
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_blocks_match_the_reference() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for (scale, n_blocks) in [(0.02f32, 2000), (1.0, 1000), (300.0, 500), (1e-6, 500)] {
+            let x: Vec<f32> = (0..n_blocks * QK_K).map(|_| rng.normal(scale)).collect();
+            check(&format!("normal({scale})"), &x);
+        }
+        // Non-negative and non-positive blocks (min clamps to 0, or not).
+        let pos: Vec<f32> = (0..500 * QK_K).map(|_| rng.uniform()).collect();
+        check("uniform [0, 1)", &pos);
+        let neg: Vec<f32> = pos.iter().map(|v| -v).collect();
+        check("uniform (-1, 0]", &neg);
+        // Heavy tails: an outlier now and then dominates its sub-block.
+        let tails: Vec<f32> = (0..1000 * QK_K)
+            .map(|_| {
+                let v = rng.normal(0.02);
+                if rng.next().is_multiple_of(97) {
+                    v * 400.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        check("heavy tails", &tails);
+        // Few distinct values: many exact ties between candidate scales.
+        let coarse: Vec<f32> = (0..500 * QK_K)
+            .map(|_| (rng.next() % 9) as f32 * 0.25 - 1.0)
+            .collect();
+        check("nine levels", &coarse);
+    }
+
+    #[test]
+    fn edge_blocks_match_the_reference() {
+        let n = QK_K;
+        let mut blocks: Vec<(&str, Vec<f32>)> = vec![
+            ("zeros", vec![0.0; n]),
+            ("constant", vec![0.37; n]),
+            ("negative constant", vec![-2.5; n]),
+            ("1e30", vec![1e30; n]),
+            (
+                "huge mixed",
+                (0..n)
+                    .map(|i| if i % 3 == 0 { 1e30 } else { -3e29 })
+                    .collect(),
+            ),
+            ("tiny", (0..n).map(|i| (i as f32 - 128.0) * 1e-30).collect()),
+            ("1e-30", vec![1e-30; n]),
+            (
+                "subnormal",
+                (0..n).map(|i| f32::from_bits(i as u32 + 1)).collect(),
+            ),
+            (
+                "alternating",
+                (0..n)
+                    .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+                    .collect(),
+            ),
+            ("ramp", (0..n).map(|i| i as f32 / 17.0).collect()),
+            (
+                "ties",
+                (0..n).map(|i| (i % 16) as f32 * 0.5 - 4.0).collect(),
+            ),
+        ];
+        for at in [0, 1, 77, 255] {
+            let mut one = vec![0.0; n];
+            one[at] = 3.25;
+            blocks.push(("one non-zero", one.clone()));
+            one[at] = -3.25;
+            blocks.push(("one negative", one));
+        }
+        // Lanes that diverge: some sub-blocks flat (zero, or a negative
+        // constant, whose min stays), tiny or huge, beside ordinary ones.
+        let mut rng = Rng(7);
+        for pattern in 0..64u32 {
+            let x: Vec<f32> = (0..n)
+                .map(|i| match (pattern >> (i / 32 % 6)) & 3 {
+                    0 => 0.0,
+                    1 => -0.75,
+                    2 => rng.normal(if i % 16 < 8 { 1e-20 } else { 0.1 }),
+                    _ => rng.normal(1e3),
+                })
+                .collect();
+            blocks.push(("mixed sub-blocks", x));
+        }
+        for (what, x) in &blocks {
+            check(what, x);
         }
     }
 }

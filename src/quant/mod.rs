@@ -20,6 +20,7 @@ mod imatrix;
 mod imatrix_kernels;
 mod kquants;
 mod legacy;
+mod lockstep;
 mod policy;
 mod rows;
 mod search;
@@ -30,5 +31,5 @@ pub use fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_b
 pub use ftype::FileType;
 pub use imatrix::{Imatrix, ImatrixError};
 pub use policy::{choose_types, PolicyError, PolicyModel, PolicyTensor, TypeOverrides};
-pub use rows::{dequantize, quantize, quantize_into};
+pub use rows::{dequantize, quantize, quantize_into, quantize_rows, Rows};
 pub use types::GgmlType;
