@@ -7,7 +7,6 @@
 //! under a temporary name and renamed into place by `finish`; an error or
 //! a cancel drops the writers, which removes the temporary files.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ConvertError, OutputSpec, Progress};
@@ -86,29 +85,50 @@ pub(super) fn write_outputs<'a>(
     }
 
     progress.start(tensors.len());
-    // Tensor i is written (copied out and hashed, serial work) by a thread
-    // of its own while tensor i + 1 is quantized on the pool. The
-    // rendezvous channel keeps at most two tensors' encodings alive.
+    // The files are written (copied out and hashed: serial work) by a
+    // thread of their own while the pool quantizes. Encodings travel in
+    // bands, so a big tensor's first bytes are on their way to the disk
+    // while its last ones are encoded; the bounded channel keeps a few
+    // bands in flight, never a model.
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Encoded<'a>>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ToWriter<'a>>(4);
+        // Written bands go back to the encoder for re-use: fresh buffers
+        // cost a page fault per 4 KiB.
+        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         let types = &types;
         let writer = s.spawn(move || -> Result<Vec<GgufWriter>, ConvertError> {
-            for job in rx {
-                let t = &tensors[job.index];
-                for (w, tys) in writers.iter_mut().zip(types) {
-                    let ty = tys[job.index];
-                    let data = match job.input {
-                        Some((in_ty, bytes)) if in_ty == ty => bytes,
-                        _ => job.bytes.get(&ty).map(Vec::as_slice).ok_or_else(|| {
-                            ConvertError::Other(format!("internal: {} has no {ty} bytes", t.name))
-                        })?,
-                    };
-                    w.write_tensor(&t.name, data)?;
+            let mut begun = None;
+            for msg in rx {
+                let index = msg.index();
+                let t = &tensors[index];
+                if begun != Some(index) {
+                    for w in writers.iter_mut() {
+                        w.begin_tensor(&t.name)?;
+                    }
+                    begun = Some(index);
                 }
-                if let (Some((_, bytes)), Some(release)) = (job.input, &job.release) {
-                    release(0..bytes.len());
+                match msg {
+                    ToWriter::Band { ty, bytes, .. } => {
+                        for (w, tys) in writers.iter_mut().zip(types) {
+                            if tys[index] == ty {
+                                w.append_tensor_bytes(&bytes)?;
+                            }
+                        }
+                        let _ = give_back.send(bytes);
+                    }
+                    ToWriter::Done { input, release, .. } => {
+                        for (w, tys) in writers.iter_mut().zip(types) {
+                            if let Some((_, bytes)) = input.filter(|(ty, _)| *ty == tys[index]) {
+                                w.append_tensor_bytes(bytes)?;
+                            }
+                            w.end_tensor()?;
+                        }
+                        if let (Some((_, bytes)), Some(release)) = (input, &release) {
+                            release(0..bytes.len());
+                        }
+                        progress.tensor_done(&t.name);
+                    }
                 }
-                progress.tensor_done(&t.name);
             }
             Ok(writers)
         });
@@ -120,8 +140,10 @@ pub(super) fn write_outputs<'a>(
             cancel,
             &mut produce,
             &decode,
-            tx,
+            &tx,
+            &mut BufferPool::new(returned),
         );
+        drop(tx);
         let writers = writer
             .join()
             .map_err(|_| ConvertError::Other("the writer thread panicked".into()))?;
@@ -136,18 +158,38 @@ pub(super) fn write_outputs<'a>(
     })
 }
 
-/// One tensor ready to be written: its encodings by type, and the input
-/// bytes for outputs that keep the input's type.
-struct Encoded<'a> {
-    index: usize,
-    bytes: HashMap<GgmlType, Vec<u8>>,
-    input: Option<(GgmlType, &'a [u8])>,
-    release: Option<Release<'a>>,
+/// What the encoder hands the writer thread, in file order.
+enum ToWriter<'a> {
+    /// The next bytes of tensor `index` encoded as `ty` (every output
+    /// writing `ty` for it appends them).
+    Band {
+        index: usize,
+        ty: GgmlType,
+        bytes: Vec<u8>,
+    },
+    /// Tensor `index` is complete. Outputs that keep the input's type get
+    /// the input's own bytes; `release` lets their pages go afterwards.
+    Done {
+        index: usize,
+        input: Option<(GgmlType, &'a [u8])>,
+        release: Option<Release<'a>>,
+    },
+}
+
+impl ToWriter<'_> {
+    fn index(&self) -> usize {
+        match self {
+            ToWriter::Band { index, .. } | ToWriter::Done { index, .. } => *index,
+        }
+    }
 }
 
 type Release<'a> = Box<dyn Fn(std::ops::Range<usize>) + Send + 'a>;
 
-/// Produces and encodes every tensor in order, handing each to `tx`.
+/// The writer thread stopped (on an error it reports itself).
+struct WriterGone;
+
+/// Produces and encodes every tensor in order, handing the bands to `tx`.
 #[allow(clippy::too_many_arguments)]
 fn encode_tensors<'a>(
     tensors: &[JobTensor],
@@ -157,7 +199,8 @@ fn encode_tensors<'a>(
     cancel: &AtomicBool,
     produce: &mut impl FnMut(usize) -> Result<TensorData<'a>, ConvertError>,
     decode: &impl Fn(GgmlType, &[u8], usize) -> Result<Vec<f32>, String>,
-    tx: std::sync::mpsc::SyncSender<Encoded<'a>>,
+    tx: &std::sync::mpsc::SyncSender<ToWriter<'a>>,
+    pool: &mut BufferPool,
 ) -> Result<(), ConvertError> {
     for (i, t) in tensors.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -181,106 +224,156 @@ fn encode_tensors<'a>(
         };
         let n = t.n_elements() as usize;
         // The types this tensor is written as, each once (outputs that
-        // share a type share the bytes).
+        // share a type share the bytes), one type at a time over the whole
+        // tensor.
         let mut wanted: Vec<GgmlType> = Vec::new();
         for ty in types.iter().map(|tys| tys[i]) {
             if !wanted.contains(&ty) {
                 wanted.push(ty);
             }
         }
-        let encode_all = |src: Rows<'_>, wanted: &[GgmlType]| {
-            let mut out = HashMap::new();
-            for &ty in wanted {
-                let bytes = quantize_all(ty, src, n_per_row, weights, &|_| {})
-                    .map_err(|e| bad(e.to_string()))?;
-                out.insert(ty, bytes);
+        // Ok(false): the writer stopped, and reports its own error.
+        let mut encode = |src: Rows<'_>, ty: GgmlType, done: &dyn Fn(std::ops::Range<usize>)| {
+            let mut send = |bytes| {
+                tx.send(ToWriter::Band {
+                    index: i,
+                    ty,
+                    bytes,
+                })
+                .map_err(|_| WriterGone)
+            };
+            match quantize_banded(ty, src, n_per_row, weights, done, pool, &mut send) {
+                Ok(()) => Ok(true),
+                Err(Banded::Quant(e)) => Err(bad(e.to_string())),
+                Err(Banded::WriterGone) => Ok(false),
             }
-            Ok::<_, ConvertError>(out)
         };
-        let job = match produce(i)? {
-            TensorData::F32(v) => Encoded {
-                index: i,
-                bytes: encode_all(Rows::F32(&v), &wanted)?,
-                input: None,
-                release: None,
-            },
+        let (input, release) = match produce(i)? {
+            TensorData::F32(v) => {
+                for &ty in &wanted {
+                    if !encode(Rows::F32(&v), ty, &|_| {})? {
+                        return Ok(());
+                    }
+                }
+                (None, None)
+            }
             TensorData::Mapped { ty, bytes, release } => {
                 let keeps = wanted.contains(&ty);
                 wanted.retain(|w| *w != ty);
-                let encoded = if wanted.is_empty() {
-                    HashMap::new()
-                } else if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+                if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
                     // Bands can be let go as soon as they are quantized
-                    // unless an output still copies the raw bytes.
+                    // unless an output still copies the raw bytes; a second
+                    // type re-reads released bands from the page cache,
+                    // which beats holding them.
                     let done = |r| {
                         if !keeps {
                             release(r)
                         }
                     };
-                    let mut out = HashMap::new();
                     for &to in &wanted {
-                        // One type at a time over the whole tensor: a
-                        // second type re-reads released bands from the
-                        // page cache, which beats holding them.
-                        let encoded =
-                            quantize_all(to, Rows::Le { ty, bytes }, n_per_row, weights, &done)
-                                .map_err(|e| bad(e.to_string()))?;
-                        out.insert(to, encoded);
+                        if !encode(Rows::Le { ty, bytes }, to, &done)? {
+                            return Ok(());
+                        }
                     }
-                    out
-                } else {
+                } else if !wanted.is_empty() {
                     let v = decode(ty, bytes, n).map_err(bad)?;
-                    encode_all(Rows::F32(&v), &wanted)?
-                };
-                Encoded {
-                    index: i,
-                    bytes: encoded,
-                    input: Some((ty, bytes)),
-                    release: Some(release),
+                    for &to in &wanted {
+                        if !encode(Rows::F32(&v), to, &|_| {})? {
+                            return Ok(());
+                        }
+                    }
                 }
+                (Some((ty, bytes)), Some(release))
             }
         };
-        if tx.send(job).is_err() {
-            // The writer stopped on an error, which the caller reports.
+        let done = ToWriter::Done {
+            index: i,
+            input,
+            release,
+        };
+        if tx.send(done).is_err() {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// Quantizes a whole tensor to `ty`, in bands of about [`BAND_BYTES`] of
-/// input, calling `done` with each band's input byte range once it is
-/// encoded.
-fn quantize_all(
+/// Encoding buffers handed back by the writer, kept for the next tensors.
+struct BufferPool {
+    returned: std::sync::mpsc::Receiver<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// At most this many idle band buffers are kept (a few bands are in
+    /// flight), so the pool holds a few bands, never a tensor.
+    const KEEP: usize = 6;
+
+    fn new(returned: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        BufferPool {
+            returned,
+            spare: Vec::new(),
+        }
+    }
+
+    /// The largest idle buffer (empty), or a new one.
+    fn take(&mut self) -> Vec<u8> {
+        self.spare.extend(self.returned.try_iter());
+        self.spare.sort_by_key(Vec::capacity);
+        let extra = self.spare.len().saturating_sub(Self::KEEP);
+        self.spare.drain(..extra);
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+}
+
+/// Why banded quantization stopped.
+enum Banded {
+    Quant(QuantError),
+    WriterGone,
+}
+
+/// Quantizes a whole tensor to `ty` in bands of about [`BAND_BYTES`] of
+/// input, handing each band's bytes to `emit` in order and calling `done`
+/// with the band's input byte range once it is encoded.
+fn quantize_banded(
     ty: GgmlType,
     src: Rows<'_>,
     n_per_row: usize,
     weights: Option<&[f32]>,
     done: &dyn Fn(std::ops::Range<usize>),
-) -> Result<Vec<u8>, QuantError> {
-    let n = src.len()?;
+    pool: &mut BufferPool,
+    emit: &mut dyn FnMut(Vec<u8>) -> Result<(), WriterGone>,
+) -> Result<(), Banded> {
+    let n = src.len().map_err(Banded::Quant)?;
     let bad_len = QuantError::BadRowLength {
         ty,
         block: ty.block_size(),
         n_per_row,
     };
-    let row_size = ty.row_size(n_per_row).ok_or(bad_len.clone())?;
-    let n_rows = n.checked_div(n_per_row).ok_or(bad_len)?;
-    let in_row = match src {
-        Rows::F32(_) => 4 * n_per_row,
-        Rows::Le { bytes, .. } => bytes.len() / n_rows.max(1),
-    };
-    let band = (BAND_BYTES / in_row.max(1)).max(1);
-    let mut out = vec![0u8; row_size * n_rows];
-    for (k, d) in out.chunks_mut(row_size * band).enumerate() {
-        let r0 = k * band;
-        let r1 = r0 + d.len() / row_size;
-        quantize_rows(ty, src, n_per_row, weights, r0..r1, d)?;
-        done(r0 * in_row..r1 * in_row);
-    }
+    let row_size = ty
+        .row_size(n_per_row)
+        .ok_or(Banded::Quant(bad_len.clone()))?;
+    let n_rows = n.checked_div(n_per_row).ok_or(Banded::Quant(bad_len))?;
     if n_rows == 0 {
         // Lets quantize_rows report a row length that does not divide.
-        quantize_rows(ty, src, n_per_row, weights, 0..0, &mut out)?;
+        return quantize_rows(ty, src, n_per_row, weights, 0..0, &mut []).map_err(Banded::Quant);
     }
-    Ok(out)
+    let in_row = match src {
+        Rows::F32(_) => 4 * n_per_row,
+        Rows::Le { bytes, .. } => bytes.len() / n_rows,
+    };
+    let band = (BAND_BYTES / in_row.max(1)).max(1);
+    let mut r0 = 0;
+    while r0 < n_rows {
+        let r1 = (r0 + band).min(n_rows);
+        let mut out = pool.take();
+        out.resize((r1 - r0) * row_size, 0);
+        quantize_rows(ty, src, n_per_row, weights, r0..r1, &mut out).map_err(Banded::Quant)?;
+        done(r0 * in_row..r1 * in_row);
+        emit(out).map_err(|WriterGone| Banded::WriterGone)?;
+        r0 = r1;
+    }
+    Ok(())
 }

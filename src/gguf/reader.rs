@@ -356,7 +356,8 @@ mod tests {
     use super::*;
     use crate::gguf::GgufWriter;
 
-    fn sample(dir: &Path) -> PathBuf {
+    /// Metadata and a two-tensor table (F32 [3], Q8_0 [32, 2]).
+    fn sample_layout() -> (Metadata, Vec<TensorInfo>) {
         let mut md = Metadata::new();
         md.set("general.architecture", "gpt2");
         md.set("gpt2.block_count", GgufValue::U32(2));
@@ -368,6 +369,11 @@ mod tests {
             TensorInfo::new("a", vec![3], GgmlType::F32),
             TensorInfo::new("b", vec![32, 2], GgmlType::Q8_0),
         ];
+        (md, tensors)
+    }
+
+    fn sample(dir: &Path) -> PathBuf {
+        let (md, tensors) = sample_layout();
         let path = dir.join("t.gguf");
         let mut w = GgufWriter::create(&path, &md, tensors).expect("create");
         w.write_tensor("a", &[1u8; 12]).expect("a");
@@ -404,5 +410,24 @@ mod tests {
                 drop(f);
             }
         }
+    }
+
+    #[test]
+    fn a_tensor_given_in_pieces_is_the_same_file_and_sizes_are_enforced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let whole = std::fs::read(sample(dir.path())).expect("read");
+        let (md, tensors) = sample_layout();
+        let path = dir.path().join("pieces.gguf");
+        let mut w = GgufWriter::create(&path, &md, tensors).expect("create");
+        w.write_tensor("a", &[1u8; 12]).expect("a");
+        assert!(w.begin_tensor("a").is_err(), "out of order");
+        w.begin_tensor("b").expect("b");
+        w.append_tensor_bytes(&[2u8; 30]).expect("first piece");
+        assert!(w.end_tensor().is_err(), "short tensor closed");
+        assert!(w.append_tensor_bytes(&[2u8; 39]).is_err(), "too many bytes");
+        w.append_tensor_bytes(&[2u8; 38]).expect("second piece");
+        w.end_tensor().expect("end");
+        w.finish().expect("finish");
+        assert_eq!(std::fs::read(&path).expect("read"), whole);
     }
 }

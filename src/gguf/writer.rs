@@ -71,7 +71,12 @@ pub struct GgufWriter {
     offsets: Vec<u64>,
     data_start: u64,
     next: usize,
+    /// Bytes written when writeback was last started.
+    writeback_at: u64,
 }
+
+/// How much output accumulates before its disk writes are started.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl std::fmt::Debug for GgufWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +143,7 @@ impl GgufWriter {
             offsets,
             data_start,
             next: 0,
+            writeback_at: 0,
         })
     }
 
@@ -154,6 +160,16 @@ impl GgufWriter {
     /// Writes the data of the next tensor in table order; `data` must be
     /// exactly that tensor's size.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<(), GgufError> {
+        self.begin_tensor(name)?;
+        self.append_tensor_bytes(data)?;
+        self.end_tensor()
+    }
+
+    /// Starts the next tensor in table order, to be given in pieces with
+    /// [`GgufWriter::append_tensor_bytes`] and closed by
+    /// [`GgufWriter::end_tensor`] (so a big tensor's first bytes reach the
+    /// disk while its last ones are still being encoded).
+    pub fn begin_tensor(&mut self, name: &str) -> Result<(), GgufError> {
         let Some(info) = self.tensors.get(self.next) else {
             return Err(GgufError::Usage(format!(
                 "tensor '{name}' written after the last tensor"
@@ -165,13 +181,6 @@ impl GgufWriter {
                 info.name
             )));
         }
-        let nbytes = info.nbytes()?;
-        if data.len() as u64 != nbytes {
-            return Err(GgufError::Usage(format!(
-                "tensor '{name}': {} bytes given, {nbytes} expected",
-                data.len()
-            )));
-        }
         // The same check candle's writer makes: the stream must be exactly
         // where the table said this tensor starts.
         let expected = self.data_start + self.offsets[self.next];
@@ -181,12 +190,58 @@ impl GgufWriter {
                 self.out.written
             )));
         }
+        Ok(())
+    }
+
+    /// Appends bytes to the tensor begun last; more than its size is an
+    /// error.
+    pub fn append_tensor_bytes(&mut self, data: &[u8]) -> Result<(), GgufError> {
+        let (start, nbytes, name) = self.current()?;
+        if self.out.written - start + data.len() as u64 > nbytes {
+            return Err(GgufError::Usage(format!(
+                "tensor '{name}': more than its {nbytes} bytes given"
+            )));
+        }
         let path = self.atomic.final_path().to_owned();
-        let io = |e| GgufError::io(&path, e);
-        self.out.write_all(data).map_err(io)?;
-        write_zeros(&mut self.out, pad(nbytes, ALIGNMENT) - nbytes).map_err(io)?;
+        self.out
+            .write_all(data)
+            .map_err(|e| GgufError::io(&path, e))?;
+        if self.out.written - self.writeback_at >= WRITEBACK_EVERY {
+            self.out.flush().map_err(|e| GgufError::io(&path, e))?;
+            crate::durable::start_writeback(self.out.inner.get_ref());
+            self.writeback_at = self.out.written;
+        }
+        Ok(())
+    }
+
+    /// Closes the tensor begun last: it must have exactly its size; the
+    /// alignment padding follows.
+    pub fn end_tensor(&mut self) -> Result<(), GgufError> {
+        let (start, nbytes, name) = self.current()?;
+        let given = self.out.written - start;
+        if given != nbytes {
+            return Err(GgufError::Usage(format!(
+                "tensor '{name}': {given} bytes given, {nbytes} expected"
+            )));
+        }
+        let path = self.atomic.final_path().to_owned();
+        write_zeros(&mut self.out, pad(nbytes, ALIGNMENT) - nbytes)
+            .map_err(|e| GgufError::io(&path, e))?;
         self.next += 1;
         Ok(())
+    }
+
+    /// The open tensor's start offset in the file, size and name.
+    fn current(&self) -> Result<(u64, u64, String), GgufError> {
+        let info = self
+            .tensors
+            .get(self.next)
+            .ok_or_else(|| GgufError::Usage("no tensor begun".into()))?;
+        Ok((
+            self.data_start + self.offsets[self.next],
+            info.nbytes()?,
+            info.name.clone(),
+        ))
     }
 
     /// Flushes, syncs and renames the file into place. Fails, leaving
