@@ -94,25 +94,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Asks the kernel to start writing `file`'s dirty pages to disk now,
+/// Asks the kernel to start writing `range` of `file` to disk now,
 /// without waiting for them (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`).
 /// A large output written this way overlaps its disk writes with the rest of
 /// the job, so the fsync in [`AtomicFile::commit`] finds little left to do.
 /// A hint only: durability still comes from that fsync, and elsewhere this
 /// does nothing.
-pub fn start_writeback(file: &File) {
+pub fn start_writeback(file: &File, range: std::ops::Range<u64>) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; offset 0 / length 0 means the
-        // whole file; the call only schedules writeback and touches no
-        // memory of ours. Its result is ignored: it is a hint.
+        let (Ok(offset), Ok(len)) = (
+            i64::try_from(range.start),
+            i64::try_from(range.end.saturating_sub(range.start)),
+        ) else {
+            return;
+        };
+        // SAFETY: a valid open descriptor and a byte range of it; the call
+        // only schedules writeback and touches no memory of ours. Its
+        // result is ignored: it is a hint.
         unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = file;
+    let _ = (file, range);
 }
 
 /// fsyncs the directory holding `path`, so a rename into it is durable.

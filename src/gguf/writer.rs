@@ -208,7 +208,10 @@ impl GgufWriter {
             .map_err(|e| GgufError::io(&path, e))?;
         if self.out.written - self.writeback_at >= WRITEBACK_EVERY {
             self.out.flush().map_err(|e| GgufError::io(&path, e))?;
-            crate::durable::start_writeback(self.out.inner.get_ref());
+            crate::durable::start_writeback(
+                self.out.inner.get_ref(),
+                self.writeback_at..self.out.written,
+            );
             self.writeback_at = self.out.written;
         }
         Ok(())
