@@ -307,13 +307,7 @@ pub fn plan(
     // output.weight is absent, so a tied head is written once.
     if let Some(lm_head) = ck.tensor("lm_head.weight") {
         let wte_t = ck.tensor(&n.name("wte.weight"));
-        let tied = match (
-            lm_head.contiguous_bytes(),
-            wte_t.and_then(|t| t.contiguous_bytes()),
-        ) {
-            (Some(a), Some(b)) => a == b && lm_head.shape == wte,
-            _ => false,
-        };
+        let tied = lm_head.shape == wte && wte_t.is_some_and(|w| lm_head.same_bytes(w));
         if !tied {
             if lm_head.shape != wte {
                 return Err(ArchError::Inconsistent(format!(

@@ -253,13 +253,7 @@ pub fn plan(ck: &Checkpoint, config: &Value, hf_arch: &str) -> Result<ArchPlan, 
     // A tied head is absent from safetensors; llama.cpp then re-uses
     // token_embd. An explicit, different lm_head is written.
     if let Some(head) = t("lm_head.weight") {
-        let same = match (
-            head.contiguous_bytes(),
-            t("model.embed_tokens.weight").and_then(|e| e.contiguous_bytes()),
-        ) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
-        };
+        let same = t("model.embed_tokens.weight").is_some_and(|e| head.same_bytes(e));
         if !same {
             push(
                 "output.weight".into(),

@@ -12,7 +12,7 @@ use super::{ChatTemplate, ConvertError, ConvertReport, ConvertRequest, ModelPath
 use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
-use crate::source::{self, Checkpoint};
+use crate::source::{self, Checkpoint, DType};
 use crate::tokenizer::{chat_specials, discover, gguf_vocab};
 
 pub(super) fn run(
@@ -106,6 +106,11 @@ pub(super) fn run(
         progress,
         cancel,
         |i| {
+            // A tensor copied as stored is read in place, band by band;
+            // the others are rearranged in memory first.
+            if let Some(mapped) = in_place(&ck, &plan.tensors[i]) {
+                return Ok(mapped);
+            }
             let data = materialize(&ck, &plan.tensors[i]).map(TensorData::F32);
             // The source bytes are in f32 now; let their pages go.
             if let Some(src) = plan.tensors[i].recipe.source().and_then(|s| ck.tensor(s)) {
@@ -165,6 +170,33 @@ fn base_metadata(plan: &ArchPlan, name: &str, n_params: u64) -> Metadata {
         md.set(k, v.clone());
     }
     md
+}
+
+/// A planned tensor that is a plain copy of a contiguous F32/F16/BF16
+/// source tensor, as its stored bytes: quantized straight from the map,
+/// each band's pages let go once encoded, so even a 150 MB embedding never
+/// sits in memory whole.
+fn in_place<'a>(ck: &'a Checkpoint, t: &PlannedTensor) -> Option<TensorData<'a>> {
+    let Recipe::Copy { source } = &t.recipe else {
+        return None;
+    };
+    let src = ck.tensor(source)?;
+    let ty = match src.dtype {
+        DType::F32 => GgmlType::F32,
+        DType::F16 => GgmlType::F16,
+        DType::BF16 => GgmlType::BF16,
+        _ => return None,
+    };
+    let bytes = src.contiguous_bytes()?;
+    if src.numel() as u64 != t.n_elements() {
+        return None; // materialize reports the mismatch
+    }
+    Some(TensorData::Mapped {
+        ty,
+        bytes,
+        release: Box::new(move |r| src.release_range(r)),
+        check_finite: true,
+    })
 }
 
 /// Produces one planned tensor's elements as f32, in GGUF order.

@@ -94,6 +94,7 @@ pub(super) fn run(
             Ok(TensorData::Mapped {
                 ty: t.info.ty,
                 bytes: file.tensor_data(t),
+                check_finite: false,
                 // Dropping the pages of what has been read keeps resident
                 // memory to a band of the largest tensor, not the file.
                 release: Box::new(move |r| {

@@ -40,6 +40,10 @@ pub(super) enum TensorData<'a> {
         ty: GgmlType,
         bytes: &'a [u8],
         release: Release<'a>,
+        /// Refuse NaN/Inf even where the bytes are copied unchanged
+        /// (a checkpoint's weights; a GGUF input is copied as is, as
+        /// llama-quantize does).
+        check_finite: bool,
     },
 }
 
@@ -257,8 +261,24 @@ fn encode_tensors<'a>(
                 }
                 (None, None)
             }
-            TensorData::Mapped { ty, bytes, release } => {
+            TensorData::Mapped {
+                ty,
+                bytes,
+                release,
+                check_finite,
+            } => {
                 let keeps = wanted.contains(&ty);
+                // Quantizers check what they read; a copy is checked here.
+                if keeps && check_finite {
+                    let found = Rows::Le { ty, bytes }
+                        .first_non_finite()
+                        .map_err(|e| bad(e.to_string()))?;
+                    if let Some((i, v)) = found {
+                        return Err(bad(format!(
+                            "element {i} is {v}: the weights are not finite"
+                        )));
+                    }
+                }
                 wanted.retain(|w| *w != ty);
                 if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
                     // Bands can be let go as soon as they are quantized

@@ -173,6 +173,24 @@ impl Rows<'_> {
         self.len().is_ok_and(|n| n == 0)
     }
 
+    /// The first NaN or infinity (index and value), scanned a task's
+    /// worth of elements at a time: for a source some output copies
+    /// unchanged, so no quantizer checks it.
+    pub fn first_non_finite(&self) -> Result<Option<(usize, f32)>, QuantError> {
+        let n = self.len()?;
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let end = (start + ELEMS_PER_TASK).min(n);
+            let x = self.f32s(start..end, &mut scratch);
+            if let Some(i) = first_non_finite(x) {
+                return Ok(Some((start + i, x[i])));
+            }
+            start = end;
+        }
+        Ok(None)
+    }
+
     /// Elements `range` as f32: borrowed when they already are, else
     /// decoded into `scratch` (reused from task to task).
     fn f32s<'s>(&self, range: std::ops::Range<usize>, scratch: &'s mut Vec<f32>) -> &'s [f32]

@@ -195,27 +195,59 @@ impl SourceTensor {
         Some(&self.bytes.backing.bytes()[start..start + len])
     }
 
+    /// Whether both tensors hold the same bytes (a tied head saved twice, or
+    /// one storage seen under two names). One storage is recognised without
+    /// reading it; otherwise the bytes are compared in bands whose pages
+    /// are let go as they are compared, so the check never holds a tensor.
+    pub fn same_bytes(&self, other: &SourceTensor) -> bool {
+        let (Some(a), Some(b)) = (self.contiguous_bytes(), other.contiguous_bytes()) else {
+            return false;
+        };
+        if a.len() != b.len() || self.dtype != other.dtype {
+            return false;
+        }
+        if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+            return true;
+        }
+        const BAND: usize = 8 << 20;
+        let mut start = 0;
+        while start < a.len() {
+            let end = (start + BAND).min(a.len());
+            let equal = a[start..end] == b[start..end];
+            self.release_range(start..end);
+            other.release_range(start..end);
+            if !equal {
+                return false;
+            }
+            start = end;
+        }
+        true
+    }
+
     /// Tells the kernel this process no longer needs the pages holding
     /// this tensor's bytes, so a model streamed through a memory map never
     /// counts whole against resident memory. The pages stay in the page
     /// cache and are read back transparently if touched again.
     pub fn release_pages(&self) {
+        self.release_range(0..self.numel() * self.dtype.size());
+    }
+
+    /// [`SourceTensor::release_pages`] for `range` of the tensor's bytes
+    /// (relative to its first byte): a band already converted.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
         if let Backing::Map(map) = &self.bytes.backing {
-            let len = self.numel() * self.dtype.size();
-            let len = len.min(map.len().saturating_sub(self.bytes.offset));
+            let start = self.bytes.offset.saturating_add(range.start);
+            let len = range.len().min(map.len().saturating_sub(start));
             if len == 0 {
                 return;
             }
             // SAFETY: the map is a read-only shared mapping of a file;
             // MADV_DONTNEED on it only drops this process's page-table
             // entries, and later reads fault the same file bytes back in.
+            // memmap2 rounds the start down to a page boundary.
             #[cfg(unix)]
             let _ = unsafe {
-                map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    self.bytes.offset,
-                    len,
-                )
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
             };
         }
     }

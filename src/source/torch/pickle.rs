@@ -10,6 +10,7 @@
 //! amplify memory through its memo.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::source::DType;
@@ -161,7 +162,7 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: HashMap<usize, Value>,
     storage_len: &'a StorageLookup<'a>,
     storage_types: std::collections::HashMap<String, DType>,
 }
@@ -253,18 +254,17 @@ impl<'a> Machine<'a> {
             .last()
             .cloned()
             .ok_or_else(|| PickleError::Bad("memo of empty stack".into()))?;
-        if self.memo.len() <= idx {
-            self.memo.resize(idx + 1, None);
-        }
-        self.memo[idx] = Some(v);
+        // Sparse: a corrupt (or hostile) index costs one entry, not a
+        // table that long.
+        self.memo.insert(idx, v);
         Ok(())
     }
 
     fn memo_get(&mut self, idx: usize) -> Result<(), PickleError> {
         let v = self
             .memo
-            .get(idx)
-            .and_then(|v| v.clone())
+            .get(&idx)
+            .cloned()
             .ok_or_else(|| PickleError::Bad(format!("memo index {idx} was never stored")))?;
         self.push(v)
     }
@@ -677,7 +677,7 @@ pub fn unpickle(data: &[u8], storage_len: &StorageLookup<'_>) -> Result<Value, P
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Vec::new(),
+        memo: HashMap::new(),
         storage_len,
         storage_types: Default::default(),
     }
