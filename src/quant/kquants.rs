@@ -444,6 +444,29 @@ fn k_requantize_fast(
 }
 
 /// Q4_K's nibble packing: per 64 levels, `l[i] | l[i+32] << 4`.
+/// The Q4_K/Q5_K super-block with lock-step searches: scales and mins
+/// found for the 8 sub-blocks at once, `d`/`dmin` as f16, the 12 packed
+/// scale bytes, then the levels re-derived from the rounded scales and
+/// packed by `pack` (Q4_K: nibbles; Q5_K: nibbles plus high bits).
+#[inline(always)]
+fn k_quantize_fast<const SIZE: usize>(
+    x: &[f32; QK_K],
+    out: &mut [u8; SIZE],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    pack: fn(&[u8; QK_K], &mut [u8]),
+) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0u8; 12];
+    let (d, dmin) = k_scales_mins_fast(x, nmax, rmin, nstep, &mut scales, &mut l);
+    let d = put_f16(out, 0, d);
+    let dmin = put_f16(out, 2, dmin);
+    out[4..16].copy_from_slice(&scales);
+    k_requantize_fast(x, d, dmin, &scales, nmax, &mut l);
+    pack(&l, &mut out[16..]);
+}
+
 pub(super) fn pack_q4k(l: &[u8; QK_K], q: &mut [u8]) {
     for (k, j) in (0..QK_K).step_by(64).enumerate() {
         for i in 0..32 {
@@ -501,20 +524,13 @@ impl BlockQ4K {
     /// the same bytes, several times faster once vectorized.
     #[inline(always)]
     pub fn quantize_fast(x: &[f32], out: &mut [u8]) {
-        let (Some(x), Some(out)) = (
+        match (
             x.first_chunk::<QK_K>(),
             out.first_chunk_mut::<{ BlockQ4K::SIZE }>(),
-        ) else {
-            return Self::quantize(x, out);
-        };
-        let mut l = [0u8; QK_K];
-        let mut scales = [0u8; 12];
-        let (d, dmin) = k_scales_mins_fast(x, 15, -1.0, 20, &mut scales, &mut l);
-        let d = put_f16(out, 0, d);
-        let dmin = put_f16(out, 2, dmin);
-        out[4..16].copy_from_slice(&scales);
-        k_requantize_fast(x, d, dmin, &scales, 15, &mut l);
-        pack_q4k(&l, &mut out[16..144]);
+        ) {
+            (Some(x), Some(out)) => k_quantize_fast(x, out, 15, -1.0, 20, pack_q4k),
+            _ => Self::quantize(x, out),
+        }
     }
 
     /// `dequantize_row_q4_K` for one super-block.
@@ -562,20 +578,13 @@ impl BlockQ5K {
     /// the same bytes.
     #[inline(always)]
     pub fn quantize_fast(x: &[f32], out: &mut [u8]) {
-        let (Some(x), Some(out)) = (
+        match (
             x.first_chunk::<QK_K>(),
             out.first_chunk_mut::<{ BlockQ5K::SIZE }>(),
-        ) else {
-            return Self::quantize(x, out);
-        };
-        let mut l = [0u8; QK_K];
-        let mut scales = [0u8; 12];
-        let (d, dmin) = k_scales_mins_fast(x, 31, -0.5, 15, &mut scales, &mut l);
-        let d = put_f16(out, 0, d);
-        let dmin = put_f16(out, 2, dmin);
-        out[4..16].copy_from_slice(&scales);
-        k_requantize_fast(x, d, dmin, &scales, 31, &mut l);
-        pack_q5k(&l, &mut out[16..176]);
+        ) {
+            (Some(x), Some(out)) => k_quantize_fast(x, out, 31, -0.5, 15, pack_q5k),
+            _ => Self::quantize(x, out),
+        }
     }
 
     /// `dequantize_row_q5_K` for one super-block.
