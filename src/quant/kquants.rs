@@ -444,7 +444,28 @@ fn k_requantize_fast(
 }
 
 /// Q4_K's nibble packing: per 64 levels, `l[i] | l[i+32] << 4`.
-/// The Q4_K/Q5_K super-block with lock-step searches: scales and mins
+/// The Q4_K/Q5_K super-block as ggml's reference writes it: scales and
+/// mins per sub-block, `d`/`dmin` as f16, the 12 packed scale bytes, then
+/// the levels re-derived from the rounded scales and packed by `pack`.
+fn k_quantize(
+    x: &[f32],
+    out: &mut [u8],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    pack: fn(&[u8; QK_K], &mut [u8]),
+) {
+    let mut l = [0u8; QK_K];
+    let (d, dmin) = k_scales_mins(x, nmax, rmin, nstep, &mut out[4..16], &mut l);
+    let d = put_f16(out, 0, d);
+    let dmin = put_f16(out, 2, dmin);
+    let mut scales = [0u8; 12];
+    scales.copy_from_slice(&out[4..16]);
+    k_requantize(x, d, dmin, &scales, nmax, &mut l);
+    pack(&l, &mut out[16..]);
+}
+
+/// [`k_quantize`] with lock-step searches: scales and mins
 /// found for the 8 sub-blocks at once, `d`/`dmin` as f16, the 12 packed
 /// scale bytes, then the levels re-derived from the rounded scales and
 /// packed by `pack` (Q4_K: nibbles; Q5_K: nibbles plus high bits).
@@ -510,14 +531,7 @@ impl BlockQ4K {
 
     /// `quantize_row_q4_K_ref` for one super-block.
     pub fn quantize(x: &[f32], out: &mut [u8]) {
-        let mut l = [0u8; QK_K];
-        let (d, dmin) = k_scales_mins(x, 15, -1.0, 20, &mut out[4..16], &mut l);
-        let d = put_f16(out, 0, d);
-        let dmin = put_f16(out, 2, dmin);
-        let mut scales = [0u8; 12];
-        scales.copy_from_slice(&out[4..16]);
-        k_requantize(x, d, dmin, &scales, 15, &mut l);
-        pack_q4k(&l, &mut out[16..144]);
+        k_quantize(x, &mut out[..Self::SIZE], 15, -1.0, 20, pack_q4k);
     }
 
     /// [`BlockQ4K::quantize`] with the sub-block searches in lock step:
@@ -564,14 +578,7 @@ impl BlockQ5K {
 
     /// `quantize_row_q5_K_ref` for one super-block.
     pub fn quantize(x: &[f32], out: &mut [u8]) {
-        let mut l = [0u8; QK_K];
-        let (d, dmin) = k_scales_mins(x, 31, -0.5, 15, &mut out[4..16], &mut l);
-        let d = put_f16(out, 0, d);
-        let dmin = put_f16(out, 2, dmin);
-        let mut scales = [0u8; 12];
-        scales.copy_from_slice(&out[4..16]);
-        k_requantize(x, d, dmin, &scales, 31, &mut l);
-        pack_q5k(&l, &mut out[16..176]);
+        k_quantize(x, &mut out[..Self::SIZE], 31, -0.5, 15, pack_q5k);
     }
 
     /// [`BlockQ5K::quantize`] with the sub-block searches in lock step:
