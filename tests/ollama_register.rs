@@ -25,6 +25,16 @@ fn registration(dir: &std::path::Path, ft: FileType, name: &str) -> Registration
     }
 }
 
+/// Runs `kvant register GGUF --name NAME --ollama URL`.
+fn kvant_register(gguf: &std::path::Path, name: &str, url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .arg("register")
+        .arg(gguf)
+        .args(["--name", name, "--ollama", url])
+        .output()
+        .unwrap()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -118,26 +128,15 @@ fn kvant_register_cli_registers_and_fails_cleanly_when_ollama_is_down() {
         dir.path(),
         None,
     );
-    let kvant = env!("CARGO_BIN_EXE_kvant");
     // Server down: exit 1, one line naming the cause.
-    let down = std::process::Command::new(kvant)
-        .arg("register")
-        .arg(&gguf)
-        .args(["--name", "hf-gpt2:q8_0", "--ollama", "http://127.0.0.1:9"])
-        .output()
-        .unwrap();
+    let down = kvant_register(&gguf, "hf-gpt2:q8_0", "http://127.0.0.1:9");
     let err = String::from_utf8_lossy(&down.stderr);
     assert_eq!(down.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("cannot reach Ollama"), "{err}");
     // Server up: registered, and the server lists it.
     let emu = Emulator::start(&[]);
-    let up = std::process::Command::new(kvant)
-        .arg("register")
-        .arg(&gguf)
-        .args(["--name", "hf-gpt2:q8_0", "--ollama", &emu.url])
-        .output()
-        .unwrap();
+    let up = kvant_register(&gguf, "hf-gpt2:q8_0", &emu.url);
     assert!(
         up.status.success(),
         "{}",
@@ -178,12 +177,7 @@ fn qwen2_chat_model_registers_with_its_proven_template_and_answers() {
     assert!(stop.contains(&"<|im_end|>".to_string()), "{stop:?}");
 
     let emu = Emulator::start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .arg("register")
-        .arg(&gguf)
-        .args(["--name", "az-qwen:q8_0", "--ollama", &emu.url])
-        .output()
-        .unwrap();
+    let out = kvant_register(&gguf, "az-qwen:q8_0", &emu.url);
     assert!(
         out.status.success(),
         "{}",
