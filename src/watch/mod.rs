@@ -327,4 +327,20 @@ mod tests {
         }
         assert!(!is_temporary("ckpt.pt"));
     }
+
+    #[test]
+    fn hashing_stops_when_cancelled_and_names_a_vanished_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("m.pt");
+        std::fs::write(&f, vec![7u8; 3 << 20]).expect("write");
+        let go = AtomicBool::new(false);
+        let a = content_hash(&f, &go).expect("hash");
+        assert_eq!(a, content_hash(&f, &go).expect("hash again"));
+        let stop = AtomicBool::new(true);
+        let err = content_hash(&f, &stop).expect_err("cancelled");
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        std::fs::remove_file(&f).expect("remove");
+        let err = content_hash(&f, &go).expect_err("gone");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
 }
