@@ -12,6 +12,7 @@ command -v clang >/dev/null || need_apt+=(clang)
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

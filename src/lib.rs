@@ -32,6 +32,7 @@ pub mod durable;
 pub mod gguf;
 pub mod modelfile;
 pub mod ollama;
+pub mod quality;
 pub mod quant;
 pub mod source;
 pub mod tokenizer;
