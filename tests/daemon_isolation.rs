@@ -164,7 +164,11 @@ fn each_converter_death_fails_only_its_drop_and_a_restart_does_not_retry_it() {
         .arg(dir.path().join("state"))
         .output()
         .unwrap();
-    assert!(retry.status.success());
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
     wait_until(dir.path(), &d, 200, "d-abort tried again", |_| {
         conversions_of(&d.log(), "d-abort") == 4
     });
@@ -313,7 +317,11 @@ fn a_full_output_folder_fails_the_drop_cleanly_and_retry_completes() {
         .arg(dir.path().join("state"))
         .output()
         .unwrap();
-    assert!(retry.status.success());
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
     let st = wait_for(dir.path(), &["full"], Step::Registered, &d, 120);
     let o = &st.drops["full"].outputs[0];
     assert_eq!(sha256_file(&o.path), o.sha256);

@@ -58,6 +58,11 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
     };
     let mut changed = false;
     for e in rd.flatten() {
+        // A request still being written (`kvant retry` writes it
+        // atomically) is taken on the next pass, not removed under it.
+        if e.file_name().to_string_lossy().ends_with(durable::TEMP_SUFFIX) {
+            continue;
+        }
         let name = std::fs::read_to_string(e.path()).unwrap_or_default();
         if let Some(r) = st.drops.get_mut(name.trim()) {
             if r.step == Step::Failed {
