@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use kvant::daemon::Step;
 use sha2::Digest;
 
-use support::daemon::{drop_folder, setup, tags, wait_for, wait_until, walk, Daemon};
+use support::daemon::{
+    drop_file, drop_folder, kvant_retry, setup, tags, wait_for, wait_until, walk, Daemon,
+};
 use support::emulator::Emulator;
 use support::fixtures;
 
@@ -159,16 +161,7 @@ fn each_converter_death_fails_only_its_drop_and_a_restart_does_not_retry_it() {
         assert_eq!(conversions_of(&d.log(), drop), 2, "{drop} retried");
     }
     // `kvant retry` is the way back: the crash count starts afresh.
-    let retry = Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .args(["retry", "d-abort", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(
-        retry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&retry.stderr)
-    );
+    kvant_retry(dir.path(), "d-abort");
     wait_until(dir.path(), &d, 200, "d-abort tried again", |_| {
         conversions_of(&d.log(), "d-abort") == 4
     });
@@ -312,16 +305,7 @@ fn a_full_output_folder_fails_the_drop_cleanly_and_retry_completes() {
     assert_eq!(journal.drops["full"].step, Step::Failed);
 
     std::fs::remove_file(&ballast).unwrap();
-    let retry = Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .args(["retry", "full", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(
-        retry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&retry.stderr)
-    );
+    kvant_retry(dir.path(), "full");
     let st = wait_for(dir.path(), &["full"], Step::Registered, &d, 120);
     let o = &st.drops["full"].outputs[0];
     assert_eq!(sha256_file(&o.path), o.sha256);
@@ -472,16 +456,7 @@ fn systemd_sees_ready_status_and_watchdog_pings_which_stop_when_the_loop_stalls(
     );
 
     // Stall the loop: the pings stop (a helper thread would go on).
-    std::fs::copy(
-        fixtures::path("nanogpt-az/ckpt.pt"),
-        dir.path().join("stall-me.pt"),
-    )
-    .unwrap();
-    std::fs::rename(
-        dir.path().join("stall-me.pt"),
-        dir.path().join("inbox/stall-me.pt"),
-    )
-    .unwrap();
+    drop_file(dir.path(), "nanogpt-az/ckpt.pt", "stall-me.pt");
     let start = Instant::now();
     while !d.log().contains("test fault: the daemon's loop stalls") {
         assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
@@ -526,4 +501,47 @@ fn the_system_unit_is_hardened_and_speaks_notify() {
     eprintln!("systemd-analyze security: exposure {score}");
     // The unit as it was before hardening scored 7.4 (MEDIUM).
     assert!(score <= 2.0, "exposure {score}:\n{report}");
+}
+
+/// Fills the file system holding `dir` to the last byte.
+fn fill(dir: &Path) -> PathBuf {
+    let ballast = dir.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![7u8; 4096];
+    // tmpfs allocates as it is written: the write that fails is the one
+    // that found no page left.
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&chunk[..1]).is_ok() {}
+    ballast
+}
+
+#[test]
+fn a_journal_that_cannot_be_written_stops_intake_until_it_can() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let state_dir = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state_dir, "1m");
+    let d = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
+    wait_until(dir.path(), &d, 60, "the first journal", |_| {
+        state_dir.join("state.json").is_file()
+    });
+    let ballast = fill(&state_dir);
+    drop_folder(dir.path(), "nanogpt-az", "stuck");
+    let start = Instant::now();
+    while !d
+        .log()
+        .contains("intake stops until the journal can be written")
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing is converted without its step on disk; the old journal is
+    // whole.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(conversions_of(&d.log(), "stuck"), 0, "{}", d.log());
+    let journal = kvant::daemon::State::load(&state_dir).unwrap();
+    assert!(!journal.drops.contains_key("stuck"));
+    std::fs::remove_file(&ballast).unwrap();
+    wait_for(dir.path(), &["stuck"], Step::Registered, &d, 180);
+    assert!(d.log().contains("intake resumes"), "{}", d.log());
 }

@@ -202,6 +202,29 @@ pub fn drop_folder(dir: &Path, fixture: &str, name: &str) {
     std::fs::rename(&staging, dir.join("inbox").join(name)).unwrap();
 }
 
+/// One file of the fixtures dropped in as `inbox/<name>` (copied beside
+/// the inbox, then renamed into it).
+pub fn drop_file(dir: &Path, fixture: &str, name: &str) {
+    let staging = dir.join(format!("staging-{name}"));
+    std::fs::copy(fixtures::path(fixture), &staging).unwrap();
+    std::fs::rename(&staging, dir.join("inbox").join(name)).unwrap();
+}
+
+/// `kvant retry <drop>` against the test's state folder; fails the test
+/// with kvant's stderr when it does not succeed.
+pub fn kvant_retry(dir: &Path, drop: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .args(["retry", drop, "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kvant retry {drop}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every file under `dir`.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
