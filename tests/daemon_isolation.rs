@@ -545,3 +545,34 @@ fn a_journal_that_cannot_be_written_stops_intake_until_it_can() {
     wait_for(dir.path(), &["stuck"], Step::Registered, &d, 180);
     assert!(d.log().contains("intake resumes"), "{}", d.log());
 }
+
+#[test]
+fn sigterm_mid_conversion_stops_the_converter_cleanly() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let env = [("KVANT_TEST_FAULT", "slow@midway")];
+    let d = Daemon::start_with_env(dir.path(), &emu.url, &["--types", "q8_0"], &env);
+    drop_folder(dir.path(), "nanogpt-az", "midway");
+    wait_for_temporary(dir.path(), &d);
+    let pids = children_running(d.child.id(), "__convert-job");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert!(d.terminate().success(), "SIGTERM must exit 0");
+    // The child is gone (not left to write on), and so is its partial file.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap_or_default();
+    assert!(
+        status.is_empty() || status.contains("State:\tZ"),
+        "converter still running: {status}"
+    );
+    assert!(
+        temporaries(dir.path()).is_empty(),
+        "{:?}",
+        temporaries(dir.path())
+    );
+    let st = support::daemon::state(dir.path());
+    assert_eq!(
+        st.drops["midway"].step,
+        Step::Queued,
+        "redone at the next start"
+    );
+    assert_eq!(st.drops["midway"].crashes, 0, "a shutdown is not a crash");
+}
