@@ -169,17 +169,24 @@ fn each_converter_death_fails_only_its_drop_and_a_restart_does_not_retry_it() {
     assert!(d.terminate().success());
 }
 
-#[test]
-fn kill_9_of_the_converter_leaves_no_partial_file_and_the_drop_is_redone() {
+/// A daemon converting the drop `name` slowly (the `slow` fault), once
+/// its converter has a partial file on disk; with the converter's pid.
+fn converting_slowly(name: &str) -> (Emulator, tempfile::TempDir, Daemon, u32) {
     let emu = Emulator::start(&[]);
     let dir = setup();
-    let env = [("KVANT_TEST_FAULT", "slow@slowpoke")];
+    let fault = format!("slow@{name}");
+    let env = [("KVANT_TEST_FAULT", fault.as_str())];
     let d = Daemon::start_with_env(dir.path(), &emu.url, &["--types", "q8_0"], &env);
-    drop_folder(dir.path(), "nanogpt-az", "slowpoke");
+    drop_folder(dir.path(), "nanogpt-az", name);
     wait_for_temporary(dir.path(), &d);
     let pids = children_running(d.child.id(), "__convert-job");
     assert_eq!(pids.len(), 1, "one converter child: {pids:?}");
-    let pid = pids[0];
+    (emu, dir, d, pids[0])
+}
+
+#[test]
+fn kill_9_of_the_converter_leaves_no_partial_file_and_the_drop_is_redone() {
+    let (_emu, dir, d, pid) = converting_slowly("slowpoke");
     let partial: Vec<PathBuf> = temporaries(dir.path());
     assert!(
         partial
@@ -548,17 +555,10 @@ fn a_journal_that_cannot_be_written_stops_intake_until_it_can() {
 
 #[test]
 fn sigterm_mid_conversion_stops_the_converter_cleanly() {
-    let emu = Emulator::start(&[]);
-    let dir = setup();
-    let env = [("KVANT_TEST_FAULT", "slow@midway")];
-    let d = Daemon::start_with_env(dir.path(), &emu.url, &["--types", "q8_0"], &env);
-    drop_folder(dir.path(), "nanogpt-az", "midway");
-    wait_for_temporary(dir.path(), &d);
-    let pids = children_running(d.child.id(), "__convert-job");
-    assert_eq!(pids.len(), 1, "{pids:?}");
+    let (_emu, dir, d, pid) = converting_slowly("midway");
     assert!(d.terminate().success(), "SIGTERM must exit 0");
     // The child is gone (not left to write on), and so is its partial file.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     assert!(
         status.is_empty() || status.contains("State:\tZ"),
         "converter still running: {status}"
