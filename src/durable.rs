@@ -158,6 +158,33 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// Removes the temporaries process `pid` left in `dir` and in the
+/// folders directly under it (a conversion child that died mid-write),
+/// sparing other processes' files in progress. Returns the paths removed;
+/// a file that cannot be removed is left for the start-up sweep.
+pub fn remove_temps_of_process(dir: &Path, pid: u32) -> Vec<PathBuf> {
+    let suffix = format!(".{pid}{TEMP_SUFFIX}");
+    let mut removed = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    if let Ok(rd) = fs::read_dir(dir) {
+        dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for d in dirs {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                && name.ends_with(&suffix)
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +209,19 @@ mod tests {
         write_atomic(&target, b"two").expect("second");
         assert_eq!(fs::read(&target).expect("read"), b"two");
         assert_eq!(fs::read_dir(dir.path()).expect("read").count(), 1);
+    }
+
+    #[test]
+    fn only_the_dead_process_temps_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("m");
+        fs::create_dir(&model).expect("mkdir");
+        let dead = model.join(format!(".m.gguf.41{TEMP_SUFFIX}"));
+        let alive = model.join(format!(".m.report.json.7{TEMP_SUFFIX}"));
+        fs::write(&dead, b"half").expect("write");
+        fs::write(&alive, b"in progress").expect("write");
+        assert_eq!(remove_temps_of_process(dir.path(), 41), vec![dead]);
+        assert!(alive.exists());
     }
 
     #[test]

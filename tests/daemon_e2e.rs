@@ -4,139 +4,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kvant::daemon::{State, Step};
+use kvant::daemon::Step;
 use serde_json::Value;
 
+use support::daemon::{copy_dir, drop_folder, setup, state, tags, wait_for, walk, Daemon};
 use support::emulator::Emulator;
 use support::fixtures;
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, ollama: &str, extra: &[&str]) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("kvant.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kvant"))
-            .arg("watch")
-            .arg("--inbox")
-            .arg(dir.join("inbox"))
-            .arg("--output")
-            .arg(dir.join("out"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--ollama", ollama])
-            .args(if extra.contains(&"--settle") {
-                &[][..]
-            } else {
-                &["--settle", "1"][..]
-            })
-            .args(extra)
-            .env_remove("OLLAMA_HOST")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::mem::forget(self);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kvant.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn state(dir: &Path) -> State {
-    State::load(&dir.join("state")).unwrap_or_default()
-}
-
-/// Waits until every named drop reached `step` (or any failed when
-/// waiting for Registered), returning the state.
-fn wait_for(dir: &Path, drops: &[&str], step: Step, daemon: &Daemon, secs: u64) -> State {
-    let start = Instant::now();
-    loop {
-        let st = state(dir);
-        if drops
-            .iter()
-            .all(|d| st.drops.get(*d).is_some_and(|r| r.step == step))
-        {
-            return st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {drops:?} to be {step:?}; state: {:#?}\nlog:\n{}",
-            st.drops
-                .iter()
-                .map(|(n, r)| (n, r.step, r.error.clone()))
-                .collect::<Vec<_>>(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn tags(url: &str) -> Vec<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(kvant::ollama::Client::new(url).tags()).unwrap()
-}
-
-fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
-/// Drops are made in a staging folder and renamed into the inbox, as a
-/// careful user (or rsync) does; slow in-place copies are tested apart.
-fn drop_folder(dir: &Path, fixture: &str, name: &str) {
-    let staging = dir.join(format!("staging-{name}"));
-    copy_dir(&fixtures::path(fixture), &staging);
-    std::fs::rename(&staging, dir.join("inbox").join(name)).unwrap();
-}
 
 #[test]
 fn public_fixtures_dropped_in_appear_in_ollama() {
@@ -392,21 +269,6 @@ fn kill_9_at_any_moment_then_restart_registers_exactly_once() {
     ] {
         assert!(names.iter().any(|x| x == m), "{m} missing: {names:?}");
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

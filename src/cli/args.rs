@@ -106,6 +106,11 @@ Examples:
     /// Install kvant as a service (systemd user unit by default).
     #[command(subcommand)]
     Service(ServiceCommand),
+
+    /// Internal: the daemon's conversion child (a JSON job on stdin, JSON
+    /// lines on stdout). Not for people.
+    #[command(name = "__convert-job", hide = true)]
+    ConvertJob,
 }
 
 /// `kvant watch`.
@@ -138,6 +143,14 @@ pub struct WatchArgs {
     /// Ollama (key `keep`; default: all).
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+    /// A conversion's address-space limit, e.g. 16G (key `max_memory`;
+    /// default: twice the machine's memory plus the drop's size).
+    #[arg(long, value_name = "SIZE", value_parser = kvant::daemon::parse_size)]
+    pub max_memory: Option<u64>,
+    /// Seconds a conversion may go without progress before it is killed
+    /// (key `convert_timeout`; default 3600).
+    #[arg(long, value_name = "SECONDS")]
+    pub convert_timeout: Option<f64>,
     /// Only check the configuration and exit (for ExecStartPre).
     #[arg(long)]
     pub check_config: bool,

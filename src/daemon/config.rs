@@ -9,6 +9,8 @@
 //! types = ["q4_k_m", "q8_0"]        # default: ["q4_k_m"]
 //! settle = 5                        # seconds a drop must stay unchanged (default 5)
 //! keep = 3                          # versions to keep registered per model (default: all)
+//! max_memory = "16G"                # a conversion's address-space limit (default: 2 × RAM + the drop)
+//! convert_timeout = 3600            # seconds a conversion may go without progress (default 3600)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,46 @@ pub struct ConfigFile {
     pub settle: Option<f64>,
     /// Versions to keep per model.
     pub keep: Option<usize>,
+    /// A conversion's address-space limit: bytes, or "512M", "16G".
+    pub max_memory: Option<MemorySize>,
+    /// Seconds a conversion may go without progress.
+    pub convert_timeout: Option<f64>,
+}
+
+/// A size in the configuration file: bytes, or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MemorySize {
+    /// Bytes.
+    Bytes(u64),
+    /// `"512M"`, `"16G"`, `"16GiB"`.
+    Text(String),
+}
+
+/// Parses `"512M"`, `"16G"`, `"16GiB"`, `"1T"` or plain bytes (binary
+/// units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 512M, 16G)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{s}': unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Values given on the command line; they win over the file.
@@ -56,6 +98,10 @@ pub struct ConfigOverrides {
     pub settle: Option<f64>,
     /// `--keep`.
     pub keep: Option<usize>,
+    /// `--max-memory`.
+    pub max_memory: Option<u64>,
+    /// `--convert-timeout`.
+    pub convert_timeout: Option<f64>,
 }
 
 /// The resolved configuration.
@@ -77,6 +123,11 @@ pub struct DaemonConfig {
     pub keep: Option<usize>,
     /// Where the configuration came from, for the first log line.
     pub source: String,
+    /// A conversion child's address-space limit (`None`: twice the
+    /// machine's memory plus the drop's size).
+    pub max_memory: Option<u64>,
+    /// How long a conversion may go without progress before it is killed.
+    pub convert_timeout: Duration,
 }
 
 /// The default configuration file path.
@@ -136,7 +187,23 @@ pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConf
             "settle must be 0..86400 seconds, not {settle}"
         )));
     }
+    let max_memory = match (o.max_memory, file.max_memory) {
+        (Some(b), _) => Some(b),
+        (None, Some(MemorySize::Bytes(b))) => Some(b),
+        (None, Some(MemorySize::Text(t))) => {
+            Some(parse_size(&t).map_err(|e| DaemonError::Config(format!("max_memory: {e}")))?)
+        }
+        (None, None) => None,
+    };
+    let convert_timeout = o.convert_timeout.or(file.convert_timeout).unwrap_or(3600.0);
+    if !(1.0..=604_800.0).contains(&convert_timeout) {
+        return Err(DaemonError::Config(format!(
+            "convert_timeout must be 1..604800 seconds, not {convert_timeout}"
+        )));
+    }
     Ok(DaemonConfig {
+        max_memory,
+        convert_timeout: Duration::from_secs_f64(convert_timeout),
         inbox: o.inbox.or(file.inbox).unwrap_or_else(|| data.join("inbox")),
         output: o
             .output
@@ -174,6 +241,20 @@ mod tests {
         assert_eq!(c.inbox, PathBuf::from("/flag"));
         assert_eq!(c.types, vec![FileType::Q8_0]);
         assert_eq!(c.settle, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn memory_limits_read_as_sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("16GiB"), Ok(16 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "max_memory = \"2G\"\nconvert_timeout = 60\n").expect("write");
+        let c = load_config(Some(&p), ConfigOverrides::default()).expect("config");
+        assert_eq!(c.max_memory, Some(2 << 30));
+        assert_eq!(c.convert_timeout, Duration::from_secs(60));
     }
 
     #[test]

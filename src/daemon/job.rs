@@ -8,17 +8,17 @@ use std::sync::atomic::AtomicBool;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::config::DaemonConfig;
 use super::settings::{self, ModelSettings};
 use super::state::OutputRecord;
-use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, NoProgress, OutputSpec};
+use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, OutputSpec, Progress};
 use crate::durable::write_atomic;
 use crate::modelfile::Modelfile;
 use crate::ollama::sanitize_model_name;
 use crate::quant::FileType;
 
-/// What a finished conversion hands to registration.
-#[derive(Debug, Clone)]
+/// What a finished conversion hands to registration (sent by the
+/// conversion child to the daemon as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Converted {
     /// Ollama model name.
     pub model: String,
@@ -82,11 +82,15 @@ pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> 
     }
 }
 
-/// Converts `drop` (blocking; `cancel` stops it cleanly).
+/// Converts `drop` into `output/<model>/` (blocking; `cancel` stops it
+/// cleanly). `default_types` apply unless the drop's kvant.toml names its
+/// own. The daemon runs this in a child process (`isolate`).
 pub fn convert_drop(
-    cfg: &DaemonConfig,
+    output: &Path,
+    default_types: &[FileType],
     drop: &Path,
     content_sha: &str,
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Converted, String> {
     let dir = drop_dir(drop);
@@ -104,9 +108,9 @@ pub fn convert_drop(
             .map(|n| n.parse::<FileType>())
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))?,
-        None => cfg.types.clone(),
+        None => default_types.to_vec(),
     };
-    let out_dir = cfg.output.join(&model);
+    let out_dir = output.join(&model);
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let outputs: Vec<OutputSpec> = types
         .iter()
@@ -122,7 +126,7 @@ pub fn convert_drop(
         n_head: settings.n_head,
         ..Default::default()
     };
-    let report = convert::convert(&req, &NoProgress, cancel).map_err(|e| e.to_string())?;
+    let report = convert::convert(&req, progress, cancel).map_err(|e| e.to_string())?;
     let drop_name = drop
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

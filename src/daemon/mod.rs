@@ -8,6 +8,9 @@
 //! * `run` — the loop: intake, one conversion at a time, registrations
 //!   with retries (where a retry happens: `run::finish_registration`);
 //! * `job` / `publish` — converting one drop, registering its outputs;
+//! * `isolate` — each conversion in a child process, with limits, so a
+//!   crash or hang fails one drop, never the daemon;
+//! * `notify` — systemd readiness, status and watchdog;
 //! * `status`, `service` — `kvant status` and `kvant service install`.
 //!
 //! It parses no formats itself: it calls `convert` and `ollama` like any
@@ -15,7 +18,10 @@
 
 mod config;
 mod error;
+mod isolate;
 mod job;
+mod journal;
+mod notify;
 mod publish;
 mod run;
 mod service;
@@ -23,8 +29,9 @@ mod settings;
 mod state;
 mod status;
 
-pub use config::{default_config_path, load_config, ConfigOverrides, DaemonConfig};
+pub use config::{default_config_path, load_config, parse_size, ConfigOverrides, DaemonConfig};
 pub use error::DaemonError;
+pub use isolate::{run_convert_job, TEST_FAULT_ENV};
 pub use job::modelfile_for;
 pub use publish::{publish, registration_from_modelfile};
 pub use run::{request_retry, run};

@@ -10,12 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::config::DaemonConfig;
-use super::job::{convert_drop, Converted};
+use super::isolate::{self, convert_isolated, JobOutcome, JobSpec, Limits};
+use super::journal::Journal;
+use super::notify::Notifier;
 use super::publish::publish;
-use super::state::{self, DropRecord, Fingerprint, State, Step};
+use super::state::{self, DropRecord, Fingerprint, State, Step, MAX_CRASHES};
+use super::status::summary_line;
 use super::DaemonError;
 use crate::durable;
 use crate::ollama::retry::Backoff;
@@ -26,7 +30,9 @@ use crate::watch::{content_hash, scan, Candidate, Settler, Watcher};
 /// Connection failures (Ollama down) are retried without limit.
 const MAX_SERVER_ERRORS: u32 = 5;
 
-type ConvertResult = (String, Result<Converted, String>);
+/// A finished conversion: the drop, the version it started from, and how
+/// it ended.
+type ConvertResult = (String, Fingerprint, JobOutcome);
 type PublishResult = (String, Result<Vec<Registered>, OllamaError>);
 
 fn retry_dir(state_dir: &Path) -> std::path::PathBuf {
@@ -52,6 +58,14 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
     };
     let mut changed = false;
     for e in rd.flatten() {
+        // A request still being written (`kvant retry` writes it
+        // atomically) is taken on the next pass, not removed under it.
+        if e.file_name()
+            .to_string_lossy()
+            .ends_with(durable::TEMP_SUFFIX)
+        {
+            continue;
+        }
         let name = std::fs::read_to_string(e.path()).unwrap_or_default();
         if let Some(r) = st.drops.get_mut(name.trim()) {
             if r.step == Step::Failed {
@@ -63,6 +77,7 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
                 };
                 r.error = None;
                 r.attempts = 0;
+                r.crashes = 0;
                 changed = true;
             }
         }
@@ -119,6 +134,17 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         reason: e.to_string(),
     })?;
     let client = Client::new(&cfg.ollama);
+    // The conversion child is this very binary.
+    let exe = Arc::new(std::env::current_exe().map_err(|e| {
+        DaemonError::Config(format!(
+            "cannot find kvant's own binary to run conversions: {e}"
+        ))
+    })?);
+    let stop_child = CancellationToken::new();
+    let job_progress = Arc::new(isolate::JobProgress::default());
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&summary_line(&st, None));
+    let mut journal = Journal::new(cfg.state_dir.clone());
     // Retry often enough that a restarted Ollama is noticed within half a
     // minute.
     let backoff = Backoff {
@@ -133,6 +159,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let mut renamed: HashSet<String> = HashSet::new();
     let mut unreadable: HashMap<String, (u64, u64)> = HashMap::new();
     let mut converting: Option<JoinHandle<ConvertResult>> = None;
+    let mut converting_name: Option<String> = None;
     let mut registering: JoinSet<PublishResult> = JoinSet::new();
     let mut reg_running: HashSet<String> = HashSet::new();
     let mut next_try: HashMap<String, Instant> = HashMap::new();
@@ -140,14 +167,25 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     tokio::pin!(shutdown);
 
     loop {
-        let mut dirty = take_retry_requests(&cfg.state_dir, &mut st);
+        let summary = summary_line(
+            &st,
+            converting_name
+                .as_deref()
+                .map(|n| (n, job_progress.as_ref())),
+        );
+        notifier.tick(&match journal.failure() {
+            Some(e) => format!("intake stopped, the journal cannot be written ({e}); {summary}"),
+            None => summary,
+        });
+        let writable = journal.writable(&st);
+        let mut dirty = writable && take_retry_requests(&cfg.state_dir, &mut st);
 
         // Intake: new and changed drops, in arrival order (oldest mtime
         // first). Every candidate is observed on every pass (settling is
         // timed from the first observation); hashing reads the whole drop,
         // so it runs off this loop, one drop at a time (arrival order is
         // queue order), and shutdown interrupts it.
-        match scan(&cfg.inbox) {
+        match scan(&cfg.inbox).map(|c| if writable { c } else { vec![] }) {
             Ok(mut cands) => {
                 cands.sort_by(|a, b| (a.mtime_ns, &a.name).cmp(&(b.mtime_ns, &b.name)));
                 let now = Instant::now();
@@ -171,6 +209,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
                     }
                 }
                 if let Some(c) = next.filter(|_| hashing.is_none()) {
+                    isolate::stall_if_asked(&c.name);
                     renamed.remove(&c.name);
                     hashing_name = Some(c.name.clone());
                     let cancel = cancel.clone();
@@ -184,25 +223,39 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         }
 
         // One conversion at a time, first come first served.
-        if converting.is_none() {
+        if converting.is_none() && writable {
             let next = st
                 .drops
                 .iter()
                 .filter(|(_, r)| r.step == Step::Queued)
                 .min_by_key(|(_, r)| r.seq)
-                .map(|(n, r)| (n.clone(), r.path.clone(), r.fingerprint.sha256.clone()));
-            if let Some((name, path, sha)) = next {
+                .map(|(n, r)| (n.clone(), r.path.clone(), r.fingerprint.clone()));
+            if let Some((name, path, fp)) = next {
                 if let Some(r) = st.drops.get_mut(&name) {
                     r.step = Step::Converting;
                 }
-                st.save(&cfg.state_dir)?;
                 dirty = false;
+                if !journal.save(&st) {
+                    if let Some(r) = st.drops.get_mut(&name) {
+                        r.step = Step::Queued;
+                    }
+                    continue;
+                }
                 info!(drop = %name, "converting");
-                let cfg2 = cfg.clone();
-                let cancel2 = cancel.clone();
-                converting = Some(tokio::task::spawn_blocking(move || {
-                    let r = convert_drop(&cfg2, &path, &sha, &cancel2);
-                    (name, r)
+                let job = JobSpec {
+                    drop: path,
+                    content_sha: fp.sha256.clone(),
+                    output: cfg.output.clone(),
+                    types: cfg.types.iter().map(|t| t.name().to_owned()).collect(),
+                };
+                let limits = Limits::for_drop(cfg.max_memory, cfg.convert_timeout, fp.size);
+                let (exe, stop, progress) = (exe.clone(), stop_child.clone(), job_progress.clone());
+                progress.done.store(0, Ordering::Relaxed);
+                progress.total.store(0, Ordering::Relaxed);
+                converting_name = Some(name.clone());
+                converting = Some(tokio::spawn(async move {
+                    let outcome = convert_isolated(&exe, &job, limits, &stop, &progress).await;
+                    (name, fp, outcome)
                 }));
             }
         }
@@ -213,7 +266,8 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             .drops
             .iter()
             .filter(|(n, r)| {
-                r.step == Step::Converted
+                writable
+                    && r.step == Step::Converted
                     && !reg_running.contains(*n)
                     && next_try.get(*n).is_none_or(|t| *t <= now)
             })
@@ -225,8 +279,13 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             };
             r.step = Step::Registering;
             let (model, outputs) = (r.model.clone().unwrap_or_default(), r.outputs.clone());
-            st.save(&cfg.state_dir)?;
             dirty = false;
+            if !journal.save(&st) {
+                if let Some(r) = st.drops.get_mut(&name) {
+                    r.step = Step::Converted;
+                }
+                break;
+            }
             info!(drop = %name, model = %model, "registering with Ollama");
             reg_running.insert(name.clone());
             let client = client.clone();
@@ -236,7 +295,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             });
         }
         if dirty {
-            st.save(&cfg.state_dir)?;
+            journal.save(&st);
         }
 
         tokio::select! {
@@ -248,7 +307,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
                 match res {
                     Ok((c, Ok(sha))) => {
                         if intake(&mut st, c, sha) {
-                            st.save(&cfg.state_dir)?;
+                            journal.save(&st);
                         }
                     }
                     Ok((c, Err(e))) => {
@@ -262,30 +321,39 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             res = async { match converting.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
                 converting = None;
+                converting_name = None;
                 match res {
-                    Ok((name, r)) => finish_conversion(&mut st, &name, r),
+                    Ok((name, started, outcome)) => {
+                        let on_disk = current_fingerprint(&cfg.inbox, &name);
+                        finish_conversion(&mut st, &name, &started, on_disk, outcome);
+                    }
                     Err(e) => error!("conversion task failed: {e}"),
                 }
-                st.save(&cfg.state_dir)?;
+                journal.save(&st);
             }
             Some(res) = registering.join_next(), if !registering.is_empty() => {
                 if let Ok((name, r)) = res {
                     reg_running.remove(&name);
                     finish_registration(&cfg, &client, &mut st, (&mut next_try, &mut server_errors), &backoff, &name, r).await;
-                    st.save(&cfg.state_dir)?;
+                    journal.save(&st);
                 }
             }
         }
     }
 
     info!("shutting down: no new work; stopping the current step");
+    notifier.stopping();
     cancel.store(true, Ordering::Relaxed);
+    stop_child.cancel();
     if let Some(h) = hashing.take() {
         let _ = h.await; // returns within one read: the hash sees `cancel`
     }
     if let Some(h) = converting.take() {
-        if let Ok((name, r)) = h.await {
-            finish_conversion(&mut st, &name, r);
+        // The child stops at its next tensor (or is killed after a grace
+        // period); its temporaries are removed either way.
+        if let Ok((name, started, outcome)) = h.await {
+            let on_disk = current_fingerprint(&cfg.inbox, &name);
+            finish_conversion(&mut st, &name, &started, on_disk, outcome);
         }
     }
     registering.abort_all();
@@ -310,6 +378,16 @@ fn intake(st: &mut State, c: Candidate, sha256: String) -> bool {
         sha256,
     };
     if let Some(r) = st.drops.get_mut(&c.name) {
+        // A drop that changed mid-conversion is converted again even when
+        // it settled back to the same content.
+        if r.step == Step::Changed {
+            info!(drop = %c.name, "settled after changing mid-conversion; queued again");
+            r.step = Step::Queued;
+            r.error = None;
+            r.crashes = 0;
+            r.fingerprint = fp;
+            return true;
+        }
         if r.fingerprint.sha256 == fp.sha256 {
             r.fingerprint = fp;
             return true;
@@ -330,33 +408,83 @@ fn intake(st: &mut State, c: Candidate, sha256: String) -> bool {
             model: None,
             outputs: vec![],
             seq,
+            crashes: 0,
         },
     );
     true
 }
 
-fn finish_conversion(st: &mut State, name: &str, r: Result<Converted, String>) {
+/// The drop's (size, mtime) in the inbox now, `None` when it is gone.
+fn current_fingerprint(inbox: &Path, name: &str) -> Option<(u64, u64)> {
+    scan(inbox)
+        .ok()?
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| (c.size, c.mtime_ns))
+}
+
+/// Journals how a conversion of the version `started` ended. A drop that
+/// changed on disk meanwhile is not judged by it (a file truncated under
+/// the reader crashes it, a rewritten one gives a mix): it is taken again
+/// once it settles, and a newer version already queued is left alone.
+fn finish_conversion(
+    st: &mut State,
+    name: &str,
+    started: &Fingerprint,
+    on_disk: Option<(u64, u64)>,
+    outcome: JobOutcome,
+) {
+    let next_seq = st.next_seq;
     let Some(rec) = st.drops.get_mut(name) else {
         return;
     };
-    match r {
-        Ok(c) => {
+    if rec.fingerprint.sha256 != started.sha256 {
+        info!(drop = %name, "a newer version arrived during the conversion; it is queued");
+        return;
+    }
+    if on_disk != Some((started.size, started.mtime_ns)) {
+        let settled = on_disk == Some((rec.fingerprint.size, rec.fingerprint.mtime_ns));
+        warn!(drop = %name, "the drop changed while it was converted; it is taken again once it settles");
+        rec.step = if settled { Step::Queued } else { Step::Changed };
+        rec.error = Some("changed while it was converted; taken again once it settles".into());
+        return;
+    }
+    match outcome {
+        JobOutcome::Converted(c) => {
             info!(drop = %name, model = %c.model, version = %c.version_label, "converted: {}", c.outputs.iter().map(|o| o.path.display().to_string()).collect::<Vec<_>>().join(", "));
             rec.step = Step::Converted;
             rec.model = Some(c.model);
             rec.version_label = Some(c.version_label);
             rec.outputs = c.outputs;
             rec.attempts = 0;
+            rec.crashes = 0;
             rec.error = None;
         }
-        Err(e) if e == "cancelled" => {
+        JobOutcome::Cancelled => {
             info!(drop = %name, "conversion cancelled; it will be redone");
             rec.step = Step::Queued;
         }
-        Err(e) => {
+        JobOutcome::Failed(e) => {
             error!(drop = %name, "failed: {e}");
             rec.step = Step::Failed;
             rec.error = Some(e);
+        }
+        JobOutcome::Crashed(reason) => {
+            rec.crashes += 1;
+            if rec.crashes >= MAX_CRASHES {
+                error!(drop = %name, crashes = rec.crashes, "failed: {reason}");
+                rec.step = Step::Failed;
+                rec.error = Some(format!(
+                    "{reason} (crashed {} times; not retried until the drop changes or `kvant retry`)",
+                    rec.crashes
+                ));
+            } else {
+                warn!(drop = %name, crashes = rec.crashes, "{reason}; it goes back in the queue, behind the others");
+                rec.step = Step::Queued;
+                rec.error = Some(reason);
+                rec.seq = next_seq;
+                st.next_seq += 1;
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   "drops": { "<drop name>": {
 //!       "path", "fingerprint": {size, mtime_ns, sha256},
 //!       "step": queued|converting|converted|registering|registered|failed,
-//!       "error", "attempts", "version_label", "model",
+//!       "error", "attempts", "version_label", "model", "seq", "crashes",
 //!       "outputs": [{file_type, path, sha256, tags: [..], registered}] } } }
 //! ```
 //!
@@ -19,7 +19,9 @@
 //!   idempotent by name (create overwrites, copy overwrites), so finishing
 //!   it again registers the model exactly once;
 //! * a finished output whose file is missing or whose sha256 differs is
-//!   re-converted.
+//!   re-converted;
+//! * `crashes` survives restarts: a drop that crashed its converter
+//!   [`MAX_CRASHES`] times stays failed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -57,6 +59,9 @@ pub enum Step {
     Registered,
     /// Failed with `error`; retried when it changes or on `kvant retry`.
     Failed,
+    /// Changed (rewritten, truncated, deleted) while it was converted;
+    /// taken again once it settles.
+    Changed,
 }
 
 /// One output file of a drop.
@@ -96,7 +101,15 @@ pub struct DropRecord {
     /// Arrival order (drops are converted first come, first served).
     #[serde(default)]
     pub seq: u64,
+    /// Times the converter crashed or hung on this version; at
+    /// [`MAX_CRASHES`] the drop is failed and not retried until it changes
+    /// or `kvant retry` is asked, so no restart crash-loops on it.
+    #[serde(default)]
+    pub crashes: u32,
 }
+
+/// Converter crashes after which a drop version is given up.
+pub const MAX_CRASHES: u32 = 2;
 
 /// The journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +252,7 @@ mod tests {
             model: None,
             outputs: vec![],
             seq: 0,
+            crashes: 0,
         }
     }
 

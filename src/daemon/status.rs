@@ -1,9 +1,58 @@
-//! `kvant status`: the journal as a table.
+//! `kvant status`: the journal as a table; and the one-line summary the
+//! daemon sends systemd as its `STATUS=` (what `systemctl status kvant`
+//! shows).
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
+use super::isolate::JobProgress;
 use super::state::{State, Step};
 use super::DaemonError;
+
+/// Marks a registration error that means the server accepted the
+/// connection but never answered (see `ollama::Client`).
+const NOT_ANSWERING: &str = "Ollama not answering";
+
+/// Drops whose registration waits on a server that does not answer.
+fn waiting_on_hung_ollama(st: &State) -> usize {
+    st.drops
+        .values()
+        .filter(|r| {
+            matches!(r.step, Step::Converted | Step::Registering)
+                && r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains(NOT_ANSWERING))
+        })
+        .count()
+}
+
+/// One line for the service manager: the conversion in progress, the
+/// queue, what waits for Ollama, failures.
+pub(super) fn summary_line(st: &State, converting: Option<(&str, &JobProgress)>) -> String {
+    let count = |step| st.drops.values().filter(|r| r.step == step).count();
+    let mut parts = Vec::new();
+    if let Some((name, p)) = converting {
+        let (done, total) = (
+            p.done.load(Ordering::Relaxed),
+            p.total.load(Ordering::Relaxed),
+        );
+        parts.push(format!("converting {name} ({done}/{total} tensors)"));
+    }
+    parts.push(format!("{} queued", count(Step::Queued)));
+    let waiting = count(Step::Converted) + count(Step::Registering);
+    if waiting > 0 {
+        parts.push(format!("{waiting} to register"));
+    }
+    parts.push(format!("{} registered", count(Step::Registered)));
+    let failed = count(Step::Failed);
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
+    if waiting_on_hung_ollama(st) > 0 {
+        parts.push(NOT_ANSWERING.to_owned());
+    }
+    parts.join(", ")
+}
 
 /// The table of drops, their steps, models and errors.
 pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
@@ -11,10 +60,17 @@ pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
     if st.drops.is_empty() {
         return Ok(format!("no drops recorded in {}\n", state_dir.display()));
     }
-    let mut out = format!(
+    let mut out = String::new();
+    let waiting_on_hung = waiting_on_hung_ollama(&st);
+    if waiting_on_hung > 0 {
+        out.push_str(&format!(
+            "{NOT_ANSWERING}: {waiting_on_hung} drop(s) wait to be registered (retried with backoff)\n\n"
+        ));
+    }
+    out.push_str(&format!(
         "{:<32} {:<12} {:<24} {:<14} {}\n",
         "DROP", "STEP", "MODEL", "VERSION", "DETAIL"
-    );
+    ));
     let mut rows: Vec<_> = st.drops.iter().collect();
     rows.sort_by_key(|(_, r)| r.seq);
     for (name, r) in rows {

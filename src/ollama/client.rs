@@ -57,10 +57,17 @@ impl Client {
     }
 
     fn connect_err(&self, endpoint: &str, e: reqwest::Error) -> OllamaError {
+        // A server that accepts and never answers (or answers a byte a
+        // minute) ends in a timeout: say so, `kvant status` shows it.
+        let reason = if e.is_timeout() {
+            format!("Ollama not answering ({e})")
+        } else {
+            format!("{e}")
+        };
         OllamaError::Connect {
             endpoint: endpoint.to_owned(),
             url: self.base.clone(),
-            reason: format!("{e}"),
+            reason,
         }
     }
 
@@ -160,9 +167,13 @@ impl Client {
         let file = tokio::fs::File::open(path).await.map_err(io)?;
         let len = file.metadata().await.map_err(io)?.len();
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        // Ten minutes plus a second per MiB: slow links pass, a server
+        // that stopped reading does not hold the registration for ever.
+        let timeout = Duration::from_secs(600 + len / (1 << 20));
         let resp = self
             .http
             .post(self.url(&ep))
+            .timeout(timeout)
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(reqwest::Body::wrap_stream(stream))
             .send()

@@ -30,6 +30,8 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
             types: a.types,
             settle: a.settle,
             keep: a.keep,
+            max_memory: a.max_memory,
+            convert_timeout: a.convert_timeout,
         },
     )?;
     if a.check_config {

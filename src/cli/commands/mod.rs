@@ -21,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(a) => daemon::retry(a),
         Command::Register(a) => register::run(a),
         Command::Service(c) => daemon::service(c),
+        Command::ConvertJob => Ok(kvant::daemon::run_convert_job()),
     }
 }
