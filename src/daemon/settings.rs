@@ -8,6 +8,8 @@
 //! system = "Sən köməkçisən."       # SYSTEM
 //! license = "MIT"                 # LICENSE
 //! n_head = 4                      # for a bare state_dict
+//! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
+//! adapter = "lora"                # register a LoRA adapter on its base (default: merged)
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -38,6 +40,12 @@ pub struct ModelSettings {
     pub license: Option<String>,
     /// Attention heads, for a bare state_dict.
     pub n_head: Option<usize>,
+    /// A LoRA adapter drop's base model (a path, relative to the drop);
+    /// read by the adapter's base search.
+    pub base: Option<std::path::PathBuf>,
+    /// `"lora"`: register a LoRA adapter drop as an adapter on its base
+    /// instead of merging it (`"merged"`, the default).
+    pub adapter: Option<String>,
 }
 
 /// Reads `dir/kvant.toml` if present.
