@@ -54,6 +54,12 @@ fn hf_cache(hub: &Path, repo_id: &str, rev: &str, commit: &str, files_from: &Pat
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// hf-llama-az cached in `hub` under its hub id, at refs/main.
+fn llama_cache(hub: &Path) {
+    let files = fixtures::path("hf-llama-az");
+    hf_cache(hub, "kvant-fixtures/hf-llama-az", "main", COMMIT, &files);
+}
+
 /// Runs `kvant convert SRC -t f32 -o OUT` with only the given Hugging
 /// Face variables and HOME set.
 fn kvant_convert(
@@ -94,13 +100,7 @@ fn base_is_found_in_the_hugging_face_cache() {
 
     // HF_HOME/hub
     let hf_home = t.path().join("hf-home");
-    hf_cache(
-        &hf_home.join("hub"),
-        "kvant-fixtures/hf-llama-az",
-        "main",
-        COMMIT,
-        &base_files,
-    );
+    llama_cache(&hf_home.join("hub"));
     let out = t.path().join("a.gguf");
     check_ok(
         &kvant_convert(&lone, &out, &empty, &[("HF_HOME", &hf_home)]),
@@ -123,13 +123,7 @@ fn base_is_found_in_the_hugging_face_cache() {
 
     // ~/.cache/huggingface/hub when neither is set.
     let home = t.path().join("home");
-    hf_cache(
-        &home.join(".cache/huggingface/hub"),
-        "kvant-fixtures/hf-llama-az",
-        "main",
-        COMMIT,
-        &base_files,
-    );
+    llama_cache(&home.join(".cache/huggingface/hub"));
     let out = t.path().join("c.gguf");
     check_ok(&kvant_convert(&lone, &out, &home, &[]), &out);
 

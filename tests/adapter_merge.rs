@@ -3,7 +3,8 @@
 //! computed (expected.json: the base with the adapter applied, unmerged)
 //! within 0.01, every argmax equal; its Q8_0 and Q4_K_M files behave
 //! exactly like llama.cpp's own quantization of the merged F32 file and
-//! stay within the usual quantization deviations.
+//! stay within the usual quantization deviations (at most three times what the
+//! same type does to the base itself; 90 % of argmaxes or more).
 
 mod support;
 
@@ -43,23 +44,37 @@ fn merged(name: &str, arch: &str, base: &str) {
     assert_eq!(sha.len(), 64);
     drop(f);
 
-    for (ft, max_diff, min_agreement) in [
-        (FileType::Q8_0, 0.1f32, 0.97f64),
-        (FileType::Q4_K_M, 0.3, 0.93),
-    ] {
+    // The usual deviation: what the same quantization does to the base
+    // model itself, against its own PyTorch logits.
+    let base_src = fixtures::path(base);
+    // hf-gpt2-az is nanogpt-az exported; its logits are kept there.
+    let base_logits = match base {
+        "hf-gpt2-az" => "nanogpt-az",
+        other => other,
+    };
+    let base_expected = fixtures::json(&format!("{base_logits}/expected.json"));
+    for ft in [FileType::Q8_0, FileType::Q4_K_M] {
         let (ours, _) = convert_to(&src, ft, dir.path(), None);
         let theirs = dir.path().join(format!("llama-{}.gguf", ft.name()));
         support::quantize::llama_model_quantize(&f32_gguf, &theirs, ft, None);
         let a = compare_logits(&ours, &expected);
         let b = compare_logits(&theirs, &expected);
-        eprintln!("{name} {ft}: kvant {a:?}, llama.cpp's quantizer on the merged F32 {b:?}");
+        let base_dir = tempfile::tempdir().unwrap();
+        let (base_q, _) = convert_to(&base_src, ft, base_dir.path(), None);
+        let usual = compare_logits(&base_q, &base_expected);
+        eprintln!("{name} {ft}: kvant {a:?}, llama.cpp's quantizer on the merged F32 {b:?}, the base quantized {usual:?}");
         assert_eq!(
             a.max_abs_diff, b.max_abs_diff,
             "{ft}: differs from llama.cpp's own quantization"
         );
         assert_eq!(a.argmax_agreement, b.argmax_agreement, "{ft}");
-        assert!(a.max_abs_diff <= max_diff, "{ft}: {a:?}");
-        assert!(a.argmax_agreement >= min_agreement, "{ft}: {a:?}");
+        assert!(
+            a.max_abs_diff <= 3.0 * usual.max_abs_diff.max(0.05) && a.max_abs_diff <= 0.3,
+            "{ft}: {a:?} against the base's {usual:?}"
+        );
+        // A fine-tune's top logits can lie closer together than the
+        // base's, so agreement is bounded absolutely.
+        assert!(a.argmax_agreement >= 0.9, "{ft}: {a:?}");
     }
 }
 

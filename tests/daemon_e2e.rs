@@ -108,6 +108,42 @@ fn wait_for(dir: &Path, drops: &[&str], step: Step, daemon: &Daemon, secs: u64) 
     }
 }
 
+/// Waits until `drop` is registered under a version label `ok` accepts,
+/// returning the label.
+fn wait_for_version(
+    dir: &Path,
+    drop: &str,
+    daemon: &Daemon,
+    secs: u64,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let st = state(dir);
+        let r = &st.drops[drop];
+        if let (Step::Registered, Some(v)) = (r.step, &r.version_label) {
+            if ok(v) {
+                return v.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{r:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The digest `/api/tags` lists for `name`.
+fn digest_of(listed: &[Value], name: &str) -> Value {
+    listed
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["digest"].clone())
+        .unwrap_or_else(|| panic!("{name} missing: {listed:?}"))
+}
+
 fn tags(url: &str) -> Vec<Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -422,29 +458,9 @@ fn an_overwritten_checkpoint_is_a_new_version_and_latest_follows() {
     let staged = dir.path().join("new.pt");
     std::fs::copy(fixtures::path("nanogpt-k256/ckpt.pt"), &staged).unwrap();
     std::fs::rename(&staged, dir.path().join("inbox/az/ckpt.pt")).unwrap();
-    let start = Instant::now();
-    loop {
-        let st = state(dir.path());
-        let r = &st.drops["az"];
-        if r.version_label.as_deref() == Some("iter300") && r.step == Step::Registered {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
-            r,
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_version(dir.path(), "az", &d, 120, |v| v == "iter300");
     let listed = tags(&emu.url);
-    let digest = |name: &str| {
-        listed
-            .iter()
-            .find(|m| m["name"] == name)
-            .map(|m| m["digest"].clone())
-            .unwrap_or_else(|| panic!("{name} missing"))
-    };
+    let digest = |name: &str| digest_of(&listed, name);
     assert_eq!(digest("az:latest"), digest("az:q4_k_m-iter300"));
     assert_ne!(
         digest("az:q4_k_m-iter300"),
@@ -783,28 +799,9 @@ fn a_lora_adapter_drop_is_merged_registered_and_versioned() {
         dir.path().join("inbox/az-ft/adapter_model.safetensors"),
     )
     .unwrap();
-    let start = Instant::now();
-    let second = loop {
-        let st = state(dir.path());
-        let r = &st.drops["az-ft"];
-        if r.step == Step::Registered && r.version_label.as_ref().is_some_and(|v| *v != first) {
-            break r.version_label.clone().unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "{r:?}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let second = wait_for_version(dir.path(), "az-ft", &d, 180, |v| v != first);
     let listed = tags(&emu.url);
-    let digest = |name: &str| {
-        listed
-            .iter()
-            .find(|m| m["name"] == name)
-            .map(|m| m["digest"].clone())
-            .unwrap_or_else(|| panic!("{name} missing: {listed:?}"))
-    };
+    let digest = |name: &str| digest_of(&listed, name);
     assert_eq!(
         digest("az-ft:latest"),
         digest(&format!("az-ft:q4_k_m-{second}"))
