@@ -9,7 +9,7 @@
 //! license = "MIT"                 # LICENSE
 //! n_head = 4                      # for a bare state_dict
 //! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
-//! adapter = "lora"                # register a LoRA adapter on its base (default: merged)
+//! adapter = "merged"              # a LoRA adapter drop merged ("lora" is refused for now)
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -43,8 +43,9 @@ pub struct ModelSettings {
     /// A LoRA adapter drop's base model (a path, relative to the drop);
     /// read by the adapter's base search.
     pub base: Option<std::path::PathBuf>,
-    /// `"lora"`: register a LoRA adapter drop as an adapter on its base
-    /// instead of merging it (`"merged"`, the default).
+    /// `"merged"` (the default) for a LoRA adapter drop; `"lora"`
+    /// (register it as an adapter layer on its base) is refused until the
+    /// daemon supports it.
     pub adapter: Option<String>,
 }
 
