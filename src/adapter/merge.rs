@@ -439,6 +439,90 @@ mod tests {
         }
     }
 
+    fn tensor(name: &str, shape: &[usize], v: f32) -> SourceTensor {
+        let n: usize = shape.iter().product();
+        let bytes: Vec<u8> = (0..n).flat_map(|_| v.to_le_bytes()).collect();
+        SourceTensor::owned(
+            name.into(),
+            crate::source::DType::F32,
+            shape.to_vec(),
+            bytes.into(),
+        )
+        .expect("tensor")
+    }
+
+    fn checkpoint(tensors: Vec<SourceTensor>) -> Checkpoint {
+        Checkpoint {
+            path: "base".into(),
+            format: crate::source::SourceFormat::Safetensors,
+            tensors,
+            config: None,
+            extra: Default::default(),
+        }
+    }
+
+    fn embedding_lora() -> Pieces {
+        let mut p = Pieces::default();
+        p.modules.insert(
+            "model.embed_tokens".into(),
+            ModuleAdapter {
+                module: "model.embed_tokens".into(),
+                kind: PairKind::Embedding,
+                a: tensor("a", &[2, 6], 0.1),
+                b: tensor("b", &[4, 2], 0.1),
+                magnitude: None,
+                bias: None,
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn a_tied_head_keeps_the_unmodified_embedding_when_only_the_embedding_changes() {
+        let mut base = checkpoint(vec![tensor("model.embed_tokens.weight", &[6, 4], 1.0)]);
+        let untie = replace_tensors(&mut base, &embedding_lora(), "ft".as_ref()).expect("fits");
+        assert!(untie);
+        let head = base.tensor(HEAD).expect("the head, aliased");
+        assert_eq!(head.to_f32().expect("f32"), vec![1.0; 24]);
+        // Saved twice with the same bytes counts as tied too.
+        let mut base = checkpoint(vec![
+            tensor("model.embed_tokens.weight", &[6, 4], 1.0),
+            tensor(HEAD, &[6, 4], 1.0),
+        ]);
+        assert!(replace_tensors(&mut base, &embedding_lora(), "ft".as_ref()).expect("fits"));
+    }
+
+    #[test]
+    fn a_saved_head_on_a_tied_base_is_written_and_an_untied_base_is_left_alone() {
+        let mut saved = Pieces::default();
+        saved.replacements.insert(
+            HEAD.into(),
+            tensor("base_model.model.lm_head.weight", &[6, 4], 2.0),
+        );
+        let mut base = checkpoint(vec![tensor("model.embed_tokens.weight", &[6, 4], 1.0)]);
+        assert!(replace_tensors(&mut base, &saved, "ft".as_ref()).expect("fits"));
+        assert_eq!(
+            base.tensor(HEAD).expect("head").to_f32().expect("f32"),
+            vec![2.0; 24]
+        );
+        let mut untied = checkpoint(vec![
+            tensor("model.embed_tokens.weight", &[6, 4], 1.0),
+            tensor(HEAD, &[6, 4], 3.0),
+        ]);
+        assert!(!replace_tensors(&mut untied, &embedding_lora(), "ft".as_ref()).expect("fits"));
+        // A saved tensor of another shape names both shapes.
+        saved
+            .replacements
+            .insert(HEAD.into(), tensor("x", &[5, 4], 2.0));
+        let e = replace_tensors(&mut untied, &saved, "ft".as_ref())
+            .expect_err("shape")
+            .to_string();
+        assert!(
+            e.contains("[5, 4]") && e.contains("[6, 4]") && e.contains(HEAD),
+            "{e}"
+        );
+    }
+
     #[test]
     fn dora_rows_take_the_magnitudes_norm() {
         let mut w = vec![3f32, 4., 0., 2.];
