@@ -12,6 +12,8 @@
 //!
 //! * [`source`] reads checkpoints lazily (torch zip + allowlisted pickle,
 //!   safetensors, Hugging Face folders, GGUF) and never runs their code.
+//! * [`adapter`] reads PEFT LoRA adapters, finds their base and merges
+//!   them into it tensor by tensor (or writes a GGUF LoRA).
 //! * [`arch`] maps one model family's tensors and hyper-parameters to GGUF
 //!   names and keys, as pure functions.
 //! * [`tokenizer`] turns `tokenizer.json` into `tokenizer.ggml.*` keys.
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod adapter;
 pub mod arch;
 pub mod convert;
 pub mod daemon;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use kvant::daemon::Step;
 use serde_json::Value;
 
-use support::daemon::{copy_dir, drop_folder, setup, state, tags, wait_for, walk, Daemon};
+use support::daemon::{
+    copy_dir, digest_of, drop_folder, setup, state, tags, wait_for, wait_for_version, walk, Daemon,
+};
 use support::emulator::Emulator;
 use support::fixtures;
 
@@ -284,29 +286,9 @@ fn an_overwritten_checkpoint_is_a_new_version_and_latest_follows() {
     let staged = dir.path().join("new.pt");
     std::fs::copy(fixtures::path("nanogpt-k256/ckpt.pt"), &staged).unwrap();
     std::fs::rename(&staged, dir.path().join("inbox/az/ckpt.pt")).unwrap();
-    let start = Instant::now();
-    loop {
-        let st = state(dir.path());
-        let r = &st.drops["az"];
-        if r.version_label.as_deref() == Some("iter300") && r.step == Step::Registered {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{:?}\n{}",
-            r,
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_version(dir.path(), "az", &d, 120, |v| v == "iter300");
     let listed = tags(&emu.url);
-    let digest = |name: &str| {
-        listed
-            .iter()
-            .find(|m| m["name"] == name)
-            .map(|m| m["digest"].clone())
-            .unwrap_or_else(|| panic!("{name} missing"))
-    };
+    let digest = |name: &str| digest_of(&listed, name);
     assert_eq!(digest("az:latest"), digest("az:q4_k_m-iter300"));
     assert_ne!(
         digest("az:q4_k_m-iter300"),
@@ -585,4 +567,75 @@ fn chat_templates_reach_the_modelfile_proven_or_fall_back_with_a_reason() {
         "{log}"
     );
     assert!(d.terminate().success());
+}
+
+#[test]
+fn a_lora_adapter_drop_is_merged_registered_and_versioned() {
+    let emu = Emulator::start(&[]);
+    let dir = setup();
+    let d = Daemon::start(dir.path(), &emu.url, &[]);
+    let staging = dir.path().join("staging-ft");
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::copy(
+            fixtures::path(&format!("lora-llama-az/{f}")),
+            staging.join(f),
+        )
+        .unwrap();
+    }
+    let base = fixtures::path("hf-llama-az");
+    std::fs::write(
+        staging.join("kvant.toml"),
+        format!("base = \"{}\"\n", base.display()),
+    )
+    .unwrap();
+    std::fs::rename(&staging, dir.path().join("inbox/az-ft")).unwrap();
+    let st = wait_for(dir.path(), &["az-ft"], Step::Registered, &d, 240);
+    let rec = &st.drops["az-ft"];
+    assert_eq!(rec.model.as_deref(), Some("az-ft"), "named after the drop");
+    let first = rec.version_label.clone().expect("a version");
+    let listed = tags(&emu.url);
+    let m = listed
+        .iter()
+        .find(|m| m["name"] == "az-ft:q4_k_m")
+        .unwrap_or_else(|| panic!("az-ft:q4_k_m not listed: {listed:?}"));
+    assert_eq!(m["details"]["family"], "llama");
+    let out = &rec.outputs[0];
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path.parent().unwrap().join("az-ft.report.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(!report["registration"][0]["smoke_output"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        report["conversion"]["hparams"]["adapter"]["base"],
+        base.display().to_string()
+    );
+
+    // The next training checkpoint overwrites the adapter's weights (same
+    // rank and alpha, other modules): a new version, and latest follows.
+    let staged = dir.path().join("next.safetensors");
+    std::fs::copy(
+        fixtures::path("lora-llama-head/adapter_model.safetensors"),
+        &staged,
+    )
+    .unwrap();
+    std::fs::rename(
+        &staged,
+        dir.path().join("inbox/az-ft/adapter_model.safetensors"),
+    )
+    .unwrap();
+    let second = wait_for_version(dir.path(), "az-ft", &d, 180, |v| v != first);
+    let listed = tags(&emu.url);
+    let digest = |name: &str| digest_of(&listed, name);
+    assert_eq!(
+        digest("az-ft:latest"),
+        digest(&format!("az-ft:q4_k_m-{second}"))
+    );
+    assert_ne!(
+        digest(&format!("az-ft:q4_k_m-{second}")),
+        digest(&format!("az-ft:q4_k_m-{first}"))
+    );
 }

@@ -287,6 +287,13 @@ pub struct ConvertArgs {
     /// Quantization choices.
     #[command(flatten)]
     pub quant: QuantOptions,
+
+    /// For a PEFT LoRA adapter folder: write a GGUF LoRA adapter (F32
+    /// factors) that llama.cpp applies to the base's GGUF at run time,
+    /// instead of merging the adapter into the base (the default). The
+    /// base's location is printed; convert it as usual.
+    #[arg(long)]
+    pub as_adapter: bool,
 }
 
 /// Choices llama-quantize offers, for users who know better than the

@@ -9,6 +9,7 @@ use super::mix::{load_imatrix, policy_model, stamp_file_type, types_for};
 use super::report::{build_report, n_params};
 use super::stream::{write_outputs, JobTensor, OutputPlan, TensorData};
 use super::{ChatTemplate, ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
+use crate::adapter::{Adapter, Merge};
 use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Recipe};
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
@@ -23,28 +24,78 @@ pub(super) fn run(
 ) -> Result<ConvertReport, ConvertError> {
     let started = Instant::now();
     let ck = source::open(&paths.checkpoint)?;
-    let sidecar = match &paths.sidecar_config {
-        Some(p) => Some(read_json(p)?),
-        None => None,
-    };
-    let config = ck.config.as_ref().or(sidecar.as_ref());
+    let config = checkpoint_config(&ck, paths)?;
+    let plan = plan_for(&ck, config.as_ref(), req, paths)?;
+    stream(
+        req, paths, &ck, config, plan, None, progress, cancel, started,
+    )
+}
+
+/// The stored hyper-parameters: the checkpoint's own, else a sidecar
+/// `config.json`.
+pub(super) fn checkpoint_config(
+    ck: &Checkpoint,
+    paths: &ModelPaths,
+) -> Result<Option<serde_json::Value>, ConvertError> {
+    match (&ck.config, &paths.sidecar_config) {
+        (Some(c), _) => Ok(Some(c.clone())),
+        (None, Some(p)) => Ok(Some(read_json(p)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Maps `ck` to its family.
+pub(super) fn plan_for(
+    ck: &Checkpoint,
+    config: Option<&serde_json::Value>,
+    req: &ConvertRequest,
+    paths: &ModelPaths,
+) -> Result<ArchPlan, ConvertError> {
     let overrides = HParamOverrides { n_head: req.n_head };
-    let plan = arch::plan(&ck, config, &overrides).map_err(|source| ConvertError::Arch {
+    arch::plan(ck, config, &overrides).map_err(|source| ConvertError::Arch {
         path: paths.checkpoint.clone(),
         source,
-    })?;
+    })
+}
 
+/// An adapter merged into the checkpoint as it is streamed.
+pub(super) struct Merging<'a> {
+    /// What changes.
+    pub merge: &'a Merge,
+    /// The adapter.
+    pub adapter: &'a Adapter,
+}
+
+/// Streams a planned checkpoint to every output, merging `merging`'s
+/// adapter into the tensors it changes.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stream(
+    req: &ConvertRequest,
+    paths: &ModelPaths,
+    ck: &Checkpoint,
+    config: Option<serde_json::Value>,
+    plan: ArchPlan,
+    merging: Option<Merging<'_>>,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    started: Instant,
+) -> Result<ConvertReport, ConvertError> {
     // Planning may have compared tensors (tied heads); start streaming with
     // none of the checkpoint resident.
     for t in &ck.tensors {
         t.release_pages();
     }
 
-    let mut files = discover(&paths.dir);
+    // An adapter folder's own tokenizer (saved beside the adapter by many
+    // training scripts) wins over the base's.
+    let mut files = match &merging {
+        Some(m) if discover(&m.adapter.dir).tokenizer_json.is_some() => discover(&m.adapter.dir),
+        _ => discover(&paths.dir),
+    };
     if let Some(t) = &req.tokenizer {
         files.tokenizer_json = Some(t.clone());
     }
-    files.config_json = config.cloned();
+    files.config_json = config.clone();
     let vocab = gguf_vocab(&files, plan.n_vocab)?;
     let chat_template = match vocab
         .metadata
@@ -55,10 +106,10 @@ pub(super) fn run(
         None => ChatTemplate::None,
     };
 
-    let name = req
-        .name
-        .clone()
-        .unwrap_or_else(|| super::default_name(&paths.checkpoint));
+    let name = req.name.clone().unwrap_or_else(|| match &merging {
+        Some(m) => super::default_name(&m.adapter.dir),
+        None => super::default_name(&paths.checkpoint),
+    });
     let tensors: Vec<JobTensor> = plan
         .tensors
         .iter()
@@ -68,7 +119,10 @@ pub(super) fn run(
         })
         .collect();
     let params = n_params(&tensors);
-    let base = base_metadata(&plan, &name, params);
+    let mut base = base_metadata(&plan, &name, params);
+    if let Some(m) = &merging {
+        base.extend(m.adapter.provenance(&paths.checkpoint));
+    }
 
     let imatrix = load_imatrix(req.imatrix.as_deref())?;
     let mut outputs = Vec::with_capacity(req.outputs.len());
@@ -108,10 +162,14 @@ pub(super) fn run(
         |i| {
             // A tensor copied as stored is read in place, band by band;
             // the others are rearranged in memory first.
-            if let Some(mapped) = in_place(&ck, &plan.tensors[i]) {
-                return Ok(mapped);
+            let merged = |s: &str| merging.as_ref().is_some_and(|m| m.merge.touches(s));
+            let source = plan.tensors[i].recipe.source();
+            if !source.is_some_and(merged) {
+                if let Some(mapped) = in_place(ck, &plan.tensors[i]) {
+                    return Ok(mapped);
+                }
             }
-            let data = materialize(&ck, &plan.tensors[i]).map(TensorData::F32);
+            let data = materialize(ck, &plan.tensors[i], merging.as_ref()).map(TensorData::F32);
             // The source bytes are in f32 now; let their pages go.
             if let Some(src) = plan.tensors[i].recipe.source().and_then(|s| ck.tensor(s)) {
                 src.release_pages();
@@ -126,7 +184,12 @@ pub(super) fn run(
         plan.context_length,
         vocab.stop_tokens.clone(),
         plan.hparams.clone(),
-        version_label(&ck),
+        // An adapter's version is its content, never the base's.
+        if merging.is_some() {
+            None
+        } else {
+            version_label(ck)
+        },
         chat_template,
         &tensors,
         &req.outputs,
@@ -200,7 +263,11 @@ fn in_place<'a>(ck: &'a Checkpoint, t: &PlannedTensor) -> Option<TensorData<'a>>
 }
 
 /// Produces one planned tensor's elements as f32, in GGUF order.
-fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertError> {
+fn materialize(
+    ck: &Checkpoint,
+    t: &PlannedTensor,
+    merging: Option<&Merging<'_>>,
+) -> Result<Vec<f32>, ConvertError> {
     let bad = |reason: String| ConvertError::Tensor {
         path: ck.path.clone(),
         tensor: t.name.clone(),
@@ -210,21 +277,30 @@ fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertEr
         ck.tensor(name)
             .ok_or_else(|| bad(format!("source tensor '{name}' is missing")))
     };
+    // A source tensor's elements, with the adapter merged in (in the
+    // checkpoint's layout, before any rearrangement).
+    let read = |src: &crate::source::SourceTensor| -> Result<Vec<f32>, ConvertError> {
+        let mut v = src.to_f32()?;
+        if let Some(m) = merging {
+            m.merge.apply(&src.name, &mut v, &m.adapter.weights)?;
+        }
+        Ok(v)
+    };
     let data = match &t.recipe {
-        Recipe::Copy { source: s } => source(s)?.to_f32()?,
+        Recipe::Copy { source: s } => read(source(s)?)?,
         Recipe::Transpose { source: s } => {
             let src = source(s)?;
             let [rows, cols] = match src.shape.as_slice() {
                 [r, c] => [*r, *c],
                 other => return Err(bad(format!("cannot transpose shape {other:?}"))),
             };
-            transform::transpose(&src.to_f32()?, rows, cols)
+            transform::transpose(&read(src)?, rows, cols)
         }
         Recipe::PermuteRope { source: s, n_head } => {
             let src = source(s)?;
             let rows = src.shape.first().copied().unwrap_or(1);
             let cols = src.numel() / rows.max(1);
-            transform::permute_rope(&src.to_f32()?, rows, cols, *n_head)
+            transform::permute_rope(&read(src)?, rows, cols, *n_head)
         }
         Recipe::Zeros => vec![0.0; t.n_elements() as usize],
         Recipe::Computed { values } => values.clone(),

@@ -4,6 +4,8 @@
 //!
 //! Rules, in order:
 //! * a file is the checkpoint; its folder is searched for the rest;
+//! * a folder with `adapter_config.json` is a PEFT adapter (its base is
+//!   found by [`crate::adapter::find_base`]);
 //! * a folder with `config.json` and Hugging Face weights
 //!   (`model.safetensors`, `pytorch_model.bin`, or their `.index.json`) is
 //!   a Hugging Face model folder;
@@ -69,7 +71,7 @@ pub fn locate(src: &Path) -> Result<ModelPaths, ConvertError> {
             is_gguf,
         });
     }
-    if is_hf_folder(src) {
+    if is_hf_folder(src) || crate::adapter::is_adapter_folder(src) {
         return Ok(ModelPaths {
             checkpoint: src.to_owned(),
             dir: src.to_owned(),

@@ -8,6 +8,7 @@
 //!
 //! This module must not know about the queue, retries or HTTP.
 
+mod adapter;
 mod chat;
 mod checkpoint;
 mod discover;
@@ -17,6 +18,7 @@ mod report;
 mod requantize;
 mod stream;
 
+pub use adapter::{convert_as_adapter, AdapterOutputs};
 pub use chat::{end_of_text_tokens, specials_from_gguf, ChatTemplate, RAW_TEMPLATE};
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
@@ -160,6 +162,10 @@ pub enum ConvertError {
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),
+    /// A LoRA adapter cannot be used (not LoRA, no base, a base that
+    /// does not fit).
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// The job was cancelled (shutdown); nothing was left behind.
     #[error("cancelled")]
     Cancelled,
@@ -182,7 +188,9 @@ pub fn convert(
     }
     let paths = locate(&req.source)?;
     pool.install(|| {
-        if paths.is_gguf {
+        if crate::adapter::is_adapter_folder(&paths.checkpoint) {
+            adapter::run_merged(req, &paths.checkpoint, progress, cancel)
+        } else if paths.is_gguf {
             requantize::run(req, &paths, progress, cancel)
         } else {
             checkpoint::run(req, &paths, progress, cancel)

@@ -95,6 +95,23 @@ pub fn convert_drop(
 ) -> Result<Converted, String> {
     let dir = drop_dir(drop);
     let settings = settings::load(&dir).map_err(|e| e.to_string())?;
+    match settings.adapter.as_deref() {
+        None | Some("merged") => {}
+        // Registering a fine-tune as an adapter layer on its base is not
+        // wired into the daemon yet: refuse rather than silently merge.
+        Some("lora") => {
+            return Err(format!(
+                "{}: adapter = \"lora\" is not supported by the daemon yet; remove it to register the adapter merged, or write the adapter GGUF with kvant convert --as-adapter",
+                dir.join("kvant.toml").display()
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "{}: adapter = \"{other}\": expected \"merged\" or \"lora\"",
+                dir.join("kvant.toml").display()
+            ))
+        }
+    }
     let paths = convert::locate(drop).map_err(|e| e.to_string())?;
     let model = sanitize_model_name(
         &settings

@@ -8,6 +8,8 @@
 //! system = "Sən köməkçisən."       # SYSTEM
 //! license = "MIT"                 # LICENSE
 //! n_head = 4                      # for a bare state_dict
+//! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
+//! adapter = "merged"              # a LoRA adapter drop merged ("lora" is refused for now)
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -38,6 +40,13 @@ pub struct ModelSettings {
     pub license: Option<String>,
     /// Attention heads, for a bare state_dict.
     pub n_head: Option<usize>,
+    /// A LoRA adapter drop's base model (a path, relative to the drop);
+    /// read by the adapter's base search.
+    pub base: Option<std::path::PathBuf>,
+    /// `"merged"` (the default) for a LoRA adapter drop; `"lora"`
+    /// (register it as an adapter layer on its base) is refused until the
+    /// daemon supports it.
+    pub adapter: Option<String>,
 }
 
 /// Reads `dir/kvant.toml` if present.

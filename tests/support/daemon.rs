@@ -240,3 +240,39 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Waits until `drop` is registered under a version label `ok` accepts,
+/// returning the label.
+pub fn wait_for_version(
+    dir: &Path,
+    drop: &str,
+    daemon: &Daemon,
+    secs: u64,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let st = state(dir);
+        let r = &st.drops[drop];
+        if let (Step::Registered, Some(v)) = (r.step, &r.version_label) {
+            if ok(v) {
+                return v.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{r:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The digest `/api/tags` lists for `name`.
+pub fn digest_of(listed: &[Value], name: &str) -> Value {
+    listed
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["digest"].clone())
+        .unwrap_or_else(|| panic!("{name} missing: {listed:?}"))
+}

@@ -120,6 +120,32 @@ impl Model {
     /// The logits at every position of `ids`, one vector of n_vocab per
     /// position, computed in one batch on a fresh context (CPU, 2 threads).
     pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
+        self.eval(ids, None)
+    }
+
+    /// Loads a GGUF LoRA adapter for this model with llama.cpp's
+    /// `llama_adapter_lora_init`. Panics (llama.cpp's reason on stderr)
+    /// when llama.cpp refuses it.
+    pub fn load_lora(&self, path: &Path) -> Lora<'_> {
+        let c = CString::new(path.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid model and path; the result is checked.
+        let ptr = unsafe { llama_adapter_lora_init(self.model, c.as_ptr()) };
+        assert!(
+            !ptr.is_null(),
+            "llama.cpp refused the LoRA adapter {} for {}",
+            path.display(),
+            self.path
+        );
+        Lora { ptr, _model: self }
+    }
+
+    /// [`Model::eval_logits`] with `lora` applied at `scale`
+    /// (`llama_set_adapters_lora`).
+    pub fn eval_logits_with_lora(&self, ids: &[i32], lora: &Lora<'_>, scale: f32) -> Vec<Vec<f32>> {
+        self.eval(ids, Some((lora.ptr, scale)))
+    }
+
+    fn eval(&self, ids: &[i32], lora: Option<(*mut llama_adapter_lora, f32)>) -> Vec<Vec<f32>> {
         let n = ids.len() as i32;
         assert!(n > 0);
         // SAFETY: context and batch are created, used within their sizes
@@ -135,6 +161,13 @@ impl Model {
             cp.no_perf = true;
             let ctx = llama_init_from_model(self.model, cp);
             assert!(!ctx.is_null(), "{}: cannot create a context", self.path);
+            if let Some((adapter, scale)) = lora {
+                let mut adapters = [adapter];
+                let mut scales = [scale];
+                let rc =
+                    llama_set_adapters_lora(ctx, adapters.as_mut_ptr(), 1, scales.as_mut_ptr());
+                assert_eq!(rc, 0, "{}: llama_set_adapters_lora failed", self.path);
+            }
             let batch = llama_batch_init(n, 0, 1);
             for (i, &tok) in ids.iter().enumerate() {
                 *batch.token.add(i) = tok;
@@ -159,6 +192,12 @@ impl Model {
             out
         }
     }
+}
+
+/// A LoRA adapter loaded for a model (freed with it).
+pub struct Lora<'m> {
+    ptr: *mut llama_adapter_lora,
+    _model: &'m Model,
 }
 
 impl Drop for Model {

@@ -53,6 +53,12 @@ fn ids_of(v: &Value, key: &str) -> Vec<i64> {
 /// Runs every sample of `expected` through llama.cpp.
 pub fn compare_logits(gguf: &Path, expected: &Value) -> Agreement {
     let model = Model::load(gguf, false);
+    compare_logits_by(&|ids| model.eval_logits(ids), expected)
+}
+
+/// Runs every sample of `expected` through `eval` (llama.cpp's logits at
+/// every position of the ids).
+pub fn compare_logits_by(eval: &dyn Fn(&[i32]) -> Vec<Vec<f32>>, expected: &Value) -> Agreement {
     let samples = expected["logits"].as_array().expect("logits array");
     assert!(!samples.is_empty());
     let mut worst = 0f32;
@@ -69,7 +75,7 @@ pub fn compare_logits(gguf: &Path, expected: &Value) -> Agreement {
             .map(|v| v.as_f64().expect("logit") as f32)
             .collect();
         let want_argmax = ids_of(sample, "argmax");
-        let got = model.eval_logits(&ids);
+        let got = eval(&ids);
         assert_eq!(got.len(), ids.len());
         let last = got.last().expect("positions");
         assert_eq!(last.len(), want_last.len(), "vocabulary size");
@@ -101,7 +107,13 @@ pub fn compare_logits(gguf: &Path, expected: &Value) -> Agreement {
 /// Asserts logits within `tolerance` and every argmax equal; returns the
 /// largest difference.
 pub fn check_logits(gguf: &Path, expected: &Value, tolerance: f32) -> f32 {
-    let a = compare_logits(gguf, expected);
+    assert_agreement(gguf, compare_logits(gguf, expected), tolerance)
+}
+
+/// Asserts `a` within `tolerance` and every argmax equal (`what` names
+/// the file in the message); returns the largest difference.
+pub fn assert_agreement(what: &Path, a: Agreement, tolerance: f32) -> f32 {
+    let gguf = what;
     assert_eq!(
         a.argmax_agreement,
         1.0,

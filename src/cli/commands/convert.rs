@@ -13,6 +13,9 @@ use crate::cli::args::{ConvertArgs, QuantOptions};
 use crate::cli::progress::TensorBar;
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
+    if a.as_adapter {
+        return run_as_adapter(&a);
+    }
     let mut types: Vec<FileType> = Vec::new();
     for t in &a.types {
         if !types.contains(t) {
@@ -54,6 +57,31 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     };
     let report = run_with_bar(&req)?;
     print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--as-adapter`: the adapter folder as a GGUF LoRA adapter file.
+fn run_as_adapter(a: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| convert::default_name(&a.src));
+    let out = match (&a.output, &a.output_dir) {
+        (Some(o), _) => o.clone(),
+        (None, dir) => dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(format!("{name}-lora.gguf")),
+    };
+    let done = convert::convert_as_adapter(&a.src, &out, Some(&name), None)?;
+    println!(
+        "{}: GGUF LoRA adapter for {} ({}), {:.1} MiB; its base: {}",
+        done.adapter.path.display(),
+        done.arch,
+        name,
+        done.adapter.size as f64 / (1 << 20) as f64,
+        done.base.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
