@@ -8,6 +8,7 @@
 //! system = "Sən köməkçisən."       # SYSTEM
 //! license = "MIT"                 # LICENSE
 //! n_head = 4                      # for a bare state_dict
+//! template_mode = "native"        # auto | go | native (default: the daemon's)
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -38,6 +39,8 @@ pub struct ModelSettings {
     pub license: Option<String>,
     /// Attention heads, for a bare state_dict.
     pub n_head: Option<usize>,
+    /// Go or native chat templates for this model (default: the daemon's).
+    pub template_mode: Option<crate::ollama::TemplateMode>,
 }
 
 /// Reads `dir/kvant.toml` if present.
