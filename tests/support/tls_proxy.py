@@ -88,6 +88,8 @@ def main():
     make_certs(args.dir)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, fmt, *a):
             sys.stderr.write("proxy: " + (fmt % a) + "\n")
 
@@ -118,9 +120,14 @@ def main():
                 left -= len(chunk)
             resp = conn.getresponse()
             self.send_response(resp.status)
+            # Every body is delimited (length or chunks): rustls rightly
+            # refuses a body that ends with a TLS close without close_notify.
+            sized = resp.getheader("Content-Length") is not None
             for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                if k.lower() not in ("transfer-encoding", "connection"):
                     self.send_header(k, v)
+            if not sized:
+                self.send_header("Transfer-Encoding", "chunked")
             self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
@@ -128,8 +135,13 @@ def main():
                     chunk = resp.read1(1 << 16)
                     if not chunk:
                         break
-                    self.wfile.write(chunk)
+                    if sized:
+                        self.wfile.write(chunk)
+                    else:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.flush()
+                if not sized:
+                    self.wfile.write(b"0\r\n\r\n")
             conn.close()
             self.close_connection = True
 
