@@ -56,10 +56,9 @@ fn manifest_layers(emu: &Emulator, model: &str) -> Vec<String> {
         .collect()
 }
 
-/// hf-qwen2-az's Jinja chat template, as its tokenizer config has it.
+/// hf-qwen2-az's Jinja chat template, as the fixture has it.
 fn qwen_jinja() -> String {
-    let cfg = fixtures::json("hf-qwen2-az/tokenizer_config.json");
-    cfg["chat_template"].as_str().unwrap().to_owned()
+    std::fs::read_to_string(fixtures::path("hf-qwen2-az/chat_template.jinja")).unwrap()
 }
 
 #[test]
