@@ -9,8 +9,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::state::{HostModel, OutputRecord};
-use crate::convert::ChatTemplate;
-use crate::gguf::{GgufFile, GgufValue};
+use crate::convert::{jinja_chat_template, ChatTemplate};
+use crate::gguf::GgufFile;
 use crate::modelfile;
 use crate::ollama::{
     register, Client, OllamaError, Registered, Registration, SmokePolicy, TemplateMode,
@@ -45,12 +45,7 @@ fn template_origin(gguf: &Path, template: Option<&str>) -> (Option<String>, bool
     let Ok(f) = GgufFile::open(gguf) else {
         return (None, template.is_some());
     };
-    let jinja = f
-        .metadata
-        .get("tokenizer.chat_template")
-        .and_then(GgufValue::as_str)
-        .filter(|j| !j.trim().is_empty())
-        .map(str::to_owned);
+    let jinja = jinja_chat_template(&f.metadata);
     let derived = ChatTemplate::from_gguf(&f.metadata);
     let user = template.is_some_and(|t| t != derived.template());
     (jinja, user)

@@ -118,6 +118,15 @@ impl Client {
         self.check(endpoint, resp).await
     }
 
+    /// `POST endpoint` (a model run: long timeout), decoded as JSON.
+    async fn run_json(&self, endpoint: &str, body: &Value) -> Result<Value, OllamaError> {
+        self.post_json(endpoint, body, Duration::from_secs(600))
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(endpoint, e))
+    }
+
     /// `GET endpoint`, decoded as JSON (Ollama's error on failure).
     async fn get_json(&self, endpoint: &str, timeout: Duration) -> Result<Value, OllamaError> {
         let resp = self
@@ -292,8 +301,8 @@ impl Client {
         num_predict: u32,
     ) -> Result<String, OllamaError> {
         let ep = "/api/generate";
-        let v: Value = self
-            .post_json(
+        let v = self
+            .run_json(
                 ep,
                 &json!({
                     "model": name,
@@ -301,12 +310,8 @@ impl Client {
                     "stream": false,
                     "options": { "num_predict": num_predict, "seed": 1, "temperature": 0.7 },
                 }),
-                Duration::from_secs(600),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
+            .await?;
         v.get("response")
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -327,8 +332,8 @@ impl Client {
         num_predict: u32,
     ) -> Result<(String, String), OllamaError> {
         let ep = "/api/chat";
-        let v: Value = self
-            .post_json(
+        let v = self
+            .run_json(
                 ep,
                 &json!({
                     "model": name,
@@ -336,12 +341,8 @@ impl Client {
                     "stream": false,
                     "options": { "num_predict": num_predict, "seed": 1, "temperature": 0.7 },
                 }),
-                Duration::from_secs(600),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
+            .await?;
         let text = v
             .pointer("/message/content")
             .and_then(Value::as_str)

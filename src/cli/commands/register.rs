@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sha2::Digest;
 
-use kvant::convert::{end_of_text_tokens, ChatTemplate};
+use kvant::convert::{end_of_text_tokens, jinja_chat_template, ChatTemplate};
 use kvant::gguf::{GgufFile, GgufValue};
 use kvant::ollama::{
     parse_header_lines, parse_host, register, Client, ClientOptions, Registration,
@@ -31,12 +31,7 @@ pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     // user gives one; the fallback is said, never silent.
     let chat = ChatTemplate::from_gguf(&f.metadata);
     let eos = end_of_text_tokens(&f.metadata);
-    let jinja = f
-        .metadata
-        .get("tokenizer.chat_template")
-        .and_then(GgufValue::as_str)
-        .filter(|j| !j.trim().is_empty())
-        .map(str::to_owned);
+    let jinja = jinja_chat_template(&f.metadata);
     drop(f);
     let user_template = a.template.is_some();
     let (template, stop) = match a.template {
