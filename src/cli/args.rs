@@ -95,6 +95,10 @@ Examples:
     /// Retry a failed drop (by its name in the inbox).
     Retry(RetryArgs),
 
+    /// Never register a drop on a host again (after deleting it there on
+    /// purpose); without --host, on every host.
+    Forget(ForgetArgs),
+
     /// Register an existing GGUF file with Ollama (upload, create, verify,
     /// smoke-test).
     #[command(after_help = "\
@@ -128,10 +132,10 @@ pub struct WatchArgs {
     /// Folder for the journal and lock (key `state_dir`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Ollama server (key `ollama`; default: OLLAMA_HOST, else
-    /// http://127.0.0.1:11434).
+    /// Ollama server, repeatable: every host gets every model (key
+    /// `ollama`; default: OLLAMA_HOST, else http://127.0.0.1:11434).
     #[arg(long, value_name = "URL")]
-    pub ollama: Option<String>,
+    pub ollama: Vec<String>,
     /// Types to write for every drop (key `types`; default q4_k_m).
     #[arg(long, value_name = "TYPE,...", value_delimiter = ',')]
     pub types: Option<Vec<FileType>>,
@@ -177,6 +181,19 @@ pub struct RetryArgs {
     pub state: StateArgs,
 }
 
+/// `kvant forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The drop's name in the inbox.
+    pub drop: String,
+    /// Only on this Ollama host (as configured).
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+    /// Where the state is.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
 /// `kvant register`.
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
@@ -197,6 +214,18 @@ pub struct RegisterArgs {
     /// PARAMETER num_ctx (default: the file's context length).
     #[arg(long)]
     pub num_ctx: Option<u32>,
+    /// Chat templates: auto (native Jinja on Ollama >= 0.30), go, native.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub template_mode: kvant::ollama::TemplateMode,
+    /// A chat smoke test that does not end its turn: warn, or block (exit 1).
+    #[arg(long, value_name = "POLICY", default_value = "warn")]
+    pub chat_smoke: kvant::ollama::SmokePolicy,
+    /// A file of `Name: value` request headers (e.g. Authorization).
+    #[arg(long, value_name = "FILE")]
+    pub headers_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for https.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `kvant service`.

@@ -94,6 +94,15 @@ impl ChatTemplate {
     }
 }
 
+/// A GGUF's Jinja `tokenizer.chat_template`, if it has a non-empty one
+/// (a chat model).
+pub fn jinja_chat_template(md: &Metadata) -> Option<String> {
+    md.get("tokenizer.chat_template")
+        .and_then(GgufValue::as_str)
+        .filter(|j| !j.trim().is_empty())
+        .map(str::to_owned)
+}
+
 /// The Jinja variables a GGUF implies: `bos_token`/`eos_token` are the
 /// texts of the BOS/EOS ids, and BOS is left to the tokenizer when
 /// `add_bos_token` is set (llama.cpp's default when the key is absent:

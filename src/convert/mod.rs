@@ -19,7 +19,9 @@ mod requantize;
 mod stream;
 
 pub use adapter::{convert_as_adapter, AdapterOutputs};
-pub use chat::{end_of_text_tokens, specials_from_gguf, ChatTemplate, RAW_TEMPLATE};
+pub use chat::{
+    end_of_text_tokens, jinja_chat_template, specials_from_gguf, ChatTemplate, RAW_TEMPLATE,
+};
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
 

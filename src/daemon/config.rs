@@ -5,7 +5,11 @@
 //! inbox = "/srv/models/inbox"      # watched folder (default: <data dir>/inbox)
 //! output = "/srv/models/out"       # GGUFs, Modelfiles, reports (default: <data dir>/models)
 //! state_dir = "/var/lib/kvant"     # journal and lock (default: <data dir>/state)
-//! ollama = "http://127.0.0.1:11434" # default: OLLAMA_HOST as Ollama parses it
+//! ollama = "http://127.0.0.1:11434" # or a list; default: OLLAMA_HOST as Ollama parses it
+//! template_mode = "auto"            # auto | go | native (chat templates by server version)
+//! chat_smoke = "warn"               # warn | block: a chat that never ends its turn
+//! reconcile_interval = 300          # seconds between comparisons with each host's models
+//! # [hosts."<url>"]: headers and CA per host (see `hosts_config`)
 //! types = ["q4_k_m", "q8_0"]        # default: ["q4_k_m"]
 //! settle = 5                        # seconds a drop must stay unchanged (default 5)
 //! keep = 3                          # versions to keep registered per model (default: all)
@@ -18,7 +22,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::hosts_config::{resolve_hosts, HostConfig, HostFileSettings, OneOrMany};
 use super::DaemonError;
+use crate::ollama::{SmokePolicy, TemplateMode};
 use crate::quant::FileType;
 
 /// The configuration file's keys (all optional).
@@ -31,8 +37,8 @@ pub struct ConfigFile {
     pub output: Option<PathBuf>,
     /// State folder.
     pub state_dir: Option<PathBuf>,
-    /// Ollama URL.
-    pub ollama: Option<String>,
+    /// Ollama URL, or several.
+    pub ollama: Option<OneOrMany>,
     /// Types to write.
     pub types: Option<Vec<String>>,
     /// Settle time in seconds.
@@ -43,6 +49,17 @@ pub struct ConfigFile {
     pub max_memory: Option<MemorySize>,
     /// Seconds a conversion may go without progress.
     pub convert_timeout: Option<f64>,
+    /// Go or native chat templates.
+    pub template_mode: Option<TemplateMode>,
+    /// What a failed chat smoke test does.
+    pub chat_smoke: Option<SmokePolicy>,
+    /// Seconds between reconciliations with the hosts.
+    pub reconcile_interval: Option<f64>,
+    /// Extra CA certificates for every host.
+    pub ca_file: Option<PathBuf>,
+    /// Per-host connection settings, by URL.
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, HostFileSettings>,
 }
 
 /// A size in the configuration file: bytes, or a string with a unit.
@@ -90,8 +107,8 @@ pub struct ConfigOverrides {
     pub output: Option<PathBuf>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
-    /// `--ollama`.
-    pub ollama: Option<String>,
+    /// `--ollama` (repeatable).
+    pub ollama: Vec<String>,
     /// `--types`.
     pub types: Option<Vec<FileType>>,
     /// `--settle`.
@@ -113,8 +130,16 @@ pub struct DaemonConfig {
     pub output: PathBuf,
     /// Journal and lock.
     pub state_dir: PathBuf,
-    /// Ollama's base URL.
+    /// The first host's base URL (for single-host callers and logs).
     pub ollama: String,
+    /// Every Ollama host; each gets every published model.
+    pub hosts: Vec<HostConfig>,
+    /// Go or native chat templates (a drop's `kvant.toml` may override).
+    pub template_mode: TemplateMode,
+    /// What a failed chat smoke test does.
+    pub chat_smoke: SmokePolicy,
+    /// Time between reconciliations with each host's `/api/tags`.
+    pub reconcile_interval: Duration,
     /// File types written for every drop (unless its kvant.toml says).
     pub types: Vec<FileType>,
     /// How long a drop must stay unchanged before it is read.
@@ -174,13 +199,19 @@ pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConf
             "types must name at least one type".into(),
         ));
     }
-    let ollama = o
-        .ollama
-        .or(file.ollama)
-        .map(|u| crate::ollama::parse_host(Some(&u)).base_url())
-        .unwrap_or_else(|| {
-            crate::ollama::parse_host(std::env::var("OLLAMA_HOST").ok().as_deref()).base_url()
-        });
+    let urls = match (o.ollama.is_empty(), file.ollama) {
+        (false, _) => o.ollama,
+        (true, Some(u)) => u.into_vec(),
+        (true, None) => vec![],
+    };
+    let hosts = resolve_hosts(urls, &file.hosts, file.ca_file.as_ref())?;
+    let ollama = hosts.first().map(|h| h.url.clone()).unwrap_or_default();
+    let reconcile = file.reconcile_interval.unwrap_or(300.0);
+    if !(0.5..=86_400.0).contains(&reconcile) {
+        return Err(DaemonError::Config(format!(
+            "reconcile_interval must be 0.5..86400 seconds, not {reconcile}"
+        )));
+    }
     let settle = o.settle.or(file.settle).unwrap_or(5.0);
     if !(0.0..=86_400.0).contains(&settle) {
         return Err(DaemonError::Config(format!(
@@ -214,6 +245,10 @@ pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConf
             .or(file.state_dir)
             .unwrap_or_else(|| data.join("state")),
         ollama,
+        hosts,
+        template_mode: file.template_mode.unwrap_or_default(),
+        chat_smoke: file.chat_smoke.unwrap_or_default(),
+        reconcile_interval: Duration::from_secs_f64(reconcile),
         types,
         settle: Duration::from_secs_f64(settle),
         keep: o.keep.or(file.keep),

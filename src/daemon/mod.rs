@@ -18,11 +18,16 @@
 
 mod config;
 mod error;
+mod host_state;
+mod hosts;
+mod hosts_config;
 mod isolate;
 mod job;
 mod journal;
 mod notify;
 mod publish;
+mod reconcile;
+mod report;
 mod run;
 mod service;
 mod settings;
@@ -31,14 +36,16 @@ mod status;
 
 pub use config::{default_config_path, load_config, parse_size, ConfigOverrides, DaemonConfig};
 pub use error::DaemonError;
+pub use hosts::request_forget;
+pub use hosts_config::{HostConfig, HostFileSettings, OneOrMany};
 pub use isolate::{run_convert_job, TEST_FAULT_ENV};
 pub use job::modelfile_for;
-pub use publish::{publish, registration_from_modelfile};
+pub use publish::{publish, registration_from_modelfile, PublishOptions, Published};
 pub use run::{request_retry, run};
 pub use service::{
     install_service, render_launchd_plist, render_system_unit, render_user_unit, InstallOutcome,
     ServiceOptions,
 };
 pub use settings::ModelSettings;
-pub use state::{DropRecord, State, Step};
+pub use state::{DropRecord, HostModel, HostRecord, HostStep, OutputRecord, State, Step};
 pub use status::render_status;

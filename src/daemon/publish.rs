@@ -1,5 +1,6 @@
-//! Registering a converted drop's outputs: each GGUF under its type tag
-//! and its immutable version tag, the newest as `latest`, older versions
+//! Registering a converted drop's outputs on one host: each GGUF under its
+//! type tag (created once, so it is uploaded at most once), its immutable
+//! version tag a copy of that, the newest as `latest`, older versions
 //! pruned when `keep` says so. Every step is idempotent by name, so a
 //! registration interrupted by a crash is simply finished again.
 
@@ -7,9 +8,48 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::state::OutputRecord;
+use super::state::{HostModel, OutputRecord};
+use crate::convert::{jinja_chat_template, ChatTemplate};
+use crate::gguf::GgufFile;
 use crate::modelfile;
-use crate::ollama::{register, Client, OllamaError, Registered, Registration};
+use crate::ollama::{
+    register, Client, OllamaError, Registered, Registration, SmokePolicy, TemplateMode,
+};
+
+/// How to publish on one host.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Go or native chat templates.
+    pub template_mode: TemplateMode,
+    /// What a failed chat smoke test does.
+    pub smoke_policy: SmokePolicy,
+    /// Old version tags to delete once this version is registered.
+    pub prune: Vec<String>,
+}
+
+/// What one host holds after publishing.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// What the server reported for each output's first tag.
+    pub registered: Vec<Registered>,
+    /// Every name registered, as the host lists it.
+    pub models: Vec<HostModel>,
+    /// Prunes that failed (said, not fatal).
+    pub prune_errors: Vec<String>,
+}
+
+/// The GGUF's Jinja chat template, and whether `template` is the user's
+/// (anything but what kvant derives from that Jinja: its proven
+/// translation, or `{{ .Prompt }}`).
+fn template_origin(gguf: &Path, template: Option<&str>) -> (Option<String>, bool) {
+    let Ok(f) = GgufFile::open(gguf) else {
+        return (None, template.is_some());
+    };
+    let jinja = jinja_chat_template(&f.metadata);
+    let derived = ChatTemplate::from_gguf(&f.metadata);
+    let user = template.is_some_and(|t| t != derived.template());
+    (jinja, user)
+}
 
 /// The registration request for one GGUF, from the Modelfile kvant wrote
 /// beside it (so a restart registers exactly what the Modelfile says).
@@ -59,29 +99,68 @@ pub fn registration_from_modelfile(
             _ => {}
         }
     }
+    (reg.jinja, reg.user_template) = template_origin(gguf, reg.template.as_deref());
     Ok(reg)
 }
 
-/// Registers every output (type tag + version tag), then points
-/// `<model>:latest` at the first output. Returns what the server reported
-/// for each file's first tag.
+/// Registers every output on one host: the type tag is created, the
+/// version tag copied from it; then `<model>:latest` points at the first
+/// output and `options.prune` is deleted.
 pub async fn publish(
     client: &Client,
     model: &str,
     outputs: &[OutputRecord],
-) -> Result<Vec<Registered>, OllamaError> {
-    let mut done = Vec::new();
+    options: &PublishOptions,
+) -> Result<Published, OllamaError> {
+    let mut registered = Vec::new();
+    let mut names = Vec::new();
     for out in outputs {
-        for (i, tag) in out.tags.iter().enumerate() {
-            let reg = registration_from_modelfile(&out.path, &out.sha256, tag, i == 0)?;
-            let r = register(client, &reg).await?;
-            if i == 0 {
-                done.push(r);
-            }
+        let Some((first, rest)) = out.tags.split_first() else {
+            continue;
+        };
+        let mut reg = registration_from_modelfile(&out.path, &out.sha256, first, true)?;
+        reg.template_mode = options.template_mode;
+        reg.smoke_policy = options.smoke_policy;
+        registered.push(register(client, &reg).await?);
+        names.push(first.clone());
+        for tag in rest {
+            client.copy(first, tag).await?;
+            names.push(tag.clone());
         }
     }
     if let Some(first) = outputs.first().and_then(|o| o.tags.first()) {
-        client.copy(first, &format!("{model}:latest")).await?;
+        let latest = format!("{model}:latest");
+        client.copy(first, &latest).await?;
+        names.push(latest);
     }
-    Ok(done)
+    let mut prune_errors = Vec::new();
+    for tag in &options.prune {
+        if let Err(e) = client.delete(tag).await {
+            prune_errors.push(format!("could not prune {tag}: {e}"));
+        }
+    }
+    let listed = client.tags().await?;
+    let models = names
+        .into_iter()
+        .map(|name| {
+            let entry = listed.iter().find(|m| {
+                m.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+            });
+            let field = |k: &str| entry.and_then(|e| e.get(k)).cloned();
+            HostModel {
+                digest: field("digest")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                size: field("size").and_then(|v| v.as_u64()).unwrap_or(0),
+                name,
+            }
+        })
+        .collect();
+    Ok(Published {
+        registered,
+        models,
+        prune_errors,
+    })
 }

@@ -9,31 +9,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::config::DaemonConfig;
+use super::hosts::{retry_failed_hosts, Fleet};
 use super::isolate::{self, convert_isolated, JobOutcome, JobSpec, Limits};
 use super::journal::Journal;
 use super::notify::Notifier;
-use super::publish::publish;
 use super::state::{self, DropRecord, Fingerprint, State, Step, MAX_CRASHES};
 use super::status::summary_line;
 use super::DaemonError;
 use crate::durable;
-use crate::ollama::retry::Backoff;
-use crate::ollama::{Client, OllamaError, Registered};
 use crate::watch::{content_hash, scan, Candidate, Settler, Watcher};
-
-/// Registration attempts on server errors (5xx) before a drop fails.
-/// Connection failures (Ollama down) are retried without limit.
-const MAX_SERVER_ERRORS: u32 = 5;
 
 /// A finished conversion: the drop, the version it started from, and how
 /// it ended.
 type ConvertResult = (String, Fingerprint, JobOutcome);
-type PublishResult = (String, Result<Vec<Registered>, OllamaError>);
 
 fn retry_dir(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("retry")
@@ -78,6 +71,7 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
                 r.error = None;
                 r.attempts = 0;
                 r.crashes = 0;
+                retry_failed_hosts(r);
                 changed = true;
             }
         }
@@ -113,14 +107,20 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let _lock = state::lock(&cfg.state_dir)?;
     sweep_outputs(&cfg.output);
     let mut st = State::load(&cfg.state_dir)?;
+    st.adopt_single_host(&cfg.ollama);
     st.recover();
     st.save(&cfg.state_dir)?;
+    let mut fleet = Fleet::new(&cfg)?;
     info!(
         "kvant watching {} (output {}, state {}, Ollama {}, types {}; configuration: {})",
         cfg.inbox.display(),
         cfg.output.display(),
         cfg.state_dir.display(),
-        cfg.ollama,
+        cfg.hosts
+            .iter()
+            .map(|h| h.url.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         cfg.types
             .iter()
             .map(|t| t.name())
@@ -133,7 +133,6 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         path: cfg.inbox.clone(),
         reason: e.to_string(),
     })?;
-    let client = Client::new(&cfg.ollama);
     // The conversion child is this very binary.
     let exe = Arc::new(std::env::current_exe().map_err(|e| {
         DaemonError::Config(format!(
@@ -145,12 +144,6 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let mut notifier = Notifier::from_env();
     notifier.ready(&summary_line(&st, None));
     let mut journal = Journal::new(cfg.state_dir.clone());
-    // Retry often enough that a restarted Ollama is noticed within half a
-    // minute.
-    let backoff = Backoff {
-        max: Duration::from_secs(30),
-        ..Backoff::default()
-    };
     let mut settler = Settler::new(cfg.settle);
     let cancel = Arc::new(AtomicBool::new(false));
     let cfg = Arc::new(cfg);
@@ -160,10 +153,6 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
     let mut unreadable: HashMap<String, (u64, u64)> = HashMap::new();
     let mut converting: Option<JoinHandle<ConvertResult>> = None;
     let mut converting_name: Option<String> = None;
-    let mut registering: JoinSet<PublishResult> = JoinSet::new();
-    let mut reg_running: HashSet<String> = HashSet::new();
-    let mut next_try: HashMap<String, Instant> = HashMap::new();
-    let mut server_errors: HashMap<String, u32> = HashMap::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -179,6 +168,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
         });
         let writable = journal.writable(&st);
         let mut dirty = writable && take_retry_requests(&cfg.state_dir, &mut st);
+        dirty |= writable && fleet.take_forget_requests(&cfg.state_dir, &mut st);
 
         // Intake: new and changed drops, in arrival order (oldest mtime
         // first). Every candidate is observed on every pass (settling is
@@ -260,39 +250,11 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             }
         }
 
-        // Registrations run beside conversions.
-        let now = Instant::now();
-        let ready: Vec<String> = st
-            .drops
-            .iter()
-            .filter(|(n, r)| {
-                writable
-                    && r.step == Step::Converted
-                    && !reg_running.contains(*n)
-                    && next_try.get(*n).is_none_or(|t| *t <= now)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in ready {
-            let Some(r) = st.drops.get_mut(&name) else {
-                continue;
-            };
-            r.step = Step::Registering;
-            let (model, outputs) = (r.model.clone().unwrap_or_default(), r.outputs.clone());
+        // Registrations run beside conversions, each host on its own;
+        // none starts while the journal cannot record it.
+        if writable && fleet.start(&cfg, &mut st) {
+            journal.save(&st);
             dirty = false;
-            if !journal.save(&st) {
-                if let Some(r) = st.drops.get_mut(&name) {
-                    r.step = Step::Converted;
-                }
-                break;
-            }
-            info!(drop = %name, model = %model, "registering with Ollama");
-            reg_running.insert(name.clone());
-            let client = client.clone();
-            registering.spawn(async move {
-                let r = publish(&client, &model, &outputs).await;
-                (name, r)
-            });
         }
         if dirty {
             journal.save(&st);
@@ -331,12 +293,9 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
                 }
                 journal.save(&st);
             }
-            Some(res) = registering.join_next(), if !registering.is_empty() => {
-                if let Ok((name, r)) = res {
-                    reg_running.remove(&name);
-                    finish_registration(&cfg, &client, &mut st, (&mut next_try, &mut server_errors), &backoff, &name, r).await;
-                    journal.save(&st);
-                }
+            Some(ev) = fleet.next(), if fleet.busy() => {
+                fleet.finish(&cfg, &mut st, ev);
+                journal.save(&st);
             }
         }
     }
@@ -356,12 +315,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             finish_conversion(&mut st, &name, &started, on_disk, outcome);
         }
     }
-    registering.abort_all();
-    for name in reg_running {
-        if let Some(r) = st.drops.get_mut(&name) {
-            r.step = Step::Converted;
-        }
-    }
+    fleet.stop(&mut st);
     st.save(&cfg.state_dir)?;
     info!("stopped");
     Ok(())
@@ -409,6 +363,7 @@ fn intake(st: &mut State, c: Candidate, sha256: String) -> bool {
             outputs: vec![],
             seq,
             crashes: 0,
+            hosts: Default::default(),
         },
     );
     true
@@ -484,80 +439,6 @@ fn finish_conversion(
                 rec.error = Some(reason);
                 rec.seq = next_seq;
                 st.next_seq += 1;
-            }
-        }
-    }
-}
-
-async fn finish_registration(
-    cfg: &DaemonConfig,
-    client: &Client,
-    st: &mut State,
-    (next_try, server_errors): (&mut HashMap<String, Instant>, &mut HashMap<String, u32>),
-    backoff: &Backoff,
-    name: &str,
-    r: Result<Vec<Registered>, OllamaError>,
-) {
-    let Some(rec) = st.drops.get_mut(name) else {
-        return;
-    };
-    match r {
-        Ok(regs) => {
-            server_errors.remove(name);
-            rec.step = Step::Registered;
-            rec.error = None;
-            for o in &mut rec.outputs {
-                o.registered = true;
-            }
-            let model = rec.model.clone().unwrap_or_default();
-            info!(drop = %name, model = %model, "registered: {}", regs.iter().map(|r| format!("{} ({}, {})", r.name, r.family, r.quantization_level)).collect::<Vec<_>>().join(", "));
-            // Record the smoke test in the report.
-            let report = cfg.output.join(&model).join(format!("{model}.report.json"));
-            if let Ok(text) = std::fs::read_to_string(&report) {
-                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    v["registration"] = serde_json::json!(regs);
-                    if let Ok(bytes) = serde_json::to_vec_pretty(&v) {
-                        let _ = durable::write_atomic(&report, &bytes);
-                    }
-                }
-            }
-            let label = rec.version_label.clone().unwrap_or_default();
-            let types: Vec<String> = rec.outputs.iter().map(|o| o.file_type.clone()).collect();
-            let versions = st.versions.entry(model.clone()).or_default();
-            versions.retain(|v| v != &label);
-            versions.push(label);
-            if let Some(keep) = cfg.keep.filter(|k| *k > 0) {
-                while versions.len() > keep {
-                    let old = versions.remove(0);
-                    for t in &types {
-                        let tag = format!("{model}:{t}-{old}");
-                        match client.delete(&tag).await {
-                            Ok(()) => info!(model = %model, "pruned old version {tag}"),
-                            Err(e) => warn!(model = %model, "could not prune {tag}: {e}"),
-                        }
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            rec.attempts += 1;
-            // Ollama being down is waited out without limit; errors the
-            // server answers with (a failing create) count toward a bound.
-            let down = matches!(e, OllamaError::Connect { .. });
-            let answered = server_errors.entry(name.to_owned()).or_default();
-            if !down {
-                *answered += 1;
-            }
-            if e.is_retryable() && (down || *answered < MAX_SERVER_ERRORS) {
-                let wait = backoff.delay_random(rec.attempts);
-                warn!(drop = %name, attempt = rec.attempts, "registration failed, retrying in {:.1}s: {e}", wait.as_secs_f64());
-                rec.step = Step::Converted;
-                rec.error = Some(e.to_string());
-                next_try.insert(name.to_owned(), Instant::now() + wait);
-            } else {
-                error!(drop = %name, "registration failed: {e}");
-                rec.step = Step::Failed;
-                rec.error = Some(e.to_string());
             }
         }
     }

@@ -10,6 +10,7 @@
 //! n_head = 4                      # for a bare state_dict
 //! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
 //! adapter = "merged"              # a LoRA adapter drop merged ("lora" is refused for now)
+//! template_mode = "native"        # auto | go | native (default: the daemon's)
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -47,6 +48,8 @@ pub struct ModelSettings {
     /// (register it as an adapter layer on its base) is refused until the
     /// daemon supports it.
     pub adapter: Option<String>,
+    /// Go or native chat templates for this model (default: the daemon's).
+    pub template_mode: Option<crate::ollama::TemplateMode>,
 }
 
 /// Reads `dir/kvant.toml` if present.

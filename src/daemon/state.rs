@@ -4,13 +4,21 @@
 //! On disk (`<state_dir>/state.json`, written with temp + fsync + rename):
 //!
 //! ```text
-//! { "version": "1",
+//! { "version": "2",
 //!   "drops": { "<drop name>": {
 //!       "path", "fingerprint": {size, mtime_ns, sha256},
 //!       "step": queued|converting|converted|registering|registered|failed,
 //!       "error", "attempts", "version_label", "model", "seq", "crashes",
-//!       "outputs": [{file_type, path, sha256, tags: [..], registered}] } } }
+//!       "outputs": [{file_type, path, sha256, tags: [..], registered}],
+//!       "hosts": { "<url>": {step: pending|registering|registered|failed|forgotten,
+//!                  error, attempts, server_version, models: [{name, digest, size}],
+//!                  capabilities, template_mode, disk_bytes} } } },
+//!   "host_versions": { "<url>": { "<model>": ["<label>", ..] } } }
 //! ```
+//!
+//! A version "1" file (one host, no `hosts`) is read as is; the daemon
+//! then assigns its registrations to the first configured host
+//! ([`State::adopt_single_host`]) and writes version "2".
 //!
 //! Recovery rules after a crash (`kill -9` at any moment):
 //! * `converting` goes back to `queued`: outputs only appear by rename when
@@ -29,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::host_state::{HostModel, HostRecord, HostStep};
 use super::DaemonError;
 use crate::durable;
 
@@ -106,6 +115,9 @@ pub struct DropRecord {
     /// or `kvant retry` is asked, so no restart crash-loops on it.
     #[serde(default)]
     pub crashes: u32,
+    /// Its registration on each Ollama host, by base URL.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostRecord>,
 }
 
 /// Converter crashes after which a drop version is given up.
@@ -123,6 +135,10 @@ pub struct State {
     /// Next arrival number.
     #[serde(default)]
     pub next_seq: u64,
+    /// Registered version labels per host and model, oldest first (for
+    /// `keep`, applied per host).
+    #[serde(default)]
+    pub host_versions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,6 +146,8 @@ pub struct State {
 enum OnDisk {
     #[serde(rename = "1")]
     V1(State),
+    #[serde(rename = "2")]
+    V2(State),
 }
 
 /// The journal's path in `dir`.
@@ -144,7 +162,7 @@ impl State {
         let p = state_path(dir);
         match std::fs::read(&p) {
             Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
-                Ok(OnDisk::V1(s)) => Ok(s),
+                Ok(OnDisk::V1(s) | OnDisk::V2(s)) => Ok(s),
                 Err(e) => Err(DaemonError::State(format!(
                     "{} is damaged: {e}; move it away to start afresh",
                     p.display()
@@ -157,15 +175,52 @@ impl State {
 
     /// Writes the journal atomically.
     pub fn save(&self, dir: &Path) -> Result<(), DaemonError> {
-        let bytes = serde_json::to_vec_pretty(&OnDisk::V1(self.clone()))
+        let bytes = serde_json::to_vec_pretty(&OnDisk::V2(self.clone()))
             .map_err(|e| DaemonError::State(e.to_string()))?;
         durable::write_atomic(&state_path(dir), &bytes)
             .map_err(|e| DaemonError::State(format!("{}: {e}", dir.display())))
     }
 
+    /// Migrates a single-host journal (version "1"): registrations
+    /// recorded without a host belong to `url`, the host of that time.
+    /// Idempotent.
+    pub fn adopt_single_host(&mut self, url: &str) {
+        for d in self.drops.values_mut() {
+            let done = !d.outputs.is_empty() && d.outputs.iter().all(|o| o.registered);
+            if d.hosts.is_empty() && done {
+                let models = d
+                    .outputs
+                    .iter()
+                    .flat_map(|o| &o.tags)
+                    .map(|t| HostModel {
+                        name: t.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                d.hosts.insert(
+                    url.to_owned(),
+                    HostRecord {
+                        step: HostStep::Registered,
+                        models,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        if !self.versions.is_empty() && self.host_versions.is_empty() {
+            self.host_versions
+                .insert(url.to_owned(), std::mem::take(&mut self.versions));
+        }
+    }
+
     /// Applies the crash-recovery rules (module doc).
     pub fn recover(&mut self) {
         for d in self.drops.values_mut() {
+            for h in d.hosts.values_mut() {
+                if h.step == HostStep::Registering {
+                    h.step = HostStep::Pending;
+                }
+            }
             match d.step {
                 Step::Converting => d.step = Step::Queued,
                 Step::Registering => d.step = Step::Converted,
@@ -253,6 +308,7 @@ mod tests {
             outputs: vec![],
             seq: 0,
             crashes: 0,
+            hosts: Default::default(),
         }
     }
 
@@ -268,6 +324,28 @@ mod tests {
         back.recover();
         assert_eq!(back.drops["a"].step, Step::Queued);
         assert_eq!(back.drops["b"].step, Step::Converted);
+    }
+
+    #[test]
+    fn a_single_host_journal_is_migrated_to_the_first_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v1 = r#"{"version":"1","drops":{"m":{"path":"/in/m",
+            "fingerprint":{"size":1,"mtime_ns":2,"sha256":"ab"},"step":"registered",
+            "error":null,"attempts":0,"version_label":"v1","model":"m",
+            "outputs":[{"file_type":"q8_0","path":"/o/m.gguf","sha256":"cd",
+            "tags":["m:q8_0","m:q8_0-v1"],"registered":true}],"seq":0}},
+            "versions":{"m":["v1"]},"next_seq":1}"#;
+        std::fs::write(state_path(dir.path()), v1).expect("write");
+        let mut s = State::load(dir.path()).expect("v1 reads");
+        s.adopt_single_host("http://127.0.0.1:11434");
+        let h = &s.drops["m"].hosts["http://127.0.0.1:11434"];
+        assert_eq!(h.step, HostStep::Registered);
+        assert_eq!(h.models.len(), 2);
+        assert_eq!(s.host_versions["http://127.0.0.1:11434"]["m"], ["v1"]);
+        s.save(dir.path()).expect("save");
+        let text = std::fs::read_to_string(state_path(dir.path())).expect("read");
+        assert!(text.contains("\"version\": \"2\""), "{text}");
+        assert_eq!(State::load(dir.path()).expect("v2 reads"), s);
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! `kvant status`: the journal as a table; and the one-line summary the
-//! daemon sends systemd as its `STATUS=` (what `systemctl status kvant`
-//! shows).
+//! `kvant status`: the journal as a table, each drop followed by one line
+//! per Ollama host (its step, server version, what it holds or its error);
+//! and the one-line summary the daemon sends systemd as its `STATUS=`
+//! (what `systemctl status kvant` shows).
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::isolate::JobProgress;
-use super::state::{State, Step};
+use super::state::{HostRecord, HostStep, State, Step};
 use super::DaemonError;
 
 /// Marks a registration error that means the server accepted the
@@ -94,6 +95,41 @@ pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
             r.version_label.as_deref().unwrap_or("-"),
             detail.replace('\n', " ")
         ));
+        for (url, h) in &r.hosts {
+            out.push_str(&host_line(url, h));
+        }
     }
     Ok(out)
+}
+
+/// `  @ <url>  <step>  <version>  <detail>` for one host of a drop.
+fn host_line(url: &str, h: &HostRecord) -> String {
+    let step = format!("{:?}", h.step).to_lowercase();
+    let detail = match (h.step, &h.error) {
+        (HostStep::Registered, _) => {
+            let mut d = format!(
+                "{} ({} template",
+                h.models.first().map(|m| m.name.as_str()).unwrap_or("-"),
+                h.template_mode.as_deref().unwrap_or("go")
+            );
+            if !h.capabilities.is_empty() {
+                d.push_str(&format!(", capabilities {}", h.capabilities.join("+")));
+            }
+            d.push_str(&format!(
+                ", {:.1} MiB on the host)",
+                h.disk_bytes as f64 / 1048576.0
+            ));
+            d
+        }
+        (HostStep::Failed, Some(e)) => e.clone(),
+        (_, Some(e)) => format!("retrying ({} attempts): {e}", h.attempts),
+        _ => String::new(),
+    };
+    format!(
+        "  @ {:<42} {:<12} {:<10} {}\n",
+        url,
+        step,
+        h.server_version.as_deref().unwrap_or("-"),
+        detail.replace('\n', " ")
+    )
 }

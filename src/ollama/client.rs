@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use super::connection::ClientOptions;
 use super::OllamaError;
 
 /// A client for one Ollama server.
@@ -37,14 +38,28 @@ fn parse_version(s: &str) -> Option<Version> {
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:11434`).
     pub fn new(base: &str) -> Client {
-        let http = reqwest::Client::builder()
+        Self::with_options(base, &ClientOptions::default()).unwrap_or_else(|_| Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::default(),
+        })
+    }
+
+    /// A client for `base` sending `options`' headers and trusting its CA
+    /// file besides the system's roots (see [`ClientOptions`]).
+    pub fn with_options(base: &str, options: &ClientOptions) -> Result<Client, OllamaError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Client {
+            .default_headers(options.header_map()?);
+        for cert in options.certificates()? {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| OllamaError::Setup {
+            reason: format!("{base}: cannot set up the HTTP client: {e}"),
+        })?;
+        Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
-        }
+        })
     }
 
     /// The server's base URL.
@@ -108,6 +123,15 @@ impl Client {
             .await
             .map_err(|e| self.connect_err(endpoint, e))?;
         self.check(endpoint, resp).await
+    }
+
+    /// `POST endpoint` (a model run: long timeout), decoded as JSON.
+    async fn run_json(&self, endpoint: &str, body: &Value) -> Result<Value, OllamaError> {
+        self.post_json(endpoint, body, Duration::from_secs(600))
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.connect_err(endpoint, e))
     }
 
     /// `GET endpoint`, decoded as JSON (Ollama's error on failure).
@@ -288,8 +312,8 @@ impl Client {
         num_predict: u32,
     ) -> Result<String, OllamaError> {
         let ep = "/api/generate";
-        let v: Value = self
-            .post_json(
+        let v = self
+            .run_json(
                 ep,
                 &json!({
                     "model": name,
@@ -297,12 +321,8 @@ impl Client {
                     "stream": false,
                     "options": { "num_predict": num_predict, "seed": 1, "temperature": 0.7 },
                 }),
-                Duration::from_secs(600),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
+            .await?;
         v.get("response")
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -310,6 +330,39 @@ impl Client {
                 endpoint: ep.into(),
                 reason: format!("no response text in {v}"),
             })
+    }
+}
+
+impl Client {
+    /// `POST /api/chat` (not streamed) with one user turn: the answer's
+    /// text and `done_reason`.
+    pub async fn chat(
+        &self,
+        name: &str,
+        prompt: &str,
+        num_predict: u32,
+    ) -> Result<(String, String), OllamaError> {
+        let ep = "/api/chat";
+        let v = self
+            .run_json(
+                ep,
+                &json!({
+                    "model": name,
+                    "messages": [{ "role": "user", "content": prompt }],
+                    "stream": false,
+                    "options": { "num_predict": num_predict, "seed": 1, "temperature": 0.7 },
+                }),
+            )
+            .await?;
+        let text = v
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OllamaError::Protocol {
+                endpoint: ep.into(),
+                reason: format!("no message in {v}"),
+            })?;
+        let reason = v.get("done_reason").and_then(Value::as_str).unwrap_or("");
+        Ok((text.to_owned(), reason.to_owned()))
     }
 }
 

@@ -42,6 +42,21 @@ pub enum OllamaError {
         #[source]
         source: std::io::Error,
     },
+    /// The connection settings are unusable (a bad header, CA file).
+    #[error("{reason}")]
+    Setup {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model registered but its smoke test failed, and the policy
+    /// says that blocks publishing.
+    #[error("{name}: smoke test failed: {reason}")]
+    Smoke {
+        /// The model.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The model name is not one Ollama accepts.
     #[error("'{0}' is not a valid Ollama model name")]
     InvalidName(String),
@@ -58,7 +73,10 @@ impl OllamaError {
                 status, message, ..
             } => *status >= 500 || (*status == 200 && message.contains("injected fault")),
             OllamaError::Protocol { .. } => true,
-            OllamaError::Io { .. } | OllamaError::InvalidName(_) => false,
+            OllamaError::Io { .. }
+            | OllamaError::InvalidName(_)
+            | OllamaError::Setup { .. }
+            | OllamaError::Smoke { .. } => false,
         }
     }
 }

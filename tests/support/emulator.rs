@@ -13,6 +13,7 @@ pub struct Emulator {
     pub url: String,
     /// Its model store.
     pub models: PathBuf,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,15 +39,45 @@ impl Emulator {
     }
 
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Emulator {
-        let port_file = dir.path().join("port");
         let models = dir.path().join("models");
-        let log = std::fs::File::create(dir.path().join("emulator.log")).expect("log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port) = Self::spawn(dir.path(), &models, "0", &args);
+        Emulator {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            models,
+            args,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server (its store stays), like `systemctl stop ollama`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn resume(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap_or("0").to_owned();
+        let (child, _) = Self::spawn(self._dir.path(), &self.models, &port, &self.args);
+        self.child = child;
+    }
+
+    fn spawn(dir: &Path, models: &Path, port: &str, args: &[String]) -> (Child, u16) {
+        let port_file = dir.join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("emulator.log"))
+            .expect("log");
         let child = Command::new("python3")
             .arg(script())
-            .args(["--port", "0", "--port-file"])
+            .args(["--port", port, "--port-file"])
             .arg(&port_file)
             .arg("--models")
-            .arg(&models)
+            .arg(models)
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -62,16 +93,11 @@ impl Emulator {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "the emulator did not start: {}",
-                Self::read_log(dir.path())
+                Self::read_log(dir)
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        Emulator {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            models,
-            _dir: dir,
-        }
+        (child, port)
     }
 
     fn read_log(dir: &Path) -> String {

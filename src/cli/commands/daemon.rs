@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use kvant::daemon::{self, ConfigOverrides, ServiceOptions};
 
-use crate::cli::args::{RetryArgs, ServiceCommand, StateArgs, WatchArgs};
+use crate::cli::args::{ForgetArgs, RetryArgs, ServiceCommand, StateArgs, WatchArgs};
 
 fn state_dir(a: &StateArgs) -> anyhow::Result<std::path::PathBuf> {
     let cfg = daemon::load_config(
@@ -40,7 +40,11 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
             cfg.inbox.display(),
             cfg.output.display(),
             cfg.state_dir.display(),
-            cfg.ollama
+            cfg.hosts
+                .iter()
+                .map(|h| h.url.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -85,6 +89,17 @@ pub fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
     println!(
         "retry of '{}' requested; the daemon picks it up (now, or when it next starts)",
         a.drop
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn forget(a: ForgetArgs) -> anyhow::Result<ExitCode> {
+    let dir = state_dir(&a.state)?;
+    daemon::request_forget(&dir, &a.drop, a.host.as_deref())?;
+    println!(
+        "'{}' will not be registered again on {}; the daemon records it (now, or when it next starts)",
+        a.drop,
+        a.host.as_deref().unwrap_or("any host")
     );
     Ok(ExitCode::SUCCESS)
 }

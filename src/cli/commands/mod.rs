@@ -19,6 +19,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => daemon::watch(a),
         Command::Status(a) => daemon::status(a),
         Command::Retry(a) => daemon::retry(a),
+        Command::Forget(a) => daemon::forget(a),
         Command::Register(a) => register::run(a),
         Command::Service(c) => daemon::service(c),
         Command::ConvertJob => Ok(kvant::daemon::run_convert_job()),

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sha2::Digest;
 
-use kvant::convert::{end_of_text_tokens, ChatTemplate};
+use kvant::convert::{end_of_text_tokens, jinja_chat_template, ChatTemplate};
 use kvant::gguf::{GgufFile, GgufValue};
-use kvant::ollama::{parse_host, register, Client, Registration};
+use kvant::ollama::{
+    parse_header_lines, parse_host, register, Client, ClientOptions, Registration,
+};
 
 use crate::cli::args::RegisterArgs;
 
@@ -29,7 +31,9 @@ pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     // user gives one; the fallback is said, never silent.
     let chat = ChatTemplate::from_gguf(&f.metadata);
     let eos = end_of_text_tokens(&f.metadata);
+    let jinja = jinja_chat_template(&f.metadata);
     drop(f);
+    let user_template = a.template.is_some();
     let (template, stop) = match a.template {
         Some(t) => (t, eos),
         None => {
@@ -70,15 +74,42 @@ pub fn run(a: RegisterArgs) -> anyhow::Result<ExitCode> {
         system: a.system,
         num_ctx: a.num_ctx.or(ctx),
         smoke_prompt: "Hello".into(),
+        jinja,
+        user_template,
+        template_mode: a.template_mode,
+        smoke_policy: a.chat_smoke,
         ..Default::default()
     };
+    let headers = match &a.headers_file {
+        Some(p) => parse_header_lines(
+            &std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        None => vec![],
+    };
+    let client = Client::with_options(
+        &url,
+        &ClientOptions {
+            headers,
+            ca_file: a.ca_file.clone(),
+        },
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let done = rt.block_on(register(&Client::new(&url), &reg))?;
+    let done = rt.block_on(register(&client, &reg))?;
+    for w in &done.warnings {
+        eprintln!("kvant: warning: {}: {w}", a.file.display());
+    }
     println!(
-        "registered {} on {url} (family {}, {}); smoke test: {:?}",
-        done.name, done.family, done.quantization_level, done.smoke_output
+        "registered {} on {url} (family {}, {}, {} template, capabilities [{}]); smoke test ({}): {:?}",
+        done.name,
+        done.family,
+        done.quantization_level,
+        done.template_mode,
+        done.capabilities.join(", "),
+        done.smoke_endpoint,
+        done.smoke_output
     );
     Ok(ExitCode::SUCCESS)
 }
