@@ -90,6 +90,9 @@ pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
     }
 }
 
+/// A one-block activation quantizer.
+type BlockQuantizer = fn(&[f32], &mut [u8]);
+
 /// One activation row (`x.len()` a multiple of the block size) in the
 /// partner type's bytes (`out` holds `dot_type.row_size(x.len())`),
 /// exactly as ggml-cpu's `from_float` on x86 writes them.
@@ -98,13 +101,13 @@ pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
 /// If `dot_type` is not F32, F16, BF16, Q8_0, Q8_1 or Q8_K, or the
 /// lengths do not fit: a programming error, never input data.
 pub fn quantize_activation_row(dot_type: GgmlType, x: &[f32], out: &mut [u8]) {
-    let (block, size, f): (usize, usize, fn(&[f32], &mut [u8])) = match dot_type {
+    let (block, size, f): (usize, usize, BlockQuantizer) = match dot_type {
         GgmlType::Q8_0 => (QK8, Q8_0_SIZE, quantize_q8_0_block),
         GgmlType::Q8_1 => (QK8, Q8_1_SIZE, quantize_q8_1_block),
         GgmlType::Q8K => (QK_K, Q8_K_SIZE, quantize_q8_k_block),
-        GgmlType::F32 => return Dense::F32.from_f32(x, out),
-        GgmlType::F16 => return Dense::F16.from_f32(x, out),
-        GgmlType::BF16 => return Dense::BF16.from_f32(x, out),
+        GgmlType::F32 => return Dense::F32.encode(x, out),
+        GgmlType::F16 => return Dense::F16.encode(x, out),
+        GgmlType::BF16 => return Dense::BF16.encode(x, out),
         other => panic!("{other} is not an activation type of a dot product"),
     };
     assert!(x.len().is_multiple_of(block) && out.len() >= x.len() / block * size);
@@ -373,7 +376,7 @@ mod tests {
                     _ => Dense::BF16,
                 };
                 let mut b = vec![0u8; x.len() * d.size()];
-                d.from_f32(x, &mut b);
+                d.encode(x, &mut b);
                 b
             }
             _ => quantize(ty, x, n_per_row, None).expect("quantizes"),
