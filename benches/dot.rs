@@ -16,92 +16,37 @@
 //!
 //! Run (the release profile would rebuild llama.cpp; the dev profile's
 //! dependencies are already optimized, so only kvant is raised):
-//! `CARGO_PROFILE_DEV_PACKAGE_KVANT_OPT_LEVEL=3 cargo bench --profile dev --bench dot`
-//! (`-- --quick` for 64 tokens and one run each, `-- --types q4_K,f16`).
+//! `cargo bench --profile dev --config 'profile.dev.package.kvant.opt-level=3'
+//! --bench dot` (`-- --quick` for 64 tokens and one run each,
+//! `-- --types q4_K,f16`).
 
-use std::ffi::{c_int, c_void};
 use std::time::Instant;
 
 use kvant::quant::dot;
 use kvant::quant::{quantize, GgmlType};
 use rayon::prelude::*;
 
-type FromFloat = unsafe extern "C" fn(*const f32, *mut c_void, i64);
-type VecDot =
-    unsafe extern "C" fn(c_int, *mut f32, usize, *const c_void, usize, *const c_void, usize, c_int);
-
-/// `struct ggml_type_traits_cpu` (ggml-cpu.h).
-#[repr(C)]
-struct TypeTraitsCpu {
-    from_float: Option<FromFloat>,
-    vec_dot: Option<VecDot>,
-    vec_dot_type: u32,
-    nrows: i64,
-}
-
-extern "C" {
-    fn ggml_get_type_traits_cpu(t: u32) -> *const TypeTraitsCpu;
-    fn ggml_cpu_init();
-}
-
-// The bench binary must link llama-cpp-sys-2 for the symbols above.
-use llama_cpp_sys_2 as _;
-
-const TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
-
-fn traits(ty: GgmlType) -> &'static TypeTraitsCpu {
-    // SAFETY: static table, valid id.
-    unsafe { &*ggml_get_type_traits_cpu(ty.id()) }
-}
+#[allow(dead_code)]
+#[path = "../tests/support/ggml_cpu.rs"]
+mod ggml_cpu;
 
 /// ggml's product driven row by row: from_float per token, then vec_dot.
 fn ggml_matmul(ty: GgmlType, w: &[u8], n_out: usize, n_in: usize, x: &[f32], out: &mut [f32]) {
-    let t = traits(ty);
     let dt = dot::vec_dot_type(ty);
     let act_row = dt.row_size(n_in).expect("fits");
     let n_tokens = x.len() / n_in;
-    let from = traits(dt).from_float.expect("from_float");
-    let mut acts = vec![0u8; act_row * n_tokens];
-    acts.par_chunks_mut(act_row)
-        .zip(x.par_chunks(n_in))
-        // SAFETY: one row of n_in floats into one row of the partner.
-        .for_each(|(a, r)| unsafe { from(r.as_ptr(), a.as_mut_ptr().cast(), n_in as i64) });
-    let vd = t.vec_dot.expect("vec_dot");
+    let acts: Vec<Vec<u8>> = x
+        .par_chunks(n_in)
+        .map(|r| ggml_cpu::from_float(dt, r))
+        .collect();
     let w_row = ty.row_size(n_in).expect("fits");
     let mut by_row = vec![0f32; n_out * n_tokens];
     by_row
         .par_chunks_mut(n_tokens)
         .zip(w.par_chunks(w_row))
         .for_each(|(o, wr)| {
-            for (tk, s) in o.iter_mut().enumerate() {
-                let a = &acts[tk * act_row..];
-                // SAFETY: one row of each operand, nrc = 1.
-                unsafe {
-                    vd(
-                        n_in as c_int,
-                        s,
-                        0,
-                        wr.as_ptr().cast(),
-                        0,
-                        a.as_ptr().cast(),
-                        0,
-                        1,
-                    )
-                };
+            for (s, a) in o.iter_mut().zip(&acts) {
+                *s = ggml_cpu::vec_dot(ty, n_in, wr, &a[..act_row]);
             }
         });
     for (r, row) in by_row.chunks_exact(n_tokens).enumerate() {
@@ -154,11 +99,9 @@ fn main() {
             .split(',')
             .map(|s| s.parse().expect("a ggml type name"))
             .collect(),
-        None => TYPES.to_vec(),
+        None => dot::WEIGHT_TYPES.to_vec(),
     };
     let (n_tokens, runs) = if quick { (64, 1) } else { (512, 3) };
-    // SAFETY: fills ggml's static tables.
-    unsafe { ggml_cpu_init() };
     println!(
         "threads {}, {n_tokens} tokens; ratio = ggml time / kvant time",
         rayon::current_num_threads()

@@ -76,6 +76,24 @@ fn family(weight: GgmlType) -> Option<Family> {
     })
 }
 
+/// Every weight type with a dot product here, in ggml id order (F32,
+/// F16, BF16 first).
+pub const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
 /// ggml-cpu's `vec_dot_type` of a weight type: the type activations are
 /// converted to before the product. Types without a product (integers,
 /// F64, the activation types themselves) map to themselves.
@@ -338,23 +356,6 @@ mod tests {
     use super::*;
     use crate::quant::quantize;
 
-    /// Every weight type with a product, as the tests iterate them.
-    pub const WEIGHTS: [GgmlType; 13] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-    ];
-
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (0..n)
@@ -388,7 +389,7 @@ mod tests {
     /// one rounding per block term (the integer parts are exact).
     #[test]
     fn fast_vec_dot_matches_the_reference() {
-        for ty in WEIGHTS {
+        for ty in WEIGHT_TYPES {
             for n in [256, 768] {
                 let w = weight_bytes(ty, &values(n, 1), n);
                 let x = values(n, 2);
@@ -408,7 +409,7 @@ mod tests {
     #[test]
     fn matmul_places_every_row_token_dot() {
         let (n_out, n_in) = (11, 256);
-        for ty in WEIGHTS {
+        for ty in WEIGHT_TYPES {
             let w = weight_bytes(ty, &values(n_out * n_in, 3), n_in);
             let row = ty.row_size(n_in).expect("fits");
             for n_tokens in [1, 5] {
