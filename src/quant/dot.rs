@@ -23,16 +23,20 @@
 //! What llama.cpp's batched paths change. For several tokens ggml's
 //! `mul_mat` may instead call llamafile's `tinyBLAS` (`GGML_USE_LLAMAFILE`,
 //! on in the pinned build: F32, F16 and BF16 weights, and Q8_0/Q4_0/Q5_0
-//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`:
-//! Q4_0 as `q4_0_8x8`, Q4_K/Q2_K as `q4_K_8x8`/`q2_K_8x8`, IQ4_NL, with
-//! activations packed four rows at a time by `ggml_quantize_mat_q8_0_4x8`
-//! / `_q8_K_4x8`). Both keep the same activation quantization (the same
-//! scale and rounding rule per block) and the same exact integer block
-//! sums; what changes is how the per-block float terms are grouped and
-//! summed (tiles of lanes instead of one row's running sum). So their
-//! results differ from `vec_dot`'s, and from ours, by float reassociation
-//! only, well inside the forward pass's 1e-3/5e-3 logit tolerance; this
-//! module does not reproduce their order.
+//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`;
+//! on this AVX2 build `ggml_repack_get_optimal_repack_type` picks
+//! `q4_0_8x8` for Q4_0, `q4_K_8x8` for Q4_K and `iq4_nl_8x8`, the Q2_K
+//! layout needing AVX512), whose activations come from
+//! `ggml_quantize_mat_q8_0_4x8` / `_q8_K_4x8`. Those use the same scale
+//! (`127/amax`, or Q8_K's `∓127/amax` with `d = 1/iscale`) and the same
+//! ties-to-even rounding as the row quantizers here (the one exception: a
+//! Q8_K block holding both +amax and −amax picks the sign the other way),
+//! and both paths form the same exact integer block sums. What changes is
+//! how the per-block float terms are grouped and summed (tiles of lanes
+//! instead of one row's running sum), so their results differ from
+//! `vec_dot`'s, and ours, by float reassociation only, far inside the
+//! forward pass's 1e-3/5e-3 logit tolerance; this module does not
+//! reproduce their order.
 //!
 //! This module knows nothing of files or tensors' names: rows of bytes in,
 //! floats out.
