@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
+pub mod ggml_cpu;
 pub mod llama;
 pub mod logits;
 pub mod quantize;
