@@ -101,7 +101,7 @@ fn registrable(rec: &DropRecord) -> bool {
         && match rec.step {
             Step::Converted | Step::Registering | Step::Registered => true,
             Step::Failed => !rec.hosts.is_empty(),
-            Step::Queued | Step::Converting => false,
+            Step::Queued | Step::Converting | Step::Changed => false,
         }
 }
 
@@ -515,6 +515,7 @@ mod tests {
             step: Step::Converted,
             error: None,
             attempts: 0,
+            crashes: 0,
             version_label: Some("v1".into()),
             model: Some("m".into()),
             outputs: vec![OutputRecord {

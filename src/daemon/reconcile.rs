@@ -75,6 +75,7 @@ mod tests {
             step: Step::Registered,
             error: None,
             attempts: 0,
+            crashes: 0,
             version_label: None,
             model: Some("m".into()),
             outputs: vec![OutputRecord {
