@@ -19,6 +19,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 python3 -c "import xllamacpp" 2>/dev/null || python3 -m pip install --quiet xllamacpp
+# The https test's TLS proxy (tests/support/tls_proxy.py) makes its CA with it.
+python3 -c "import cryptography" 2>/dev/null || python3 -m pip install --quiet cryptography
 
 # Fixtures live beside the repository unless told otherwise.
 export KVANT_FIXTURES="${KVANT_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
