@@ -1,6 +1,7 @@
 //! Robustness of `source::open` on damaged real checkpoints: random byte
 //! flips (concentrated on the pickle and the zip directory), truncations
-//! and splices of nanoGPT's `ckpt.pt` must give `Ok` or `Err`, never a
+//! and splices of nanoGPT's `ckpt.pt`, in the zip and the legacy (non-zip)
+//! format, must give `Ok` or `Err`, never a
 //! panic, and the reader's peak heap use must stay below the file's size
 //! (it maps the file instead of reading it, and caps what the pickle may
 //! build). A counting global allocator measures the peak; this binary holds
@@ -121,6 +122,8 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
         "nanogpt-az/best_model.pt",
         "nanogpt-az-fp16/ckpt.pt",
         "nanogpt-k256/ckpt.pt",
+        "nanogpt-az-legacy-format/ckpt.pt",
+        "nanogpt-az-legacy-format/best_model.pt",
         "hf-gpt2-az/model.safetensors",
     ] {
         let p = fixtures::path(rel);
@@ -132,8 +135,16 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
             "{rel}: peak heap {peak} B for a {size} B file"
         );
     }
+    // The zip form, and the legacy stream whose pickles fill its first
+    // 8 KiB (region 0) and whose storages' element counts sit between
+    // their bytes.
+    for rel in ["nanogpt-az/ckpt.pt", "nanogpt-az-legacy-format/ckpt.pt"] {
+        damage_campaign(rel);
+    }
+}
 
-    let orig = std::fs::read(fixtures::path("nanogpt-az/ckpt.pt")).expect("read");
+fn damage_campaign(rel: &str) {
+    let orig = std::fs::read(fixtures::path(rel)).expect("read");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ckpt.pt");
     let opened = std::cell::Cell::new(0usize);
@@ -157,7 +168,7 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
     let (_, peak) = measured_open(&path);
     assert!(
         peak <= orig.len() / 4,
-        "peak heap {peak} B after {memo_flip:?}"
+        "{rel}: peak heap {peak} B after {memo_flip:?}"
     );
     let mut runner = proptest::test_runner::TestRunner::new(config);
     runner
@@ -171,18 +182,19 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
             counter.set(counter.get() + 1);
             prop_assert!(
                 peak <= size + SLACK,
-                "peak heap {} B for a {} B file after {:?}",
+                "{}: peak heap {} B for a {} B file after {:?}",
+                rel,
                 peak,
                 size,
                 d
             );
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
     // Both outcomes must occur, or the damage did not exercise the reader.
     let (opened, refused) = (opened.get(), refused.get());
     assert!(
         opened > 0 && refused > 0,
-        "opened {opened}, refused {refused}"
+        "{rel}: opened {opened}, refused {refused}"
     );
 }
