@@ -319,6 +319,34 @@ fn a_built_legacy_file_reads_and_its_storage_defects_are_refused() {
 }
 
 #[test]
+fn metadata_that_shares_one_value_2_to_the_64_times_is_cut_to_a_budget() {
+    // model_args = x64, where x0 = () and x(i+1) = (x(i), x(i)): 200 bytes
+    // of pickle (memo references) describing 2^64 nodes of JSON.
+    // Each step memoizes and pops its tuple; the last is fetched back.
+    let mut dag = b")q\x000".to_vec();
+    for i in 0u8..64 {
+        dag.extend([b'h', i, b'h', i, 0x86, b'q', i + 1, b'0']);
+    }
+    dag.extend([b'h', 64]);
+    let weights = tensor_pickle("FloatStorage", 4, 0, 4, 1);
+    let mut pkl = b"\x80\x02}X\x05\x00\x00\x00model".to_vec();
+    pkl.extend(&weights[2..weights.len() - 1]);
+    pkl.extend(b"sX\x0a\x00\x00\x00model_args");
+    pkl.extend(&dag);
+    pkl.extend(b"s.");
+    let t = write(
+        "m.pt",
+        &zip(&[("m/data.pkl", &pkl), ("m/data/0", &[0u8; 16])]),
+    );
+    let ck = source::open(&t.path).expect("opens");
+    assert_eq!(ck.tensors.len(), 1);
+    let config = ck.config.expect("model_args");
+    assert!(config.is_array(), "{config}");
+    // The budget's edge is visible as nulls where expansion stopped.
+    assert!(config.to_string().contains("null"));
+}
+
+#[test]
 fn zip_that_lies_about_offsets_is_refused() {
     let pkl = tensor_pickle("FloatStorage", 4, 0, 4, 1);
     let mut bytes = zip(&[("m/data.pkl", &pkl), ("m/data/0", &[0u8; 16])]);

@@ -1,58 +1,25 @@
 //! Robustness of `source::open` on damaged real checkpoints: random byte
 //! flips (concentrated on the pickle and the zip directory), truncations
 //! and splices of nanoGPT's `ckpt.pt`, in the zip and the legacy (non-zip)
-//! format, must give `Ok` or `Err`, never a
-//! panic, and the reader's peak heap use must stay below the file's size
+//! format, must give `Ok` or `Err`, never a panic, and the reader's peak
+//! heap use must stay below the file's size
 //! (it maps the file instead of reading it, and caps what the pickle may
 //! build). A counting global allocator measures the peak; this binary holds
 //! one test so no other test thread allocates during a measurement.
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use support::fixtures;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = CURRENT.fetch_add(by, Ordering::SeqCst) + by;
-    PEAK.fetch_max(now, Ordering::SeqCst);
-}
-
-// SAFETY: defers to the system allocator and only keeps counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-            grew(new_size);
-        }
-        p
-    }
-}
+/// The fuzz runner's counting allocator, shared rather than copied.
+#[path = "../fuzz/alloc.rs"]
+mod alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Slack for fixed costs (error strings, hash maps of a few entries).
 const SLACK: usize = 256 << 10;
@@ -60,10 +27,9 @@ const SLACK: usize = 256 << 10;
 /// Opens `path`, returning whether it succeeded and the peak extra heap
 /// bytes used while opening (including the result itself).
 fn measured_open(path: &Path) -> (bool, usize) {
-    let base = CURRENT.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    let base = alloc::start();
     let ok = kvant::source::open(path).is_ok();
-    (ok, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    (ok, alloc::peak_since(base))
 }
 
 #[derive(Debug, Clone)]

@@ -847,6 +847,42 @@ mod tests {
         assert_eq!(v, -1);
     }
 
+    fn refusal(p: &[u8]) -> String {
+        match unpickle(p, &none) {
+            Err(PickleError::Bad(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_however_it_is_built() {
+        let deep = 100_000;
+        let mut tuples = b")".to_vec();
+        tuples.extend(std::iter::repeat_n(0x85u8, deep));
+        let mut lists = vec![b']'; deep];
+        lists.extend(std::iter::repeat_n(b'a', deep - 1));
+        for mut p in [tuples, lists] {
+            p.push(b'.');
+            assert!(refusal(&p).contains("nested more than"));
+        }
+        // Just inside the limit is fine.
+        let mut ok = b")".to_vec();
+        ok.extend(std::iter::repeat_n(
+            0x85u8,
+            super::super::nesting::MAX_NESTING as usize - 1,
+        ));
+        ok.push(b'.');
+        assert!(unpickle(&ok, &none).is_ok());
+    }
+
+    #[test]
+    fn self_references_are_refused() {
+        // l = []; l.append(l)
+        assert!(refusal(b"]q\x002a.").contains("contains itself"));
+        // a = []; b = [a]; a.append(0): a changes after entering b.
+        assert!(refusal(b"]q\x00]h\x00ah\x00K\x00a0.").contains("changed after"));
+    }
+
     #[test]
     fn huge_string_length_is_an_error_not_an_allocation() {
         let p = b"X\xff\xff\xff\xff";

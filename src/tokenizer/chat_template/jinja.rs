@@ -34,17 +34,21 @@ const RECURSION_LIMIT: usize = 64;
 /// hundred bytes).
 const MAX_RENDER_BYTES: usize = 4 << 20;
 
-/// A writer that refuses to grow past [`MAX_RENDER_BYTES`].
-struct Capped(Vec<u8>);
+/// A writer that refuses to grow past [`MAX_RENDER_BYTES`] (and remembers
+/// that it did: minijinja reports only "failed to write output").
+#[derive(Default)]
+struct Capped {
+    text: Vec<u8>,
+    overflowed: bool,
+}
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_RENDER_BYTES {
-            return Err(std::io::Error::other(format!(
-                "the rendered text exceeds {MAX_RENDER_BYTES} bytes"
-            )));
+        if self.text.len() + buf.len() > MAX_RENDER_BYTES {
+            self.overflowed = true;
+            return Err(std::io::ErrorKind::FileTooLarge.into());
         }
-        self.0.extend_from_slice(buf);
+        self.text.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -152,12 +156,17 @@ impl JinjaTemplate {
             eos_token => specials.eos.clone().unwrap_or_default(),
             add_generation_prompt => add_generation_prompt,
         };
-        let mut out = Capped(Vec::new());
-        tmpl.render_captured_to(ctx, &mut out)
-            .map_err(|e| TemplateError::Jinja {
-                reason: e.to_string(),
-            })?;
-        String::from_utf8(out.0).map_err(|_| TemplateError::Jinja {
+        let mut out = Capped::default();
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(TemplateError::Jinja {
+                reason: format!("the rendered text exceeds {MAX_RENDER_BYTES} bytes"),
+            });
+        }
+        rendered.map_err(|e| TemplateError::Jinja {
+            reason: e.to_string(),
+        })?;
+        String::from_utf8(out.text).map_err(|_| TemplateError::Jinja {
             reason: "the rendered text is not UTF-8".into(),
         })
     }
