@@ -63,7 +63,7 @@ fn convert(src: &Path, extra: &[&str]) -> (Option<i32>, String) {
         "--type".as_ref(),
         "q8_0".as_ref(),
     ]);
-    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let result = kvant(&args);
     let left: Vec<_> = std::fs::read_dir(out.path()).expect("read_dir").collect();
     assert!(
