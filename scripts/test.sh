@@ -28,4 +28,7 @@ export KVANT_OLLAMA_EMULATOR="${KVANT_OLLAMA_EMULATOR:-$(cd .. && pwd)/shared/ol
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features fuzz -- -D warnings
 cargo test --no-fail-fast -- --test-threads=2
+# A short fuzzing run of every reader (the long one: scripts/fuzz.sh --seconds 600).
+scripts/fuzz.sh --ci

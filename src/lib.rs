@@ -32,6 +32,8 @@ pub mod arch;
 pub mod convert;
 pub mod daemon;
 pub mod durable;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod gguf;
 pub mod modelfile;
 pub mod ollama;

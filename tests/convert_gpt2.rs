@@ -69,6 +69,46 @@ fn nobias_legacy_checkpoint_matches_pytorch() {
     );
 }
 
+/// Issue 11 item 3: the same weights written by
+/// `torch.save(..., _use_new_zipfile_serialization=False)` — nanoGPT's
+/// dict and a bare state_dict — convert to what the zip form gives, and
+/// llama.cpp computes PyTorch's logits from them.
+#[test]
+fn legacy_format_checkpoints_match_pytorch_as_the_zip_form_does() {
+    let expected = fixtures::json("nanogpt-az/expected.json");
+    let zip_dir = tempfile::tempdir().unwrap();
+    let (zip_gguf, _) = convert_to(
+        &fixtures::path("nanogpt-az/ckpt.pt"),
+        FileType::F32,
+        zip_dir.path(),
+        None,
+    );
+    let zip_file = kvant::gguf::GgufFile::open(&zip_gguf).unwrap();
+    for (rel, n_head) in [
+        ("nanogpt-az-legacy-format/ckpt.pt", None),
+        ("nanogpt-az-legacy-format/best_model.pt", Some(4)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, report) = convert_to(&fixtures::path(rel), FileType::F32, dir.path(), n_head);
+        assert_eq!(report.arch, "gpt2", "{rel}");
+        let worst = check_logits(&gguf, &expected, 0.01);
+        eprintln!("{rel} F32: max abs logit diff {worst}");
+        let file = kvant::gguf::GgufFile::open(&gguf).unwrap();
+        assert_eq!(file.tensors.len(), zip_file.tensors.len(), "{rel}");
+        for t in &zip_file.tensors {
+            let mine = file
+                .tensor(&t.info.name)
+                .unwrap_or_else(|| panic!("{rel}: no {}", t.info.name));
+            assert_eq!(mine.info, t.info, "{rel}");
+            assert!(
+                file.tensor_data(mine) == zip_file.tensor_data(t),
+                "{rel}: {} differs from the zip form's",
+                t.info.name
+            );
+        }
+    }
+}
+
 #[test]
 fn hf_gpt2_folder_matches_pytorch() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use kvant::source::{self, SourceError};
+use support::archive::{legacy_stream, stored_zip as zip};
 use support::fixtures;
 
 fn err_of(path: &Path) -> SourceError {
@@ -96,51 +97,6 @@ fn a_folder_without_config_json_is_not_opened() {
 }
 
 // ---- archives built here, one defect each ----
-
-/// A stored zip with the given entries, like torch.save writes (without
-/// alignment padding, which readers must not rely on).
-fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in entries {
-        let offset = out.len() as u32;
-        let header = |sig: &[u8], central: bool| {
-            let mut h = sig.to_vec();
-            if central {
-                h.extend(20u16.to_le_bytes());
-            }
-            h.extend(20u16.to_le_bytes()); // version needed
-            h.extend(0u16.to_le_bytes()); // flags
-            h.extend(0u16.to_le_bytes()); // stored
-            h.extend([0u8; 4]); // time, date
-            h.extend(0u32.to_le_bytes()); // crc (torch may write none)
-            h.extend((data.len() as u32).to_le_bytes());
-            h.extend((data.len() as u32).to_le_bytes());
-            h.extend((name.len() as u16).to_le_bytes());
-            h.extend(0u16.to_le_bytes()); // extra
-            if central {
-                h.extend([0u8; 6]); // comment len, disk, internal attrs
-                h.extend(0u32.to_le_bytes()); // external attrs
-                h.extend(offset.to_le_bytes());
-            }
-            h.extend(name.as_bytes());
-            h
-        };
-        out.extend(header(b"PK\x03\x04", false));
-        out.extend(*data);
-        central.extend(header(b"PK\x01\x02", true));
-    }
-    let cd_offset = out.len() as u32;
-    out.extend(&central);
-    out.extend(b"PK\x05\x06");
-    out.extend([0u8; 4]);
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((central.len() as u32).to_le_bytes());
-    out.extend(cd_offset.to_le_bytes());
-    out.extend(0u16.to_le_bytes());
-    out
-}
 
 /// A pickle of `{'w': tensor}` where the tensor is a view described by
 /// `offset`, `size`, `stride` into FloatStorage '0' of `numel` elements.
@@ -284,15 +240,110 @@ fn archive_defects_are_refused_with_reasons() {
 }
 
 #[test]
-fn legacy_torch_format_gets_a_resave_hint() {
-    let mut bytes = vec![0x80, 0x02, 0x8a, 0x0a];
-    bytes.extend([0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]);
-    bytes.extend(b".\x80\x02M\xe9\x03.");
+fn a_legacy_file_cut_after_its_header_names_the_missing_part() {
+    let mut bytes = support::archive::LEGACY_MAGIC.to_vec();
+    bytes.extend(b"\x80\x02M\xe9\x03.");
     let msg = message(&bytes);
-    assert!(
-        msg.contains("legacy (pre-1.6)") && msg.contains("save it again with torch.save"),
-        "{msg}"
+    assert!(msg.contains("sys_info") && msg.contains("ends"), "{msg}");
+}
+
+/// `tensor_pickle` with the legacy persistent id: a sixth field, the
+/// storage view, `None` or `view`.
+fn legacy_tensor_pickle(numel: u8, size: u8, view: Option<&[u8]>) -> Vec<u8> {
+    let zip_form = tensor_pickle("FloatStorage", numel, 0, size, 1);
+    let at = zip_form
+        .windows(3)
+        .position(|w| w == b"tQK")
+        .expect("persistent id");
+    let mut p = zip_form[..at].to_vec();
+    p.extend(view.unwrap_or(b"N"));
+    p.extend(&zip_form[at..]);
+    p
+}
+
+#[test]
+fn a_built_legacy_file_reads_and_its_storage_defects_are_refused() {
+    let pkl = legacy_tensor_pickle(4, 4, None);
+    let floats: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    let t = write("m.pt", &legacy_stream(&pkl, &[("0", 4, &floats)]));
+    let ck = source::open(&t.path).expect("a well-formed legacy file opens");
+    assert_eq!(ck.tensors.len(), 1);
+    assert_eq!(
+        ck.tensors[0].to_f32().expect("data"),
+        vec![1.0, 2.0, 3.0, 4.0]
     );
+
+    // A view into the storage: 2 elements from element 1.
+    let view = legacy_tensor_pickle(4, 2, Some(b"X\x01\x00\x00\x00vK\x01K\x02\x87"));
+    let t = write("m.pt", &legacy_stream(&view, &[("0", 4, &floats)]));
+    let ck = source::open(&t.path).expect("a storage view opens");
+    assert_eq!(ck.tensors[0].to_f32().expect("data"), vec![2.0, 3.0]);
+
+    let mut longer = floats.clone();
+    longer.extend([0u8; 4]);
+    let outside = legacy_tensor_pickle(4, 4, Some(b"X\x01\x00\x00\x00vK\x02K\x04\x87"));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            legacy_stream(&pkl, &[("0", 5, &longer)]),
+            "holds 5 elements, but 4 were promised",
+        ),
+        (
+            legacy_stream(&pkl, &[("0", 4, &floats[..12])]),
+            "runs past the end",
+        ),
+        (
+            legacy_stream(&pkl, &[("0", 4, &longer)]),
+            "4 unexpected bytes after the last storage",
+        ),
+        (legacy_stream(&pkl, &[]), "used but its data is missing"),
+        (
+            legacy_stream(&pkl, &[("0", 4, &floats), ("1", 0, &[])]),
+            "storage 1 is listed but never used",
+        ),
+        (
+            legacy_stream(&pkl, &[("0", 4, &floats), ("0", 4, &floats)]),
+            "listed twice",
+        ),
+        (
+            legacy_stream(&outside, &[("0", 4, &floats)]),
+            "storage view",
+        ),
+    ];
+    for (bytes, words) in cases {
+        let msg = message(&bytes);
+        assert!(msg.contains(words), "expected '{words}' in: {msg}");
+    }
+}
+
+#[test]
+fn metadata_that_shares_one_value_2_to_the_64_times_is_cut_to_a_budget() {
+    // model_args = x64, where x0 = () and x(i+1) = (x(i), x(i)): 200 bytes
+    // of pickle (memo references) describing 2^64 nodes of JSON.
+    // Each step memoizes and pops its tuple; the last is fetched back.
+    let mut dag = b")q\x000".to_vec();
+    for i in 0u8..64 {
+        dag.extend([b'h', i, b'h', i, 0x86, b'q', i + 1, b'0']);
+    }
+    dag.extend([b'h', 64]);
+    let weights = tensor_pickle("FloatStorage", 4, 0, 4, 1);
+    let mut pkl = b"\x80\x02}X\x05\x00\x00\x00model".to_vec();
+    pkl.extend(&weights[2..weights.len() - 1]);
+    pkl.extend(b"sX\x0a\x00\x00\x00model_args");
+    pkl.extend(&dag);
+    pkl.extend(b"s.");
+    let t = write(
+        "m.pt",
+        &zip(&[("m/data.pkl", &pkl), ("m/data/0", &[0u8; 16])]),
+    );
+    let ck = source::open(&t.path).expect("opens");
+    assert_eq!(ck.tensors.len(), 1);
+    let config = ck.config.expect("model_args");
+    assert!(config.is_array(), "{config}");
+    // The budget's edge is visible as nulls where expansion stopped.
+    assert!(config.to_string().contains("null"));
 }
 
 #[test]

@@ -1,57 +1,25 @@
 //! Robustness of `source::open` on damaged real checkpoints: random byte
 //! flips (concentrated on the pickle and the zip directory), truncations
-//! and splices of nanoGPT's `ckpt.pt` must give `Ok` or `Err`, never a
-//! panic, and the reader's peak heap use must stay below the file's size
+//! and splices of nanoGPT's `ckpt.pt`, in the zip and the legacy (non-zip)
+//! format, must give `Ok` or `Err`, never a panic, and the reader's peak
+//! heap use must stay below the file's size
 //! (it maps the file instead of reading it, and caps what the pickle may
 //! build). A counting global allocator measures the peak; this binary holds
 //! one test so no other test thread allocates during a measurement.
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use support::fixtures;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = CURRENT.fetch_add(by, Ordering::SeqCst) + by;
-    PEAK.fetch_max(now, Ordering::SeqCst);
-}
-
-// SAFETY: defers to the system allocator and only keeps counters.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-            grew(new_size);
-        }
-        p
-    }
-}
+/// The fuzz runner's counting allocator, shared rather than copied.
+#[path = "../fuzz/alloc.rs"]
+mod alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Slack for fixed costs (error strings, hash maps of a few entries).
 const SLACK: usize = 256 << 10;
@@ -59,10 +27,9 @@ const SLACK: usize = 256 << 10;
 /// Opens `path`, returning whether it succeeded and the peak extra heap
 /// bytes used while opening (including the result itself).
 fn measured_open(path: &Path) -> (bool, usize) {
-    let base = CURRENT.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    let base = alloc::start();
     let ok = kvant::source::open(path).is_ok();
-    (ok, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    (ok, alloc::peak_since(base))
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +88,8 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
         "nanogpt-az/best_model.pt",
         "nanogpt-az-fp16/ckpt.pt",
         "nanogpt-k256/ckpt.pt",
+        "nanogpt-az-legacy-format/ckpt.pt",
+        "nanogpt-az-legacy-format/best_model.pt",
         "hf-gpt2-az/model.safetensors",
     ] {
         let p = fixtures::path(rel);
@@ -132,8 +101,16 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
             "{rel}: peak heap {peak} B for a {size} B file"
         );
     }
+    // The zip form, and the legacy stream whose pickles fill its first
+    // 8 KiB (region 0) and whose storages' element counts sit between
+    // their bytes.
+    for rel in ["nanogpt-az/ckpt.pt", "nanogpt-az-legacy-format/ckpt.pt"] {
+        damage_campaign(rel);
+    }
+}
 
-    let orig = std::fs::read(fixtures::path("nanogpt-az/ckpt.pt")).expect("read");
+fn damage_campaign(rel: &str) {
+    let orig = std::fs::read(fixtures::path(rel)).expect("read");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ckpt.pt");
     let opened = std::cell::Cell::new(0usize);
@@ -157,7 +134,7 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
     let (_, peak) = measured_open(&path);
     assert!(
         peak <= orig.len() / 4,
-        "peak heap {peak} B after {memo_flip:?}"
+        "{rel}: peak heap {peak} B after {memo_flip:?}"
     );
     let mut runner = proptest::test_runner::TestRunner::new(config);
     runner
@@ -171,18 +148,19 @@ fn damaged_checkpoints_never_panic_and_stay_within_memory() {
             counter.set(counter.get() + 1);
             prop_assert!(
                 peak <= size + SLACK,
-                "peak heap {} B for a {} B file after {:?}",
+                "{}: peak heap {} B for a {} B file after {:?}",
+                rel,
                 peak,
                 size,
                 d
             );
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
     // Both outcomes must occur, or the damage did not exercise the reader.
     let (opened, refused) = (opened.get(), refused.get());
     assert!(
         opened > 0 && refused > 0,
-        "opened {opened}, refused {refused}"
+        "{rel}: opened {opened}, refused {refused}"
     );
 }

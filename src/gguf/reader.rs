@@ -3,9 +3,13 @@
 //! Every length, count and dimension is checked against the bytes left in
 //! the file before anything is allocated, so a hostile or truncated file
 //! gives an error naming the field, never a panic or a huge allocation.
+//! Arrays of arrays are refused (llama.cpp's models never nest them), so
+//! nothing recurses, and duplicates are found with hash sets, so a file of
+//! millions of keys or tensors costs linear time.
 //! Tensor data is not read: [`GgufFile::tensor_data`] returns a slice of
 //! the map.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -267,19 +271,20 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed, GgufError> {
         return Err(c.bad(format!("metadata count {n_kv} exceeds the file")));
     }
     let mut metadata = Metadata::new();
+    let mut keys = HashSet::new();
     for i in 0..n_kv {
         let key = c.string(&format!("metadata key #{i}"))?;
         if key.is_empty() {
             return Err(c.bad(format!("metadata key #{i} is empty")));
         }
-        if metadata.get(&key).is_some() {
+        if !keys.insert(key.clone()) {
             return Err(c.bad(format!("duplicate metadata key '{key}'")));
         }
         let ty_id = c.u32(&key)?;
         let ty = ValueType::from_id(ty_id)
             .ok_or_else(|| c.bad(format!("'{key}': unknown value type {ty_id}")))?;
         let value = c.value(ty, &key)?;
-        metadata.set(key, value);
+        metadata.push_new(key, value);
     }
     let alignment = match metadata.get("general.alignment") {
         None => ALIGNMENT,
@@ -291,6 +296,7 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed, GgufError> {
         }
     };
     let mut infos = Vec::with_capacity(n_tensors as usize);
+    let mut names = HashSet::new();
     for i in 0..n_tensors {
         let name = c.string(&format!("tensor #{i} name"))?;
         if name.len() > MAX_TENSOR_NAME {
@@ -314,10 +320,7 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed, GgufError> {
         let offset = c.u64(&name)?;
         let info = TensorInfo::new(name, ne, ty);
         let nbytes = info.nbytes().map_err(|e| c.bad(e.to_string()))?;
-        if infos
-            .iter()
-            .any(|(t, _, _): &(TensorInfo, u64, u64)| t.name == info.name)
-        {
+        if !names.insert(info.name.clone()) {
             return Err(c.bad(format!("duplicate tensor '{}'", info.name)));
         }
         infos.push((info, offset, nbytes));

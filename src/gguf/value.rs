@@ -277,6 +277,13 @@ impl Metadata {
         }
     }
 
+    /// Appends `key`, which the caller knows is not there yet (the reader
+    /// checks duplicates with a hash set: [`Metadata::set`] searches, so a
+    /// file of a million keys would take a trillion comparisons).
+    pub(crate) fn push_new(&mut self, key: String, value: GgufValue) {
+        self.entries.push((key, value));
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)

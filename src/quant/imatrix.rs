@@ -22,6 +22,10 @@ use crate::quant::GgmlType;
 /// Longest tensor name accepted in a legacy file (GGUF names are shorter).
 const MAX_LEGACY_NAME: usize = 4096;
 
+/// Largest legacy file read into memory: one f32 per input column of every
+/// tensor (and expert) — a few hundred MB for the largest MoE models.
+const MAX_LEGACY_FILE: u64 = 4 << 30;
+
 /// Something wrong with an importance-matrix file, or a matrix that does
 /// not fit a tensor.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,15 @@ impl Imatrix {
         let imatrix = if bytes == crate::gguf::MAGIC {
             load_gguf(path)?
         } else {
+            let len = file.metadata().map_err(io)?.len();
+            if len > MAX_LEGACY_FILE {
+                return Err(malformed(
+                    path,
+                    format!(
+                        "{len} bytes is over the {MAX_LEGACY_FILE}-byte limit for a .dat imatrix"
+                    ),
+                ));
+            }
             file.read_to_end(&mut bytes).map_err(io)?;
             load_legacy(path, &bytes)?
         };

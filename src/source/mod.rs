@@ -2,8 +2,9 @@
 //!
 //! [`open`] lists a checkpoint's tensors (name, dtype, shape, byte range in
 //! a memory map) together with the hyper-parameters stored beside them. It
-//! reads torch `.pt`/`.pth`/`.bin` zip archives through an allowlisted
-//! pickle interpreter that never runs code, `.safetensors` files, and
+//! reads torch `.pt`/`.pth`/`.bin` files (zip archives, and the legacy
+//! pre-1.6 stream) through an allowlisted pickle interpreter that never
+//! runs code, `.safetensors` files, and
 //! Hugging Face folders (single or sharded). Tensor bytes are only touched
 //! when [`SourceTensor::to_f32`] is called, one tensor at a time.
 //!
@@ -13,7 +14,7 @@ mod error;
 mod hf;
 mod safetensors;
 mod tensor;
-mod torch;
+pub(crate) mod torch;
 
 pub use error::SourceError;
 pub use tensor::{DType, SourceTensor};
@@ -30,6 +31,8 @@ use memmap2::Mmap;
 pub enum SourceFormat {
     /// A `torch.save` zip archive (`.pt`, `.pth`, `.bin`).
     TorchZip,
+    /// A legacy (pre-1.6, non-zip) `torch.save` stream.
+    TorchLegacy,
     /// A `.safetensors` file.
     Safetensors,
     /// A Hugging Face model folder (`config.json` + weights).
@@ -93,6 +96,9 @@ fn open_file(path: &Path) -> Result<Checkpoint, SourceError> {
     if torch::is_zip(&map) {
         return torch::open(path, map);
     }
+    if torch::is_legacy(&map) {
+        return torch::open_legacy(path, map);
+    }
     let is_safetensors_name = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
@@ -101,7 +107,7 @@ fn open_file(path: &Path) -> Result<Checkpoint, SourceError> {
         return safetensors::open(path, map);
     }
     let reason = if map.first() == Some(&0x80) {
-        "legacy (pre-1.6) torch.save format is not supported: load it in PyTorch and save it again with torch.save (the zip format)".to_owned()
+        "a pickle, but not a torch.save file (no torch magic number): kvant reads torch.save checkpoints only".to_owned()
     } else {
         "not a PyTorch checkpoint (no zip signature) nor a safetensors file".to_owned()
     };

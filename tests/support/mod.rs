@@ -2,7 +2,9 @@
 //! with `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod daemon;
+pub mod archive;
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;

@@ -7,12 +7,15 @@
 //! called. Resources are capped: opcodes, stack, memo, container sizes and
 //! string lengths (checked against the bytes left before allocating).
 //! Memoized values are shared (`Rc`), never deep-copied, so a pickle cannot
-//! amplify memory through its memo.
+//! amplify memory through its memo; containers nest at most
+//! [`MAX_NESTING`](super::nesting::MAX_NESTING) levels (see [`super::nesting`]),
+//! so nothing that walks a value can overflow the stack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::nesting::Nesting;
 use crate::source::DType;
 
 /// What a pickle may refer to: exactly these, nothing else.
@@ -39,8 +42,11 @@ pub struct StorageRef {
     pub key: String,
     /// Element type.
     pub dtype: DType,
-    /// Elements in the storage.
+    /// Elements in the storage (the view's, for a legacy storage view).
     pub numel: usize,
+    /// Where the storage starts in its key's data, in elements: 0, or a
+    /// legacy storage view's offset into its root storage.
+    pub offset: usize,
 }
 
 /// A tensor as `_rebuild_tensor_v2` describes it.
@@ -113,6 +119,10 @@ const MAX_OPS: usize = 200_000_000;
 const MAX_STACK: usize = 1_000_000;
 const MAX_MEMO: usize = 10_000_000;
 const MAX_DIMS: usize = 8;
+/// Values held by all containers together (a state dict holds a few per
+/// tensor); bounds what a small pickle of `EMPTY_TUPLE APPEND` pairs can
+/// make the interpreter allocate.
+const MAX_ITEMS: usize = 20_000_000;
 
 fn storage_dtype(module: &str, name: &str) -> Result<Option<DType>, PickleError> {
     if module != "torch" {
@@ -157,14 +167,33 @@ fn resolve(module: &str, name: &str) -> Result<Global, PickleError> {
 /// byte length of `data/<key>` if that entry exists.
 pub type StorageLookup<'a> = dyn Fn(&str) -> Option<usize> + 'a;
 
+/// Every storage a pickle referred to: key → (dtype, elements). The legacy
+/// format stores the data after the pickle, so its reader checks these
+/// against the data it finds.
+pub type StorageTypes = HashMap<String, (DType, usize)>;
+
+/// A pickle interpreted from the front of a byte stream.
+#[derive(Debug)]
+pub struct Unpickled {
+    /// The value.
+    pub value: Value,
+    /// Bytes consumed, up to and including `STOP`.
+    pub len: usize,
+    /// The storages its persistent ids named.
+    pub storages: StorageTypes,
+}
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<usize, Value>,
-    storage_len: &'a StorageLookup<'a>,
-    storage_types: std::collections::HashMap<String, DType>,
+    /// `None`: the storages' sizes are checked later (legacy format).
+    storage_len: Option<&'a StorageLookup<'a>>,
+    storage_types: StorageTypes,
+    nesting: Nesting,
+    items: usize,
 }
 
 fn bad<T>(msg: impl Into<String>) -> Result<T, PickleError> {
@@ -274,9 +303,10 @@ impl<'a> Machine<'a> {
             return bad("odd number of dict items");
         }
         let target = self.top()?.clone();
-        let Value::Dict(d) = target else {
+        let Value::Dict(d) = &target else {
             return bad("SETITEM on something that is not a dict");
         };
+        self.adopt(&target, &items)?;
         let mut d = d.borrow_mut();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -287,19 +317,55 @@ impl<'a> Machine<'a> {
 
     fn append(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
         let target = self.top()?.clone();
-        let Value::List(l) = target else {
+        let Value::List(l) = &target else {
             return bad("APPEND on something that is not a list");
         };
+        self.adopt(&target, &items)?;
         l.borrow_mut().extend(items);
         Ok(())
     }
 
+    /// Puts `items` inside `parent`, within the nesting and size limits.
+    fn adopt(&mut self, parent: &Value, items: &[Value]) -> Result<(), PickleError> {
+        self.items += items.len();
+        if self.items > MAX_ITEMS {
+            return bad(format!(
+                "containers hold more than {MAX_ITEMS} values in all"
+            ));
+        }
+        self.nesting.adopt(parent, items)
+    }
+
+    /// Pushes a container just made of `items`.
+    fn push_new(&mut self, container: Value, items: &[Value]) -> Result<(), PickleError> {
+        self.items += items.len();
+        if self.items > MAX_ITEMS {
+            return bad(format!(
+                "containers hold more than {MAX_ITEMS} values in all"
+            ));
+        }
+        self.nesting.created(&container, items)?;
+        self.push(container)
+    }
+
+    /// Pushes a new tuple of `items`.
+    fn push_tuple(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+        let t = Rc::new(items);
+        self.push_new(Value::Tuple(t.clone()), &t)
+    }
+
+    /// A storage from its persistent id: `('storage', type, key, location,
+    /// numel)` in a zip archive, `(…, numel, view)` in the legacy format,
+    /// where `view` is `None` or `(view_key, offset, numel)` into the key's
+    /// storage.
     fn persistent(&mut self, pid: Value) -> Result<Value, PickleError> {
         let Value::Tuple(t) = pid else {
             return bad("persistent id is not a tuple");
         };
-        let [tag, ty, key, _location, numel] = t.as_slice() else {
-            return bad(format!("persistent id has {} fields, expected 5", t.len()));
+        let (tag, ty, key, numel, view) = match t.as_slice() {
+            [tag, ty, key, _location, numel] => (tag, ty, key, numel, None),
+            [tag, ty, key, _location, numel, view] => (tag, ty, key, numel, Some(view)),
+            _ => return bad(format!("persistent id has {} fields, expected 5", t.len())),
         };
         if tag.as_str() != Some("storage") {
             return bad("persistent id is not a storage");
@@ -307,36 +373,48 @@ impl<'a> Machine<'a> {
         let Value::Global(Global::Storage(dtype)) = ty else {
             return bad("persistent id names no storage type");
         };
+        let dtype = *dtype;
         let key = key
             .as_str()
             .ok_or_else(|| PickleError::Bad("storage key is not a string".into()))?;
         if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
             return bad(format!("storage key '{key}' is not a plain name"));
         }
-        let numel = match numel {
-            Value::Int(n) if *n >= 0 => *n as usize,
-            _ => return bad("storage size is not a non-negative int"),
-        };
-        let len = (self.storage_len)(key).ok_or_else(|| {
-            PickleError::Bad(format!("storage data/{key} is missing from the archive"))
-        })?;
-        if numel.checked_mul(dtype.size()) != Some(len) {
-            return bad(format!(
-                "storage data/{key} holds {len} bytes, but {numel} {dtype:?} elements were promised"
-            ));
-        }
-        match self.storage_types.insert(key.to_owned(), *dtype) {
-            Some(prev) if prev != *dtype => {
+        let numel = non_negative(numel, "storage size")?;
+        if let Some(storage_len) = self.storage_len {
+            let len = storage_len(key).ok_or_else(|| {
+                PickleError::Bad(format!("storage data/{key} is missing from the archive"))
+            })?;
+            if numel.checked_mul(dtype.size()) != Some(len) {
                 return bad(format!(
-                    "storage data/{key} is used as both {prev:?} and {dtype:?}"
+                    "storage data/{key} holds {len} bytes, but {numel} {dtype:?} elements were promised"
+                ));
+            }
+        }
+        match self.storage_types.insert(key.to_owned(), (dtype, numel)) {
+            Some(prev) if prev.0 != dtype => {
+                return bad(format!(
+                    "storage {key} is used as both {:?} and {dtype:?}",
+                    prev.0
+                ))
+            }
+            Some(prev) if prev.1 != numel => {
+                return bad(format!(
+                    "storage {key} is said to hold both {} and {numel} elements",
+                    prev.1
                 ))
             }
             _ => {}
         }
+        let (offset, numel) = match view {
+            None | Some(Value::None) => (0, numel),
+            Some(view) => storage_view(view, numel)?,
+        };
         Ok(Value::Storage(Rc::new(StorageRef {
             key: key.to_owned(),
-            dtype: *dtype,
+            dtype,
             numel,
+            offset,
         })))
     }
 
@@ -370,7 +448,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn run(mut self) -> Result<Value, PickleError> {
+    fn run(&mut self) -> Result<Value, PickleError> {
         let mut ops = 0usize;
         loop {
             ops += 1;
@@ -390,9 +468,9 @@ impl<'a> Machine<'a> {
                     self.take(8)?;
                 }
                 b'.' => return self.pop(),
-                b'}' => self.push(Value::Dict(Rc::default()))?,
-                b']' => self.push(Value::List(Rc::default()))?,
-                b')' => self.push(Value::Tuple(Rc::default()))?,
+                b'}' => self.push_new(Value::Dict(Rc::default()), &[])?,
+                b']' => self.push_new(Value::List(Rc::default()), &[])?,
+                b')' => self.push_tuple(Vec::new())?,
                 b'(' => {
                     if self.marks.len() >= MAX_STACK {
                         return bad("too many marks");
@@ -490,30 +568,32 @@ impl<'a> Machine<'a> {
                 b'N' => self.push(Value::None)?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))?;
+                    self.push_tuple(items)?;
                 }
                 0x85 => {
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a])))?;
+                    self.push_tuple(vec![a])?;
                 }
                 0x86 => {
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a, b])))?;
+                    self.push_tuple(vec![a, b])?;
                 }
                 0x87 => {
                     let c = self.pop()?;
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a, b, c])))?;
+                    self.push_tuple(vec![a, b, c])?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))))?;
+                    let list = Rc::new(RefCell::new(items));
+                    let v = Value::List(list.clone());
+                    self.push_new(v, &list.borrow())?;
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Dict(Rc::default()))?;
+                    self.push_new(Value::Dict(Rc::default()), &[])?;
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -563,15 +643,17 @@ impl<'a> Machine<'a> {
                 b'R' => {
                     let args = self.pop()?;
                     let f = self.pop()?;
-                    let v = self.reduce(f, args)?;
-                    self.push(v)?;
+                    match self.reduce(f, args)? {
+                        v @ Value::Dict(_) => self.push_new(v, &[])?,
+                        v => self.push(v)?,
+                    }
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     match cls {
                         Value::Global(Global::OrderedDict) => {
-                            self.push(Value::Dict(Rc::default()))?
+                            self.push_new(Value::Dict(Rc::default()), &[])?
                         }
                         _ => {
                             let _ = args;
@@ -611,6 +693,32 @@ impl<'a> Machine<'a> {
         self.pos += n + 1;
         Ok(s.to_owned())
     }
+}
+
+fn non_negative(v: &Value, what: &str) -> Result<usize, PickleError> {
+    match v {
+        Value::Int(n) if *n >= 0 => Ok(*n as usize),
+        _ => bad(format!("{what} is not a non-negative int")),
+    }
+}
+
+/// A legacy storage view `(view_key, offset, numel)` inside a storage of
+/// `root_numel` elements: its (offset, numel), checked to lie inside.
+fn storage_view(view: &Value, root_numel: usize) -> Result<(usize, usize), PickleError> {
+    let Value::Tuple(v) = view else {
+        return bad("storage view is not a tuple");
+    };
+    let [_view_key, offset, numel] = v.as_slice() else {
+        return bad(format!("storage view has {} fields, expected 3", v.len()));
+    };
+    let offset = non_negative(offset, "storage view offset")?;
+    let numel = non_negative(numel, "storage view size")?;
+    if offset.checked_add(numel).is_none_or(|end| end > root_numel) {
+        return bad(format!(
+            "storage view ({numel} elements at {offset}) exceeds its storage of {root_numel}"
+        ));
+    }
+    Ok((offset, numel))
 }
 
 fn ints(v: &Value, what: &str) -> Result<Vec<usize>, PickleError> {
@@ -672,7 +780,18 @@ fn rebuild_tensor(args: &[Value]) -> Result<Value, PickleError> {
 /// Interprets `data` (a `data.pkl`). `storage_len(key)` gives the byte
 /// length of the archive's `data/<key>` entry, or `None` when it is absent.
 pub fn unpickle(data: &[u8], storage_len: &StorageLookup<'_>) -> Result<Value, PickleError> {
-    Machine {
+    Ok(unpickle_prefix(data, Some(storage_len))?.value)
+}
+
+/// Interprets the pickle at the front of `data`, which may continue with
+/// other things (the legacy format's next pickle). Without `storage_len`
+/// the storages are only recorded in [`Unpickled::storages`], for the
+/// caller to check against their data.
+pub fn unpickle_prefix(
+    data: &[u8],
+    storage_len: Option<&StorageLookup<'_>>,
+) -> Result<Unpickled, PickleError> {
+    let mut m = Machine {
         data,
         pos: 0,
         stack: Vec::new(),
@@ -680,8 +799,15 @@ pub fn unpickle(data: &[u8], storage_len: &StorageLookup<'_>) -> Result<Value, P
         memo: HashMap::new(),
         storage_len,
         storage_types: Default::default(),
-    }
-    .run()
+        nesting: Nesting::default(),
+        items: 0,
+    };
+    let value = m.run()?;
+    Ok(Unpickled {
+        value,
+        len: m.pos,
+        storages: std::mem::take(&mut m.storage_types),
+    })
 }
 
 #[cfg(test)]
@@ -719,6 +845,42 @@ mod tests {
             panic!()
         };
         assert_eq!(v, -1);
+    }
+
+    fn refusal(p: &[u8]) -> String {
+        match unpickle(p, &none) {
+            Err(PickleError::Bad(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_however_it_is_built() {
+        let deep = 100_000;
+        let mut tuples = b")".to_vec();
+        tuples.extend(std::iter::repeat_n(0x85u8, deep));
+        let mut lists = vec![b']'; deep];
+        lists.extend(std::iter::repeat_n(b'a', deep - 1));
+        for mut p in [tuples, lists] {
+            p.push(b'.');
+            assert!(refusal(&p).contains("nested more than"));
+        }
+        // Just inside the limit is fine.
+        let mut ok = b")".to_vec();
+        ok.extend(std::iter::repeat_n(
+            0x85u8,
+            super::super::nesting::MAX_NESTING as usize - 1,
+        ));
+        ok.push(b'.');
+        assert!(unpickle(&ok, &none).is_ok());
+    }
+
+    #[test]
+    fn self_references_are_refused() {
+        // l = []; l.append(l)
+        assert!(refusal(b"]q\x002a.").contains("contains itself"));
+        // a = []; b = [a]; a.append(0): a changes after entering b.
+        assert!(refusal(b"]q\x00]h\x00ah\x00K\x00a0.").contains("changed after"));
     }
 
     #[test]

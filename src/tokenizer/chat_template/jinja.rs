@@ -4,8 +4,11 @@
 //! string methods chat templates commonly call (`strip`, `lstrip`, `rstrip`,
 //! `title`, `upper`, `lower`, `startswith`, `endswith`).
 //!
-//! It must not know about Go templates. Invariant: the template source is
-//! size-capped; minijinja itself caps `range()` lengths and recursion depth.
+//! It must not know about Go templates. Invariant: a hostile template
+//! cannot exhaust the process: the source is size-capped, minijinja's
+//! parser caps nesting (150 levels) and `range()` lengths, and kvant sets
+//! its recursion limit, an instruction budget (fuel) and a cap on the
+//! rendered text.
 
 use super::{Conversation, Specials, TemplateError};
 use minijinja::value::Value;
@@ -13,6 +16,46 @@ use minijinja::{Environment, ErrorKind};
 
 /// Longest Jinja template accepted.
 const MAX_JINJA_BYTES: usize = 256 * 1024;
+
+/// Longest line accepted. minijinja counts columns in a saturating u16 and
+/// its error span then adds one, which overflows (a panic in a debug
+/// build) on a line of 65 535 characters; found by `kvant-fuzz
+/// chat-template`. Real templates' lines are a few hundred bytes.
+const MAX_LINE_BYTES: usize = 60_000;
+
+/// Instructions one render may execute. A real chat template spends a few
+/// hundred per message; nested `range()` loops would spend billions.
+const FUEL: u64 = 1_000_000;
+
+/// Deepest macro/include recursion (minijinja's own cap is 500).
+const RECURSION_LIMIT: usize = 64;
+
+/// Longest rendered prompt (the proof's conversations render to a few
+/// hundred bytes).
+const MAX_RENDER_BYTES: usize = 4 << 20;
+
+/// A writer that refuses to grow past [`MAX_RENDER_BYTES`] (and remembers
+/// that it did: minijinja reports only "failed to write output").
+#[derive(Default)]
+struct Capped {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDER_BYTES {
+            self.overflowed = true;
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn py_method(value: &Value, method: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
     let Some(s) = value.as_str() else {
@@ -57,10 +100,17 @@ impl JinjaTemplate {
                 bytes: source.len(),
             });
         }
+        if let Some(line) = source.lines().position(|l| l.len() > MAX_LINE_BYTES) {
+            return Err(TemplateError::Jinja {
+                reason: format!("line {} is longer than {MAX_LINE_BYTES} bytes", line + 1),
+            });
+        }
         let mut env = Environment::new();
         // transformers compiles chat templates with trim_blocks and lstrip_blocks.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         env.set_unknown_method_callback(|_state, value, method, args| {
             py_method(value, method, args)
         });
@@ -106,8 +156,18 @@ impl JinjaTemplate {
             eos_token => specials.eos.clone().unwrap_or_default(),
             add_generation_prompt => add_generation_prompt,
         };
-        tmpl.render(ctx).map_err(|e| TemplateError::Jinja {
+        let mut out = Capped::default();
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(TemplateError::Jinja {
+                reason: format!("the rendered text exceeds {MAX_RENDER_BYTES} bytes"),
+            });
+        }
+        rendered.map_err(|e| TemplateError::Jinja {
             reason: e.to_string(),
+        })?;
+        String::from_utf8(out.text).map_err(|_| TemplateError::Jinja {
+            reason: "the rendered text is not UTF-8".into(),
         })
     }
 }
