@@ -4,7 +4,6 @@
 
 pub mod archive;
 pub mod daemon;
-pub mod archive;
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
