@@ -6,7 +6,7 @@
 //! fill-in-the-middle text) must be turned here too, and the few that it
 //! turns into user-defined or normal ones likewise.
 
-use rustc_hash::FxHashMap;
+use super::fast_hash::FxHashMap;
 
 use super::vocab::attr;
 use crate::gguf::Metadata;

@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rustc_hash::FxHashMap;
+use super::fast_hash::FxHashMap;
 
 use super::pre_split::Splitter;
 use super::vocab::Vocab;

@@ -34,6 +34,7 @@
 mod attrs;
 mod bpe;
 mod error;
+mod fast_hash;
 mod partition;
 mod pre_split;
 mod spm;

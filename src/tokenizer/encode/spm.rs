@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use rustc_hash::FxHashMap;
+use super::fast_hash::FxHashMap;
 
 use super::vocab::Vocab;
 use super::EncodeError;

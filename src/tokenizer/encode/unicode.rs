@@ -1,15 +1,16 @@
 //! The three code-point classes llama.cpp's pre-tokenizers look at:
 //! letter (`\p{L}`), number (`\p{N}`) and whitespace (`\s`).
 //!
-//! The general categories come from `regex-syntax`'s Unicode tables (the
-//! same data the `regex` crate matches `\p{L}` with), expanded once into a
-//! byte per code point so the splitters pay one load per character.
-//! Whitespace is the `White_Space` property, which is the set llama.cpp's
+//! The general categories are the `regex` crate's (`\p{L}`, `\p{N}`):
+//! every code point is laid out once in a string, the runs each class
+//! matches are read off it, and the result is kept as a byte per code
+//! point so the splitters pay one load per character. Whitespace is the
+//! `White_Space` property, which is the set llama.cpp's
 //! `unicode_set_whitespace` lists and what `char::is_whitespace` tests.
 
 use std::sync::OnceLock;
 
-use regex_syntax::hir::{Class, HirKind};
+use regex::Regex;
 
 /// `\p{L}`.
 pub const LETTER: u8 = 1;
@@ -21,14 +22,12 @@ pub const WHITESPACE: u8 = 4;
 /// One past the largest code point.
 const N_CODEPOINTS: usize = 0x11_0000;
 
-fn fill(table: &mut [u8], class: &str, flag: u8) {
-    let hir = regex_syntax::parse(class).expect("a Unicode class regex-syntax knows");
-    let HirKind::Class(Class::Unicode(set)) = hir.kind() else {
-        unreachable!("{class} parses to a Unicode class")
-    };
-    for r in set.ranges() {
-        for f in &mut table[r.start() as usize..=r.end() as usize] {
-            *f |= flag;
+/// Marks in `table` every code point of `all` that `class` matches.
+fn fill(table: &mut [u8], all: &str, class: &str, flag: u8) {
+    let re = Regex::new(&format!("{class}+")).expect("a Unicode class the regex crate knows");
+    for m in re.find_iter(all) {
+        for c in m.as_str().chars() {
+            table[c as usize] |= flag;
         }
     }
 }
@@ -37,8 +36,11 @@ fn table() -> &'static [u8] {
     static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = vec![0u8; N_CODEPOINTS];
-        fill(&mut t, r"\p{L}", LETTER);
-        fill(&mut t, r"\p{N}", NUMBER);
+        let all: String = (0..N_CODEPOINTS as u32)
+            .filter_map(char::from_u32)
+            .collect();
+        fill(&mut t, &all, r"\p{L}", LETTER);
+        fill(&mut t, &all, r"\p{N}", NUMBER);
         for (cp, flags) in t.iter_mut().enumerate() {
             if char::from_u32(cp as u32).is_some_and(char::is_whitespace) {
                 *flags |= WHITESPACE;

@@ -4,7 +4,7 @@
 //! add-BOS/EOS and space-prefix flags, and which tokenizer and splitter
 //! the `tokenizer.ggml.model`/`pre` names stand for.
 
-use rustc_hash::FxHashMap;
+use super::fast_hash::FxHashMap;
 
 use super::pre_split::Splitter;
 use super::EncodeError;
