@@ -9,11 +9,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kvant::gguf::{GgufArray, GgufFile, GgufValue, GgufWriter, TensorInfo};
+use kvant::gguf::{GgufArray, GgufFile, GgufValue};
 use kvant::quant::FileType;
 use kvant::tokenizer::encode::{read_token_file, EncodeError, TextTokenizer};
 use kvant::tokenizer::{discover, gguf_vocab};
 
+use support::edit::with_metadata;
 use support::fixtures;
 use support::llama::Model;
 use support::logits::convert_to;
@@ -196,20 +197,6 @@ fn mistral_sentencepiece_matches_llama_cpp() {
     same_as_llama_cpp("hf-mistral-sp-az");
 }
 
-/// The same GGUF with `edit` applied to its metadata.
-fn edited(src: &Path, out: PathBuf, edit: impl FnOnce(&mut kvant::gguf::Metadata)) -> PathBuf {
-    let f = GgufFile::open(src).unwrap();
-    let mut md = f.metadata.clone();
-    edit(&mut md);
-    let infos: Vec<TensorInfo> = f.tensors.iter().map(|t| t.info.clone()).collect();
-    let mut w = GgufWriter::create(&out, &md, infos).unwrap();
-    for t in &f.tensors {
-        w.write_tensor(&t.info.name, f.tensor_data(t)).unwrap();
-    }
-    w.finish().unwrap();
-    out
-}
-
 /// Marks the ASCII-letter tokens of 3+ letters as user-defined, which
 /// llama.cpp cuts out of the text before tokenizing (longest first).
 fn with_user_defined(md: &mut kvant::gguf::Metadata) -> usize {
@@ -241,7 +228,7 @@ fn user_defined_tokens_are_cut_out(src: &str) {
     let dir = tempfile::tempdir().unwrap();
     let gguf = converted(src, dir.path());
     let mut n = 0;
-    let gguf = edited(&gguf, dir.path().join("user.gguf"), |md| {
+    let gguf = with_metadata(&gguf, dir.path().join("user.gguf"), |md| {
         n = with_user_defined(md)
     });
     assert!(n >= 10, "{src}: only {n} tokens made user-defined");
@@ -271,7 +258,7 @@ fn user_defined_tokens_sentencepiece() {
 fn add_bos_and_eos_follow_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = converted("hf-gpt2-az", dir.path());
-    let gguf = edited(&gguf, dir.path().join("eos.gguf"), |md| {
+    let gguf = with_metadata(&gguf, dir.path().join("eos.gguf"), |md| {
         md.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(true));
         md.set("tokenizer.ggml.add_eos_token", GgufValue::Bool(true));
     });
@@ -311,7 +298,7 @@ fn checkpoint_metadata_tokenizes_like_its_gguf() {
 fn unsupported_pre_tokenizer_is_refused_with_the_file_and_name() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = converted("hf-gpt2-az", dir.path());
-    let gguf = edited(&gguf, dir.path().join("falcon.gguf"), |md| {
+    let gguf = with_metadata(&gguf, dir.path().join("falcon.gguf"), |md| {
         md.set("tokenizer.ggml.pre", "falcon")
     });
     let f = GgufFile::open(&gguf).unwrap();

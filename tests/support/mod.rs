@@ -2,6 +2,7 @@
 //! with `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod edit;
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
