@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use kvant::gguf::{GgufFile, GgufValue, GgufWriter, TensorInfo};
+use kvant::gguf::GgufValue;
 use kvant::quant::FileType;
 use kvant::tokenizer::{discover, gguf_vocab, TokenizerError};
 use serde_json::Value;
@@ -91,16 +91,7 @@ fn pre_tokenizers_are_chosen_from_the_regex() {
 
 /// The same GGUF with another `tokenizer.ggml.pre`.
 fn with_pre(src: &Path, pre: &str, out: PathBuf) -> PathBuf {
-    let f = GgufFile::open(src).unwrap();
-    let mut md = f.metadata.clone();
-    md.set("tokenizer.ggml.pre", pre);
-    let infos: Vec<TensorInfo> = f.tensors.iter().map(|t| t.info.clone()).collect();
-    let mut w = GgufWriter::create(&out, &md, infos).unwrap();
-    for t in &f.tensors {
-        w.write_tensor(&t.info.name, f.tensor_data(t)).unwrap();
-    }
-    w.finish().unwrap();
-    out
+    support::edit::with_metadata(src, out, |md| md.set("tokenizer.ggml.pre", pre))
 }
 
 #[test]

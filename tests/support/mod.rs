@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod daemon;
+pub mod edit;
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
