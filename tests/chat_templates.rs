@@ -304,7 +304,7 @@ cases = json.load(sys.stdin)
 out = []
 for c in cases:
     out.append({"check": e.check_template(c["full"]),
-                "render": e.render_template(c["legacy"], {"Prompt": "Salam!", "System": "Qısa ol.", "Suffix": "", "Response": ""})})
+                "render": e.GoTemplate(c["legacy"], e.OLLAMA_TEMPLATE_FUNCS).execute({"Prompt": "Salam!", "System": "Qısa ol.", "Suffix": "", "Response": ""})})
 print(json.dumps(out))
 "#;
     let mut child = std::process::Command::new("python3")
