@@ -313,3 +313,42 @@ fn a_hugging_face_folder_is_evaluated_in_place() {
     checkpoint_matches("hf-qwen3-az", "hf-qwen3-az");
     checkpoint_matches("hf-llama-az", "hf-llama-az");
 }
+
+#[derive(Default)]
+struct Inputs(Vec<(String, usize, Vec<f32>)>);
+
+impl MatmulObserver for Inputs {
+    fn observe(&mut self, weight_name: &str, input: &[f32], n_tokens: usize, n_in: usize) {
+        assert_eq!(input.len(), n_tokens * n_in);
+        self.0.push((weight_name.to_owned(), n_in, input.to_vec()));
+    }
+}
+
+/// The observer sees what `llama-imatrix` sees through `cb_eval`: every
+/// `MUL_MAT` of llama.cpp's graph, in the same order, with the same weight
+/// name and the same input (GPT-2 and Qwen2, F32 files).
+#[test]
+fn the_observer_sees_what_cb_eval_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in ["nanogpt-az", "hf-qwen2-az"] {
+        let gguf = f32_gguf(fixture, dir.path());
+        let judge = llama::Model::load(&gguf, false);
+        let seq = &sequences(&judge, 128)[0];
+        let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
+        let theirs = judge.eval_matmul_inputs(&ids);
+        let mut mine = Inputs::default();
+        Model::open_gguf(&gguf)
+            .unwrap()
+            .logits(seq, Some(&mut mine))
+            .unwrap();
+        let names = |v: &[(String, usize, Vec<f32>)]| {
+            v.iter().map(|(n, k, _)| (n.clone(), *k)).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&mine.0), names(&theirs), "{fixture}: products");
+        for ((name, _, a), (_, _, b)) in mine.0.iter().zip(&theirs) {
+            assert_eq!(a.len(), b.len(), "{fixture} {name}: rows");
+            let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(d <= 1e-3, "{fixture} {name}: inputs differ by {d}");
+        }
+    }
+}

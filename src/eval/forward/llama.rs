@@ -149,13 +149,13 @@ impl Llama {
             add_assign(&mut b.x, &b.h);
             b.h.copy_from_slice(&b.x);
             rms_norm(&mut b.h, n, eps, &layer.ffn_norm);
-            // build_ffn multiplies by ffn_up first, then ffn_gate.
-            layer
-                .up
-                .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
+            // ggml runs the gate first: it is swiglu's first source.
             layer
                 .gate
                 .forward(store, &b.h, n_tokens, &mut b.ff, &mut observer)?;
+            layer
+                .up
+                .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
             swiglu(&mut b.ff, &b.ff_up);
             layer
                 .down
