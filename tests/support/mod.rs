@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
+pub mod ggml_cpu;
 pub mod llama;
 pub mod logits;
 pub mod quantize;
