@@ -177,8 +177,13 @@ unsafe extern "C" fn collect_matmul(t: *mut ggml_tensor, ask: bool, user: *mut c
         }
         let (w, x) = ((*t).src[0], (*t).src[1]);
         assert_eq!((*x).type_, GGML_TYPE_F32, "src1 of a MUL_MAT is f32");
-        let name = std::ffi::CStr::from_ptr((*w).name.as_ptr()).to_string_lossy().into_owned();
-        let (n_in, rows) = ((*x).ne[0] as usize, ((*x).ne[1] * (*x).ne[2] * (*x).ne[3]) as usize);
+        let name = std::ffi::CStr::from_ptr((*w).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let (n_in, rows) = (
+            (*x).ne[0] as usize,
+            ((*x).ne[1] * (*x).ne[2] * (*x).ne[3]) as usize,
+        );
         let mut values = Vec::with_capacity(n_in * rows);
         for r in 0..rows {
             let row = ((*x).data as *const u8).add(r * (*x).nb[1]) as *const f32;
@@ -221,7 +226,12 @@ impl Model {
             }
             let mut b = batch;
             b.n_tokens = n;
-            assert_eq!(llama_decode(ctx, b), 0, "{}: llama_decode failed", self.path);
+            assert_eq!(
+                llama_decode(ctx, b),
+                0,
+                "{}: llama_decode failed",
+                self.path
+            );
             llama_batch_free(batch);
             llama_free(ctx);
         }
