@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::ops::round_f16;
+use super::ops::{round_f16, v_expf};
 
 /// `GGML_FA_TILE_Q`: from this many queries on, ggml takes the tiled path.
 const TILE_Q: usize = 64;
@@ -208,34 +208,6 @@ fn soft_max(x: &mut [f32], max: f32) -> f64 {
         sum += f64::from(*v);
     }
     sum
-}
-
-/// ggml's `ggml_v_expf` (the AVX2 variant), one lane: a range reduction
-/// and a polynomial, accurate to ~1.5 ulp but not libm's `expf`.
-fn v_expf(x: f32) -> f32 {
-    let c = |bits: u32| f32::from_bits(bits);
-    let r = c(0x4b40_0000);
-    let z = x.mul_add(c(0x3fb8_aa3b), r);
-    let n = z - r;
-    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
-    let e = z.to_bits() << 23;
-    let k = c(e.wrapping_add(1f32.to_bits()));
-    let u = b * b;
-    let j = c(0x3c07_2010)
-        .mul_add(b, c(0x3d2b_9f17))
-        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
-        .mul_add(u, c(0x3f7f_fff6) * b);
-    if n.abs() <= 126.0 {
-        return j.mul_add(k, k);
-    }
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = c(g.wrapping_add(0x7f00_0000));
-    let s2 = c(e.wrapping_sub(g));
-    if n.abs() > 192.0 {
-        s1 * s1
-    } else {
-        s2.mul_add(j, s2) * s1
-    }
 }
 
 /// `ggml_vec_dot_f16` (AVX2 build): four eight-lane accumulators over

@@ -111,7 +111,7 @@ impl Llama {
         mut observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, EvalError> {
         let n_tokens = tokens.len();
-        let (n, eps) = (hp.n_embd, hp.norm_eps);
+        let (n, eps, n_ff) = (hp.n_embd, hp.norm_eps, hp.n_ff);
         let mut b = Buffers::new(hp, n_tokens);
         embed(store, &self.tok_embd, tokens, &mut b.x)?;
         let shape = AttnShape {
@@ -156,7 +156,7 @@ impl Llama {
             layer
                 .up
                 .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
-            swiglu(&mut b.ff, &b.ff_up);
+            swiglu(&mut b.ff, &b.ff_up, n_ff);
             layer
                 .down
                 .forward(store, &b.ff, n_tokens, &mut b.h, &mut observer)?;
