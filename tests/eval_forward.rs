@@ -7,12 +7,15 @@
 //! and 5e-3 for quantized files; argmax equal at ≥ 99.9 % of positions.
 //!
 //! Status: F32 files meet the bound on every family (the `*_f32_*`
-//! tests). The other types are `#[ignore]`d with the gap measured: F16
-//! ~1e-3, BF16 ~5e-3, quantized 1e-2..3e-2, while argmax agrees at every
-//! position. For quantized files the logits agree to 1e-6 on sequences of
-//! exactly 64 tokens and diverge from some position on otherwise, which
-//! points at a product path llama.cpp picks by batch shape (repacked or
-//! llamafile kernels) that `kvant::quant::dot` does not mirror yet.
+//! tests, 3e-5..5.5e-4). The other types are `#[ignore]`d with the gap
+//! measured (run them with `--ignored`); argmax agrees at every position:
+//! F16 2e-4..1.4e-3, BF16 1.3e-3..2.5e-3, quantized 1e-2..3e-2. The graph
+//! is not the cause: with identical inputs, llama.cpp's Q8_0 product
+//! (`blk.0.attn_output`, 8 tokens) already differs in the last bits, and
+//! the next activation quantization turns that into a flipped rounding.
+//! llama.cpp runs products through kernels picked by type and batch shape
+//! (llamafile's `tinyBLAS`, repacked `gemm`/`gemv`) whose float summation
+//! order is mirrored here only for F32/F16/BF16 with two or more tokens.
 
 mod support;
 
@@ -148,9 +151,8 @@ fn nanogpt_az_f32_matches_llama_cpp() {
     family("nanogpt-az", "gpt2", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn nanogpt_az_other_types_match_llama_cpp() {
     family("nanogpt-az", "gpt2", &TYPES[1..]);
 }
@@ -160,9 +162,8 @@ fn nanogpt_k256_f32_matches_llama_cpp() {
     family("nanogpt-k256", "gpt2", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn nanogpt_k256_other_types_match_llama_cpp() {
     family("nanogpt-k256", "gpt2", &TYPES[1..]);
 }
@@ -172,9 +173,8 @@ fn hf_gpt2_az_f32_matches_llama_cpp() {
     family("hf-gpt2-az", "gpt2", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_gpt2_az_other_types_match_llama_cpp() {
     family("hf-gpt2-az", "gpt2", &TYPES[1..]);
 }
@@ -184,9 +184,8 @@ fn hf_llama_az_f32_matches_llama_cpp() {
     family("hf-llama-az", "llama", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_llama_az_other_types_match_llama_cpp() {
     family("hf-llama-az", "llama", &TYPES[1..]);
 }
@@ -196,9 +195,8 @@ fn hf_llama3_az_f32_matches_llama_cpp() {
     family("hf-llama3-az", "llama", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_llama3_az_other_types_match_llama_cpp() {
     family("hf-llama3-az", "llama", &TYPES[1..]);
 }
@@ -208,9 +206,8 @@ fn hf_mistral_sp_az_f32_matches_llama_cpp() {
     family("hf-mistral-sp-az", "llama", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_mistral_sp_az_other_types_match_llama_cpp() {
     family("hf-mistral-sp-az", "llama", &TYPES[1..]);
 }
@@ -220,9 +217,8 @@ fn hf_qwen2_az_f32_matches_llama_cpp() {
     family("hf-qwen2-az", "qwen2", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_qwen2_az_other_types_match_llama_cpp() {
     family("hf-qwen2-az", "qwen2", &TYPES[1..]);
 }
@@ -232,9 +228,8 @@ fn hf_qwen3_az_f32_matches_llama_cpp() {
     family("hf-qwen3-az", "qwen3", &TYPES[..1]);
 }
 
-/// Known gap (see the module doc): run with `--ignored`.
 #[test]
-#[ignore = "known gap: F16/BF16 and quantized files differ from llama.cpp by 1e-3..3e-2"]
+#[ignore = "known gap: F16/BF16 files differ by up to 2.5e-3, quantized by 1e-2..3e-2 (see the module doc)"]
 fn hf_qwen3_az_other_types_match_llama_cpp() {
     family("hf-qwen3-az", "qwen3", &TYPES[1..]);
 }
@@ -415,14 +410,14 @@ fn the_observer_sees_what_cb_eval_sees() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&mine.0), names(&theirs), "{fixture}: products");
+        // GELU's f16 table can turn a last-bit difference into one f16
+        // step (2^-10 relative), so inputs are compared relative to that.
         for ((name, _, a), (_, _, b)) in mine.0.iter().zip(&theirs) {
             assert_eq!(a.len(), b.len(), "{fixture} {name}: rows");
-            let d = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(d <= 1e-3, "{fixture} {name}: inputs differ by {d}");
+            for (x, y) in a.iter().zip(b) {
+                let allowed = 2f32.powi(-9) * y.abs().max(1.0);
+                assert!((x - y).abs() <= allowed, "{fixture} {name}: {x} vs {y}");
+            }
         }
     }
 }
