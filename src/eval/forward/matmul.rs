@@ -40,7 +40,7 @@ fn multiply(
     out: &mut [f32],
 ) -> Result<(), EvalError> {
     let dense = matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-    if dense && n_tokens >= 2 && w.n_in % 8 == 0 {
+    if dense && n_tokens >= 2 && w.n_in.is_multiple_of(8) {
         dense_tinyblas(w.ty, store.data(w), w.n_in, w.n_out, x, out);
         return Ok(());
     }
