@@ -117,13 +117,21 @@ impl Model {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// The logits at every position of `ids`, one vector of n_vocab per
-    /// position, computed in one batch on a fresh context (CPU, 2 threads).
-    pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
+    /// Decodes `ids` in one batch on a fresh context (CPU, 2 threads,
+    /// logits everywhere), with `cb_eval` set when given. The caller frees
+    /// the context.
+    ///
+    /// # Safety
+    /// `eval`'s user data must outlive the returned context.
+    unsafe fn decode(
+        &self,
+        ids: &[i32],
+        eval: Option<(ggml_backend_sched_eval_callback, *mut c_void)>,
+    ) -> *mut llama_context {
         let n = ids.len() as i32;
         assert!(n > 0);
         // SAFETY: context and batch are created, used within their sizes
-        // and freed here; every pointer is checked.
+        // and the batch freed here; every pointer is checked.
         unsafe {
             let mut cp = llama_context_default_params();
             cp.n_ctx = (n as u32).max(64);
@@ -133,6 +141,10 @@ impl Model {
             cp.n_threads = 2;
             cp.n_threads_batch = 2;
             cp.no_perf = true;
+            if let Some((cb, user)) = eval {
+                cp.cb_eval = cb;
+                cp.cb_eval_user_data = user;
+            }
             let ctx = llama_init_from_model(self.model, cp);
             assert!(!ctx.is_null(), "{}: cannot create a context", self.path);
             let batch = llama_batch_init(n, 0, 1);
@@ -147,14 +159,25 @@ impl Model {
             b.n_tokens = n;
             let rc = llama_decode(ctx, b);
             assert_eq!(rc, 0, "{}: llama_decode failed", self.path);
+            llama_batch_free(batch);
+            ctx
+        }
+    }
+
+    /// The logits at every position of `ids`, one vector of n_vocab per
+    /// position, computed in one batch on a fresh context (CPU, 2 threads).
+    pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
+        // SAFETY: no callback; the context is read within its outputs
+        // and freed here.
+        unsafe {
+            let ctx = self.decode(ids, None);
             let n_vocab = self.n_vocab();
             let mut out = Vec::with_capacity(ids.len());
-            for i in 0..n {
+            for i in 0..ids.len() as i32 {
                 let p = llama_get_logits_ith(ctx, i);
                 assert!(!p.is_null(), "no logits at {i}");
                 out.push(std::slice::from_raw_parts(p, n_vocab).to_vec());
             }
-            llama_batch_free(batch);
             llama_free(ctx);
             out
         }
@@ -198,43 +221,10 @@ impl Model {
     /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
     /// every matrix multiplication's weight name and input.
     pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
-        let n = ids.len() as i32;
         let mut seen: MatmulInputs = Vec::new();
-        // SAFETY: as eval_logits; `seen` outlives the context.
-        unsafe {
-            let mut cp = llama_context_default_params();
-            cp.n_ctx = (n as u32).max(64);
-            cp.n_batch = cp.n_ctx;
-            cp.n_ubatch = cp.n_ctx;
-            cp.n_seq_max = 1;
-            cp.n_threads = 2;
-            cp.n_threads_batch = 2;
-            cp.no_perf = true;
-            cp.cb_eval = Some(collect_matmul);
-            cp.cb_eval_user_data = &mut seen as *mut MatmulInputs as *mut c_void;
-            let ctx = llama_init_from_model(self.model, cp);
-            assert!(!ctx.is_null(), "{}: cannot create a context", self.path);
-            // Creating the context may reserve graphs; only the decode counts.
-            seen.clear();
-            let batch = llama_batch_init(n, 0, 1);
-            for (i, &tok) in ids.iter().enumerate() {
-                *batch.token.add(i) = tok;
-                *batch.pos.add(i) = i as i32;
-                *batch.n_seq_id.add(i) = 1;
-                *(*batch.seq_id.add(i)).add(0) = 0;
-                *batch.logits.add(i) = 1;
-            }
-            let mut b = batch;
-            b.n_tokens = n;
-            assert_eq!(
-                llama_decode(ctx, b),
-                0,
-                "{}: llama_decode failed",
-                self.path
-            );
-            llama_batch_free(batch);
-            llama_free(ctx);
-        }
+        let user = &mut seen as *mut MatmulInputs as *mut c_void;
+        // SAFETY: `seen` outlives the context, freed right after decoding.
+        unsafe { llama_free(self.decode(ids, Some((Some(collect_matmul), user)))) };
         seen
     }
 }

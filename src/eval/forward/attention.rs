@@ -39,6 +39,18 @@ pub(crate) struct AttnShape {
     pub head_dim_v: usize,
 }
 
+impl AttnShape {
+    /// The heads of `hp`.
+    pub fn of(hp: &super::hparams::HParams) -> AttnShape {
+        AttnShape {
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim_k: hp.head_dim_k,
+            head_dim_v: hp.head_dim_v,
+        }
+    }
+}
+
 /// Attention of `n_tokens` queries over the same positions, causal.
 /// `q` is `n_tokens × n_head·dk`, `k` `n_tokens × n_head_kv·dk`, `v`
 /// `n_tokens × n_head_kv·dv`, `out` `n_tokens × n_head·dv`. `k` and `v`

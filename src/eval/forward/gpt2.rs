@@ -52,11 +52,7 @@ impl Gpt2 {
     /// Finds every tensor the graph needs, with its shape checked.
     pub fn load(store: &Store, hp: &HParams, n_vocab: usize) -> Result<Gpt2, EvalError> {
         let (n, n_ff) = (hp.n_embd, hp.n_ff);
-        let widths = QkvWidths {
-            q: hp.n_head * hp.head_dim_k,
-            k: hp.n_head_kv * hp.head_dim_k,
-            v: hp.n_head_kv * hp.head_dim_v,
-        };
+        let widths = QkvWidths::of(hp);
         let layers = (0..hp.n_layer)
             .map(|l| {
                 let p = |s: &str| format!("blk.{l}.{s}");
@@ -109,12 +105,7 @@ impl Gpt2 {
         let positions: Vec<u32> = (0..n_tokens as u32).collect();
         embed(store, &self.pos_embd, &positions, &mut b.h)?;
         add_assign(&mut b.x, &b.h);
-        let shape = AttnShape {
-            n_head: hp.n_head,
-            n_head_kv: hp.n_head_kv,
-            head_dim_k: hp.head_dim_k,
-            head_dim_v: hp.head_dim_v,
-        };
+        let shape = AttnShape::of(hp);
         for layer in &self.layers {
             let ln = &layer.attn_norm;
             layer_norm(&b.x, &mut b.h, n, hp.norm_eps, &ln.w, &ln.b);

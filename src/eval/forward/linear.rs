@@ -3,6 +3,7 @@
 //! fused (`attn_qkv`) or separate (`attn_q`, `attn_k`, `attn_v`), as
 //! llama.cpp's `build_qkv` computes it.
 
+use super::hparams::HParams;
 use super::matmul::matmul;
 use super::ops::add_bias;
 use super::weights::{Matrix, Store};
@@ -39,10 +40,11 @@ impl Linear {
         n_in: usize,
         n_out: usize,
     ) -> Result<Linear, EvalError> {
-        Ok(Linear {
-            w: store.matrix(&format!("{prefix}.weight"), n_in, n_out)?,
-            b: Some(store.vector(&format!("{prefix}.bias"), n_out)?),
-        })
+        let l = Linear::load(store, prefix, n_in, n_out)?;
+        if l.b.is_none() {
+            return Err(EvalError::MissingTensor(format!("{prefix}.bias")));
+        }
+        Ok(l)
     }
 
     /// Applies the projection to `n_tokens` rows of `x` into `out`.
@@ -95,6 +97,17 @@ pub(crate) struct QkvWidths {
     pub k: usize,
     /// `n_head_kv · head_dim_v`.
     pub v: usize,
+}
+
+impl QkvWidths {
+    /// The widths of `hp`'s heads.
+    pub fn of(hp: &HParams) -> QkvWidths {
+        QkvWidths {
+            q: hp.n_head * hp.head_dim_k,
+            k: hp.n_head_kv * hp.head_dim_k,
+            v: hp.n_head_kv * hp.head_dim_v,
+        }
+    }
 }
 
 impl Qkv {

@@ -45,11 +45,7 @@ impl Llama {
     pub fn load(store: &Store, hp: &HParams, n_vocab: usize) -> Result<Llama, EvalError> {
         let (n, n_ff) = (hp.n_embd, hp.n_ff);
         let qwen3 = hp.arch == "qwen3";
-        let widths = QkvWidths {
-            q: hp.n_head * hp.head_dim_k,
-            k: hp.n_head_kv * hp.head_dim_k,
-            v: hp.n_head_kv * hp.head_dim_v,
-        };
+        let widths = QkvWidths::of(hp);
         let layers = (0..hp.n_layer)
             .map(|l| {
                 let p = |s: &str| format!("blk.{l}.{s}");
@@ -114,12 +110,7 @@ impl Llama {
         let (n, eps, n_ff) = (hp.n_embd, hp.norm_eps, hp.n_ff);
         let mut b = Buffers::new(hp, n_tokens);
         embed(store, &self.tok_embd, tokens, &mut b.x)?;
-        let shape = AttnShape {
-            n_head: hp.n_head,
-            n_head_kv: hp.n_head_kv,
-            head_dim_k: hp.head_dim_k,
-            head_dim_v: hp.head_dim_v,
-        };
+        let shape = AttnShape::of(hp);
         let rope = Rope {
             params: hp.rope,
             mode: self.mode,
