@@ -17,25 +17,11 @@
 
 mod support;
 
-use kvant::quant::dot::{self, reference};
+use kvant::quant::dot::{self, reference, WEIGHT_TYPES};
 use kvant::quant::{dequantize, f16_bits_to_f32, quantize, GgmlType};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use support::ggml_cpu;
-
-const WEIGHTS: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
 
 const PARTNERS: [GgmlType; 6] = [
     GgmlType::F32,
@@ -46,20 +32,16 @@ const PARTNERS: [GgmlType; 6] = [
     GgmlType::Q8K,
 ];
 
-/// A deterministic generator (xorshift) so failures reproduce.
-struct Rng(u64);
+/// A seeded generator so failures reproduce.
+struct Rng(StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    fn new(seed: u64) -> Rng {
+        Rng(StdRng::seed_from_u64(seed))
     }
+    /// Roughly normal (a sum of four uniforms), scaled.
     fn normal(&mut self, scale: f32) -> f32 {
-        let s: f32 = (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum();
+        let s: f32 = (0..4).map(|_| self.0.random::<f32>()).sum();
         (s - 2.0) * scale
     }
     fn row(&mut self, n: usize, scale: f32) -> Vec<f32> {
@@ -112,7 +94,7 @@ fn edge_rows(n: usize) -> Vec<(String, Vec<f32>)> {
 
 /// Random rows of 256, 768 and 4096, scaled like activations.
 fn random_rows() -> Vec<(String, Vec<f32>)> {
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
     let mut rows = Vec::new();
     for n in [256, 768, 4096] {
         for k in 0..3 {
@@ -194,7 +176,7 @@ fn act_values(dt: GgmlType, b: &[u8], n: usize) -> Vec<f32> {
 
 #[test]
 fn partners_are_ggml_cpus() {
-    for ty in WEIGHTS {
+    for ty in WEIGHT_TYPES {
         assert_eq!(
             dot::vec_dot_type(ty).id(),
             ggml_cpu::vec_dot_type_id(ty),
@@ -253,9 +235,9 @@ fn assert_close(ty: GgmlType, what: &str, which: &str, ours: f32, theirs: f32, t
 #[test]
 fn vec_dot_matches_ggml_for_every_type() {
     let rows = all_rows();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut checked = 0;
-    for ty in WEIGHTS {
+    for ty in WEIGHT_TYPES {
         let dt = dot::vec_dot_type(ty);
         for (what, wx) in &rows {
             let n = wx.len();
@@ -311,9 +293,9 @@ fn matmul_matches_ggml_vec_dot_on_real_weights() {
     let data = t.to_f32().expect("decodes");
     let (n_out, n_in, n_tokens) = (t.shape[0].min(96), 256, 9);
     let weights = &data[..n_out * n_in];
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let x = rng.row(n_tokens * n_in, 1.0);
-    for ty in WEIGHTS {
+    for ty in WEIGHT_TYPES {
         let w = quantize(ty, weights, n_in, None).expect("quantizes");
         let row = ty.row_size(n_in).expect("fits");
         let mut out = vec![0f32; n_out * n_tokens];

@@ -67,7 +67,7 @@ impl Dense {
     /// ggml-cpu's `from_float` into this type's little-endian bytes
     /// (`ggml_cpu_fp32_to_fp16`: `cvtps_ph` round-to-nearest-even;
     /// `ggml_cpu_fp32_to_bf16`: `GGML_FP32_TO_BF16`).
-    pub fn from_f32(self, x: &[f32], out: &mut [u8]) {
+    pub fn encode(self, x: &[f32], out: &mut [u8]) {
         match self {
             Dense::F32 => {
                 for (o, v) in out.chunks_exact_mut(4).zip(x) {
@@ -150,10 +150,12 @@ fn tail(ty: Dense, main: f32, w: &[f32], a: &[f32]) -> f32 {
 fn portable_main_loop(ty: Dense, w: &[f32], a: &[f32]) -> f32 {
     let mut acc = [[0f32; 8]; 4];
     for (ws, as_) in w.chunks_exact(STEP).zip(a.chunks_exact(STEP)) {
-        for j in 0..4 {
-            for l in 0..8 {
-                let i = 8 * j + l;
-                acc[j][l] = ws[i].mul_add(as_[i], acc[j][l]);
+        for (lanes, (wj, aj)) in acc
+            .iter_mut()
+            .zip(ws.chunks_exact(8).zip(as_.chunks_exact(8)))
+        {
+            for (s, (&x, &y)) in lanes.iter_mut().zip(wj.iter().zip(aj)) {
+                *s = x.mul_add(y, *s);
             }
         }
     }

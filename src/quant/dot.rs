@@ -23,16 +23,20 @@
 //! What llama.cpp's batched paths change. For several tokens ggml's
 //! `mul_mat` may instead call llamafile's `tinyBLAS` (`GGML_USE_LLAMAFILE`,
 //! on in the pinned build: F32, F16 and BF16 weights, and Q8_0/Q4_0/Q5_0
-//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`:
-//! Q4_0 as `q4_0_8x8`, Q4_K/Q2_K as `q4_K_8x8`/`q2_K_8x8`, IQ4_NL, with
-//! activations packed four rows at a time by `ggml_quantize_mat_q8_0_4x8`
-//! / `_q8_K_4x8`). Both keep the same activation quantization (the same
-//! scale and rounding rule per block) and the same exact integer block
-//! sums; what changes is how the per-block float terms are grouped and
-//! summed (tiles of lanes instead of one row's running sum). So their
-//! results differ from `vec_dot`'s, and from ours, by float reassociation
-//! only, well inside the forward pass's 1e-3/5e-3 logit tolerance; this
-//! module does not reproduce their order.
+//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`;
+//! on this AVX2 build `ggml_repack_get_optimal_repack_type` picks
+//! `q4_0_8x8` for Q4_0, `q4_K_8x8` for Q4_K and `iq4_nl_8x8`, the Q2_K
+//! layout needing AVX512), whose activations come from
+//! `ggml_quantize_mat_q8_0_4x8` / `_q8_K_4x8`. Those use the same scale
+//! (`127/amax`, or Q8_K's `∓127/amax` with `d = 1/iscale`) and the same
+//! ties-to-even rounding as the row quantizers here (the one exception: a
+//! Q8_K block holding both +amax and −amax picks the sign the other way),
+//! and both paths form the same exact integer block sums. What changes is
+//! how the per-block float terms are grouped and summed (tiles of lanes
+//! instead of one row's running sum), so their results differ from
+//! `vec_dot`'s, and ours, by float reassociation only, far inside the
+//! forward pass's 1e-3/5e-3 logit tolerance; this module does not
+//! reproduce their order.
 //!
 //! This module knows nothing of files or tensors' names: rows of bytes in,
 //! floats out.
@@ -76,6 +80,24 @@ fn family(weight: GgmlType) -> Option<Family> {
     })
 }
 
+/// Every weight type with a dot product here, in ggml id order (F32,
+/// F16, BF16 first).
+pub const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
 /// ggml-cpu's `vec_dot_type` of a weight type: the type activations are
 /// converted to before the product. Types without a product (integers,
 /// F64, the activation types themselves) map to themselves.
@@ -90,6 +112,9 @@ pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
     }
 }
 
+/// A one-block activation quantizer.
+type BlockQuantizer = fn(&[f32], &mut [u8]);
+
 /// One activation row (`x.len()` a multiple of the block size) in the
 /// partner type's bytes (`out` holds `dot_type.row_size(x.len())`),
 /// exactly as ggml-cpu's `from_float` on x86 writes them.
@@ -98,13 +123,13 @@ pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
 /// If `dot_type` is not F32, F16, BF16, Q8_0, Q8_1 or Q8_K, or the
 /// lengths do not fit: a programming error, never input data.
 pub fn quantize_activation_row(dot_type: GgmlType, x: &[f32], out: &mut [u8]) {
-    let (block, size, f): (usize, usize, fn(&[f32], &mut [u8])) = match dot_type {
+    let (block, size, f): (usize, usize, BlockQuantizer) = match dot_type {
         GgmlType::Q8_0 => (QK8, Q8_0_SIZE, quantize_q8_0_block),
         GgmlType::Q8_1 => (QK8, Q8_1_SIZE, quantize_q8_1_block),
         GgmlType::Q8K => (QK_K, Q8_K_SIZE, quantize_q8_k_block),
-        GgmlType::F32 => return Dense::F32.from_f32(x, out),
-        GgmlType::F16 => return Dense::F16.from_f32(x, out),
-        GgmlType::BF16 => return Dense::BF16.from_f32(x, out),
+        GgmlType::F32 => return Dense::F32.encode(x, out),
+        GgmlType::F16 => return Dense::F16.encode(x, out),
+        GgmlType::BF16 => return Dense::BF16.encode(x, out),
         other => panic!("{other} is not an activation type of a dot product"),
     };
     assert!(x.len().is_multiple_of(block) && out.len() >= x.len() / block * size);
@@ -335,23 +360,6 @@ mod tests {
     use super::*;
     use crate::quant::quantize;
 
-    /// Every weight type with a product, as the tests iterate them.
-    pub const WEIGHTS: [GgmlType; 13] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-    ];
-
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (0..n)
@@ -373,7 +381,7 @@ mod tests {
                     _ => Dense::BF16,
                 };
                 let mut b = vec![0u8; x.len() * d.size()];
-                d.from_f32(x, &mut b);
+                d.encode(x, &mut b);
                 b
             }
             _ => quantize(ty, x, n_per_row, None).expect("quantizes"),
@@ -385,7 +393,7 @@ mod tests {
     /// one rounding per block term (the integer parts are exact).
     #[test]
     fn fast_vec_dot_matches_the_reference() {
-        for ty in WEIGHTS {
+        for ty in WEIGHT_TYPES {
             for n in [256, 768] {
                 let w = weight_bytes(ty, &values(n, 1), n);
                 let x = values(n, 2);
@@ -405,7 +413,7 @@ mod tests {
     #[test]
     fn matmul_places_every_row_token_dot() {
         let (n_out, n_in) = (11, 256);
-        for ty in WEIGHTS {
+        for ty in WEIGHT_TYPES {
             let w = weight_bytes(ty, &values(n_out * n_in, 3), n_in);
             let row = ty.row_size(n_in).expect("fits");
             for n_tokens in [1, 5] {

@@ -78,9 +78,9 @@ pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
                 let (k, s, i) = (e / 128, (e % 128) / 32, e % 32);
                 l.q[e] = ((b[16 + 32 * k + i] >> (2 * s)) & 3) as i8;
             }
-            for g in 0..16 {
-                l.scale[g] = i16::from(b[g] & 0xF);
-                l.min[g] = i16::from(b[g] >> 4);
+            for (g, &sc) in b[..16].iter().enumerate() {
+                l.scale[g] = i16::from(sc & 0xF);
+                l.min[g] = i16::from(sc >> 4);
             }
             (l.d, l.dmin) = (get_f16(b, 80), get_f16(b, 82));
         }
@@ -241,11 +241,11 @@ mod tests {
             }
             let want = dequantize(g, &b, QK_K).expect("decodes");
             let l = levels(ty, &b);
-            for e in 0..QK_K {
+            for (e, &w) in want.iter().enumerate() {
                 let dl = l.d * f32::from(l.scale[e / 16]);
                 let ml = l.dmin * f32::from(l.min[e / 16]);
                 let got = dl * f32::from(l.q[e]) - ml;
-                assert_eq!(got, want[e], "{ty:?} element {e}");
+                assert_eq!(got, w, "{ty:?} element {e}");
             }
         }
     }

@@ -194,9 +194,9 @@ mod tests {
             let want = dequantize(g, &bytes, n).expect("decodes");
             let mut u = Unpacked::default();
             unpack(ty, n, &bytes, &mut u);
-            for i in 0..n {
+            for (i, &w) in want.iter().enumerate() {
                 let got = f32::from(u.q[i]) * u.d[i / QK8] + u.m[i / QK8];
-                assert_eq!(got, want[i], "{ty:?} element {i}");
+                assert_eq!(got, w, "{ty:?} element {i}");
             }
         }
     }
