@@ -23,6 +23,7 @@
 //!   writes, and a bounded reader.
 //! * [`convert`] runs one job from a checkpoint to finished GGUF files.
 //! * [`modelfile`] and [`ollama`] present the result to Ollama.
+//! * [`eval`] runs a model's forward pass as llama.cpp computes it.
 //! * [`watch`], [`durable`] and [`daemon`] make it an unattended service.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -32,6 +33,7 @@ pub mod arch;
 pub mod convert;
 pub mod daemon;
 pub mod durable;
+pub mod eval;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod gguf;

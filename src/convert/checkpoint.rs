@@ -199,7 +199,7 @@ pub(super) fn stream(
     ))
 }
 
-fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
+pub(crate) fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConvertError::Other(format!("{}: {e}", p.display())))?;
     serde_json::from_str(&text)
@@ -263,7 +263,7 @@ fn in_place<'a>(ck: &'a Checkpoint, t: &PlannedTensor) -> Option<TensorData<'a>>
 }
 
 /// Produces one planned tensor's elements as f32, in GGUF order.
-fn materialize(
+pub(crate) fn materialize(
     ck: &Checkpoint,
     t: &PlannedTensor,
     merging: Option<&Merging<'_>>,

@@ -24,6 +24,8 @@ pub use chat::{
 };
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
+// For `eval`: a checkpoint's planned tensors as f32, as conversion makes them.
+pub(crate) use checkpoint::{materialize, read_json};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

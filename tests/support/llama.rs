@@ -117,39 +117,22 @@ impl Model {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// The logits at every position of `ids`, one vector of n_vocab per
-    /// position, computed in one batch on a fresh context (CPU, 2 threads).
-    pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
-        self.eval(ids, None)
-    }
-
-    /// Loads a GGUF LoRA adapter for this model with llama.cpp's
-    /// `llama_adapter_lora_init`. Panics (llama.cpp's reason on stderr)
-    /// when llama.cpp refuses it.
-    pub fn load_lora(&self, path: &Path) -> Lora<'_> {
-        let c = CString::new(path.to_string_lossy().as_bytes()).expect("path");
-        // SAFETY: a valid model and path; the result is checked.
-        let ptr = unsafe { llama_adapter_lora_init(self.model, c.as_ptr()) };
-        assert!(
-            !ptr.is_null(),
-            "llama.cpp refused the LoRA adapter {} for {}",
-            path.display(),
-            self.path
-        );
-        Lora { ptr, _model: self }
-    }
-
-    /// [`Model::eval_logits`] with `lora` applied at `scale`
-    /// (`llama_set_adapters_lora`).
-    pub fn eval_logits_with_lora(&self, ids: &[i32], lora: &Lora<'_>, scale: f32) -> Vec<Vec<f32>> {
-        self.eval(ids, Some((lora.ptr, scale)))
-    }
-
-    fn eval(&self, ids: &[i32], lora: Option<(*mut llama_adapter_lora, f32)>) -> Vec<Vec<f32>> {
+    /// Decodes `ids` in one batch on a fresh context (CPU, 2 threads,
+    /// logits everywhere), with `cb_eval` set and a LoRA adapter applied
+    /// at a scale when given. The caller frees the context.
+    ///
+    /// # Safety
+    /// `eval`'s user data must outlive the returned context.
+    unsafe fn decode(
+        &self,
+        ids: &[i32],
+        eval: Option<(ggml_backend_sched_eval_callback, *mut c_void)>,
+        lora: Option<(*mut llama_adapter_lora, f32)>,
+    ) -> *mut llama_context {
         let n = ids.len() as i32;
         assert!(n > 0);
         // SAFETY: context and batch are created, used within their sizes
-        // and freed here; every pointer is checked.
+        // and the batch freed here; every pointer is checked.
         unsafe {
             let mut cp = llama_context_default_params();
             cp.n_ctx = (n as u32).max(64);
@@ -159,6 +142,10 @@ impl Model {
             cp.n_threads = 2;
             cp.n_threads_batch = 2;
             cp.no_perf = true;
+            if let Some((cb, user)) = eval {
+                cp.cb_eval = cb;
+                cp.cb_eval_user_data = user;
+            }
             let ctx = llama_init_from_model(self.model, cp);
             assert!(!ctx.is_null(), "{}: cannot create a context", self.path);
             if let Some((adapter, scale)) = lora {
@@ -180,17 +167,99 @@ impl Model {
             b.n_tokens = n;
             let rc = llama_decode(ctx, b);
             assert_eq!(rc, 0, "{}: llama_decode failed", self.path);
+            llama_batch_free(batch);
+            ctx
+        }
+    }
+
+    /// The logits at every position of `ids`, one vector of n_vocab per
+    /// position, computed in one batch on a fresh context (CPU, 2 threads).
+    pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
+        self.logits(ids, None)
+    }
+
+    /// Loads a GGUF LoRA adapter for this model with llama.cpp's
+    /// `llama_adapter_lora_init`. Panics (llama.cpp's reason on stderr)
+    /// when llama.cpp refuses it.
+    pub fn load_lora(&self, path: &Path) -> Lora<'_> {
+        let c = CString::new(path.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid model and path; the result is checked.
+        let ptr = unsafe { llama_adapter_lora_init(self.model, c.as_ptr()) };
+        assert!(
+            !ptr.is_null(),
+            "llama.cpp refused the LoRA adapter {} for {}",
+            path.display(),
+            self.path
+        );
+        Lora { ptr, _model: self }
+    }
+
+    /// [`Model::eval_logits`] with `lora` applied at `scale`
+    /// (`llama_set_adapters_lora`).
+    pub fn eval_logits_with_lora(&self, ids: &[i32], lora: &Lora<'_>, scale: f32) -> Vec<Vec<f32>> {
+        self.logits(ids, Some((lora.ptr, scale)))
+    }
+
+    fn logits(&self, ids: &[i32], lora: Option<(*mut llama_adapter_lora, f32)>) -> Vec<Vec<f32>> {
+        // SAFETY: no callback; the adapter (if any) lives as long as the
+        // model; the context is read within its outputs and freed here.
+        unsafe {
+            let ctx = self.decode(ids, None, lora);
             let n_vocab = self.n_vocab();
             let mut out = Vec::with_capacity(ids.len());
-            for i in 0..n {
+            for i in 0..ids.len() as i32 {
                 let p = llama_get_logits_ith(ctx, i);
                 assert!(!p.is_null(), "no logits at {i}");
                 out.push(std::slice::from_raw_parts(p, n_vocab).to_vec());
             }
-            llama_batch_free(batch);
             llama_free(ctx);
             out
         }
+    }
+}
+
+/// What `llama-imatrix`'s `cb_eval` sees: each `MUL_MAT`'s weight name
+/// and its f32 input (`src1`), `n_tokens` rows of `n_in`.
+pub type MatmulInputs = Vec<(String, usize, Vec<f32>)>;
+
+unsafe extern "C" fn collect_matmul(t: *mut ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    // SAFETY: llama.cpp hands a valid tensor; `user` is the MatmulInputs
+    // passed by eval_matmul_inputs, alive for the whole decode.
+    unsafe {
+        if (*t).op != GGML_OP_MUL_MAT {
+            return !ask;
+        }
+        if ask {
+            return true;
+        }
+        let (w, x) = ((*t).src[0], (*t).src[1]);
+        assert_eq!((*x).type_, GGML_TYPE_F32, "src1 of a MUL_MAT is f32");
+        let name = std::ffi::CStr::from_ptr((*w).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let (n_in, rows) = (
+            (*x).ne[0] as usize,
+            ((*x).ne[1] * (*x).ne[2] * (*x).ne[3]) as usize,
+        );
+        let mut values = Vec::with_capacity(n_in * rows);
+        for r in 0..rows {
+            let row = ((*x).data as *const u8).add(r * (*x).nb[1]) as *const f32;
+            values.extend_from_slice(std::slice::from_raw_parts(row, n_in));
+        }
+        (*(user as *mut MatmulInputs)).push((name, n_in, values));
+        true
+    }
+}
+
+impl Model {
+    /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
+    /// every matrix multiplication's weight name and input.
+    pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
+        let mut seen: MatmulInputs = Vec::new();
+        let user = &mut seen as *mut MatmulInputs as *mut c_void;
+        // SAFETY: `seen` outlives the context, freed right after decoding.
+        unsafe { llama_free(self.decode(ids, Some((Some(collect_matmul), user)), None)) };
+        seen
     }
 }
 
