@@ -59,7 +59,7 @@ pub(super) fn plan_for(
 }
 
 /// An adapter merged into the checkpoint as it is streamed.
-pub(super) struct Merging<'a> {
+pub(crate) struct Merging<'a> {
     /// What changes.
     pub merge: &'a Merge,
     /// The adapter.
