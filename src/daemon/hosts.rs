@@ -306,6 +306,17 @@ impl Fleet {
                         let wait = self.backoff.delay_random(h.failures);
                         warn!(host = %host, "cannot list the host's models, retrying in {:.1}s: {e}", wait.as_secs_f64());
                         h.next_try = Instant::now() + wait;
+                        // The drops waiting for this host say why (kvant
+                        // status, the systemd STATUS line).
+                        for rec in st.drops.values_mut() {
+                            if registrable(rec)
+                                && rec.hosts.get(&host).is_none_or(HostRecord::wants_work)
+                            {
+                                rec.hosts.entry(host.clone()).or_default().error =
+                                    Some(e.to_string());
+                                derive_step(rec, &urls);
+                            }
+                        }
                     }
                 }
             }
