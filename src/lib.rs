@@ -29,6 +29,7 @@ pub mod arch;
 pub mod convert;
 pub mod daemon;
 pub mod durable;
+pub mod eval;
 pub mod gguf;
 pub mod modelfile;
 pub mod ollama;

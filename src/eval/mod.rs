@@ -1,0 +1,40 @@
+//! Measuring models kvant writes, as llama.cpp's own tools measure them:
+//! perplexity and KL divergence (`llama-perplexity`) and importance
+//! matrices (`llama-imatrix`).
+//!
+//! * [`evaluate()`] runs a model ([`LogitSource`]) over a token stream in
+//!   chunks and returns an [`EvalReport`]: PPL ± σ and, against a base
+//!   model or a base-logits file, llama-perplexity's KL-divergence summary
+//!   ([`KldSummary`]).
+//! * [`collect_imatrix()`] gathers Σx² per input column of every block
+//!   weight ([`ImatrixCollector`]), written in llama-imatrix's GGUF or
+//!   legacy form and read back by [`crate::quant::Imatrix`].
+//! * [`perplexity`], [`kld`] hold the definitions, as pure functions;
+//!   [`logits_file`] the `--kl-divergence-base` format; [`token_file`]
+//!   nanoGPT's `val.bin`.
+//!
+//! This module must not know how a forward pass is computed (it asks a
+//! [`LogitSource`]) nor how results are shown.
+
+mod evaluate;
+pub mod imatrix_collect;
+pub mod kld;
+pub mod logits_file;
+mod measure_error;
+mod observer;
+pub mod perplexity;
+pub mod token_file;
+mod vocab;
+
+pub use evaluate::{
+    collect_imatrix, evaluate, Base, ChunkProgress, EvalReport, ImatrixRun, LogitSource,
+    NoChunkProgress,
+};
+pub use imatrix_collect::{ImatrixCollector, ImatrixEntry};
+pub use kld::KldSummary;
+pub use logits_file::{LogitsHeader, LogitsReader, LogitsWriter};
+pub use measure_error::MeasureError;
+pub use observer::MatmulObserver;
+pub use perplexity::{ChunkPlan, Estimate};
+pub use token_file::read_token_file;
+pub use vocab::{check_same_vocabulary, chunk_bos};
