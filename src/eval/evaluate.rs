@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use super::imatrix_collect::ImatrixCollector;
-use super::kld::{compare, encode_record, record_words, KldSums, KldSummary};
+use super::kld::{compare, encode_record, record_words, KldSummary, KldSums};
 use super::logits_file::{LogitsReader, LogitsWriter};
 use super::observer::MatmulObserver;
 use super::perplexity::{score_chunk, token_nll, ChunkPlan, Estimate, NllSums};
@@ -120,9 +120,7 @@ pub fn evaluate(
     Ok(EvalReport {
         plan,
         n_scored: plan.n_chunks * plan.scored_per_chunk(),
-        perplexity: summary
-            .as_ref()
-            .map_or_else(|| nll.perplexity(), |s| s.ppl),
+        perplexity: summary.as_ref().map_or_else(|| nll.perplexity(), |s| s.ppl),
         kld: summary,
     })
 }

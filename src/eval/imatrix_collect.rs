@@ -108,10 +108,7 @@ impl ImatrixCollector {
             GgufValue::Array(GgufArray::String(datasets.to_vec())),
         );
         md.set("imatrix.chunk_count", GgufValue::U32(self.last_chunk));
-        md.set(
-            "imatrix.chunk_size",
-            GgufValue::U32(self.chunk_size as u32),
-        );
+        md.set("imatrix.chunk_size", GgufValue::U32(self.chunk_size as u32));
         let mut tensors = Vec::new();
         for (name, e) in &self.entries {
             tensors.push(TensorInfo::new(
@@ -148,11 +145,7 @@ impl ImatrixCollector {
             out.extend_from_slice(&ncall.to_le_bytes());
             out.extend_from_slice(&(e.sums.len() as i32).to_le_bytes());
             let count = e.count as f32;
-            let values: Vec<f32> = e
-                .sums
-                .iter()
-                .map(|&s| (s / count) * ncall as f32)
-                .collect();
+            let values: Vec<f32> = e.sums.iter().map(|&s| (s / count) * ncall as f32).collect();
             out.extend_from_slice(&f32_bytes(&values));
         }
         out.extend_from_slice(&(self.last_chunk as i32).to_le_bytes());

@@ -200,7 +200,8 @@ impl KldSums {
         let cov = covariance(self.sum_nll, self.sum_nll_base, self.sum_nll_nll_base, n);
         let ppl = exp_estimate(log_ppl);
         let ppl_base = exp_estimate(log_base);
-        let ratio_unc = (log_ppl.uncertainty.powi(2) + log_base.uncertainty.powi(2) - 2.0 * cov).sqrt();
+        let ratio_unc =
+            (log_ppl.uncertainty.powi(2) + log_base.uncertainty.powi(2) - 2.0 * cov).sqrt();
         let ln_ratio = Estimate {
             value: log_ppl.value - log_base.value,
             uncertainty: ratio_unc,
@@ -222,7 +223,8 @@ impl KldSums {
             ppl_ratio: exp_estimate(ln_ratio),
             ppl_diff: Estimate {
                 value: ppl.value - ppl_base.value,
-                uncertainty: (ppl.uncertainty.powi(2) + ppl_base.uncertainty.powi(2) - 2.0 * ppl_cov)
+                uncertainty: (ppl.uncertainty.powi(2) + ppl_base.uncertainty.powi(2)
+                    - 2.0 * ppl_cov)
                     .sqrt(),
             },
             kld: mean_and_uncertainty(self.sum_kld, self.sum_kld2, n),
@@ -391,7 +393,9 @@ mod tests {
 
     fn logits(seed: u32, n: usize) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 * 20.0 - 10.0)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 * 20.0 - 10.0
+            })
             .collect()
     }
 

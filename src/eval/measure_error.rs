@@ -72,7 +72,9 @@ pub enum MeasureError {
         reason: String,
     },
     /// The model returned logits of the wrong shape.
-    #[error("the model returned {got} logits for {n_tokens} tokens of a {n_vocab}-token vocabulary")]
+    #[error(
+        "the model returned {got} logits for {n_tokens} tokens of a {n_vocab}-token vocabulary"
+    )]
     LogitShape {
         /// Values returned.
         got: usize,

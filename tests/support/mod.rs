@@ -6,5 +6,6 @@ pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
 pub mod llama;
+pub mod llama_tools;
 pub mod logits;
 pub mod quantize;
