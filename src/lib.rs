@@ -21,6 +21,7 @@
 //!   writes, and a bounded reader.
 //! * [`convert`] runs one job from a checkpoint to finished GGUF files.
 //! * [`modelfile`] and [`ollama`] present the result to Ollama.
+//! * [`eval`] runs a model's forward pass as llama.cpp computes it.
 //! * [`watch`], [`durable`] and [`daemon`] make it an unattended service.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]

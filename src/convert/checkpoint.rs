@@ -136,7 +136,7 @@ pub(super) fn run(
     ))
 }
 
-fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
+pub(crate) fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConvertError::Other(format!("{}: {e}", p.display())))?;
     serde_json::from_str(&text)
@@ -200,7 +200,7 @@ fn in_place<'a>(ck: &'a Checkpoint, t: &PlannedTensor) -> Option<TensorData<'a>>
 }
 
 /// Produces one planned tensor's elements as f32, in GGUF order.
-fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertError> {
+pub(crate) fn materialize(ck: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>, ConvertError> {
     let bad = |reason: String| ConvertError::Tensor {
         path: ck.path.clone(),
         tensor: t.name.clone(),

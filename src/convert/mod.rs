@@ -20,6 +20,8 @@ mod stream;
 pub use chat::{end_of_text_tokens, specials_from_gguf, ChatTemplate, RAW_TEMPLATE};
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
+// For `eval`: a checkpoint's planned tensors as f32, as conversion makes them.
+pub(crate) use checkpoint::{materialize, read_json};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::imatrix_collect::ImatrixCollector;
 use super::kld::{compare, encode_record, record_words, KldSummary, KldSums};
 use super::logits_file::{LogitsReader, LogitsWriter};
-use super::observer::MatmulObserver;
+use super::MatmulObserver;
 use super::perplexity::{score_chunk, token_nll, ChunkPlan, Estimate, NllSums};
 use super::MeasureError;
 
@@ -27,6 +27,20 @@ pub trait LogitSource {
         tokens: &[u32],
         observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, MeasureError>;
+}
+
+impl LogitSource for super::forward::Model {
+    fn n_vocab(&self) -> usize {
+        super::forward::Model::n_vocab(self)
+    }
+
+    fn logits(
+        &self,
+        tokens: &[u32],
+        observer: Option<&mut dyn MatmulObserver>,
+    ) -> Result<Vec<f32>, MeasureError> {
+        Ok(super::forward::Model::logits(self, tokens, observer)?)
+    }
 }
 
 /// What the caller is told after each chunk (a progress bar, a log line).

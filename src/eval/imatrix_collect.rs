@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::observer::MatmulObserver;
+use super::MatmulObserver;
 use super::MeasureError;
 use crate::durable::AtomicFile;
 use crate::gguf::{GgufArray, GgufValue, GgufWriter, Metadata, TensorInfo};

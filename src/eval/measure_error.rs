@@ -84,8 +84,8 @@ pub enum MeasureError {
         n_vocab: usize,
     },
     /// The model's forward pass failed.
-    #[error("{0}")]
-    Model(String),
+    #[error(transparent)]
+    Model(#[from] super::EvalError),
     /// An importance-matrix sum became NaN or infinite (llama-imatrix
     /// stops in this case too).
     #[error("importance sums of {tensor} are not finite")]

@@ -1,7 +1,10 @@
-//! Measuring models kvant writes, as llama.cpp's own tools measure them:
-//! perplexity and KL divergence (`llama-perplexity`) and importance
-//! matrices (`llama-imatrix`).
+//! Evaluating models kvant writes, and measuring them as llama.cpp's own
+//! tools do: perplexity and KL divergence (`llama-perplexity`) and
+//! importance matrices (`llama-imatrix`).
 //!
+//! * [`forward`] — the forward pass over a GGUF file (weights read from
+//!   the map) or over a checkpoint's full-precision tensors, computed the
+//!   way llama.cpp's CPU backend computes it.
 //! * [`evaluate()`] runs a model ([`LogitSource`]) over a token stream in
 //!   chunks and returns an [`EvalReport`]: PPL ± σ and, against a base
 //!   model or a base-logits file, llama-perplexity's KL-divergence summary
@@ -13,15 +16,17 @@
 //!   [`logits_file`] the `--kl-divergence-base` format; [`token_file`]
 //!   nanoGPT's `val.bin`.
 //!
-//! This module must not know how a forward pass is computed (it asks a
-//! [`LogitSource`]) nor how results are shown.
+//! The statistics must not know how a forward pass is computed (they ask a
+//! [`LogitSource`], which [`forward::Model`] is) nor how results are
+//! shown; the forward pass must not know how text is tokenized.
 
+mod error;
 mod evaluate;
+pub mod forward;
 pub mod imatrix_collect;
 pub mod kld;
 pub mod logits_file;
 mod measure_error;
-mod observer;
 pub mod perplexity;
 pub mod token_file;
 mod vocab;
@@ -34,7 +39,8 @@ pub use imatrix_collect::{ImatrixCollector, ImatrixEntry};
 pub use kld::KldSummary;
 pub use logits_file::{LogitsHeader, LogitsReader, LogitsWriter};
 pub use measure_error::MeasureError;
-pub use observer::MatmulObserver;
+pub use error::EvalError;
+pub use forward::MatmulObserver;
 pub use perplexity::{ChunkPlan, Estimate};
 pub use token_file::read_token_file;
 pub use vocab::{check_same_vocabulary, chunk_bos};

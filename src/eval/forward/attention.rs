@@ -1,0 +1,230 @@
+//! Causal self-attention as llama.cpp computes it on the CPU with its
+//! default context: K and V stored in the F16 KV cache, then
+//! `ggml_flash_attn_ext` (flash attention is on by default, `auto`, and
+//! the CPU supports it).
+//!
+//! ggml's CPU kernel has two paths, picked by the number of queries in
+//! the micro-batch (`ggml_compute_forward_flash_attn_ext_f16`):
+//!
+//! * 64 or more (`GGML_FA_TILE_Q`): the tiled path. Q stays f32, the
+//!   f16 K and V are widened to f32, scores, softmax and the weighted sum
+//!   of V are f32.
+//! * fewer: the one-row path. Q is rounded to f16 for the K·Q dot
+//!   (`ggml_vec_dot_f16`, f32 sum), the softmax runs online, and the
+//!   weighted sum of V is accumulated *in f16* (`ggml_vec_mad_f16`,
+//!   rescaled with `ggml_vec_scale_f16`), each step rounded.
+//!
+//! Both are mirrored here, so short sequences agree as well as long ones.
+//! Query head `h` reads KV head `h / (n_head / n_head_kv)` (GQA).
+
+use rayon::prelude::*;
+
+use super::ops::{dot, round_f16};
+
+/// `GGML_FA_TILE_Q`: from this many queries on, ggml takes the tiled path.
+const TILE_Q: usize = 64;
+
+/// The shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnShape {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Query/key head size.
+    pub head_dim_k: usize,
+    /// Value head size.
+    pub head_dim_v: usize,
+}
+
+/// Attention of `n_tokens` queries over the same positions, causal.
+/// `q` is `n_tokens × n_head·dk`, `k` `n_tokens × n_head_kv·dk`, `v`
+/// `n_tokens × n_head_kv·dv`, `out` `n_tokens × n_head·dv`. `k` and `v`
+/// are rounded to f16 in place (they are the KV cache).
+pub(crate) fn attention(
+    s: AttnShape,
+    q: &[f32],
+    k: &mut [f32],
+    v: &mut [f32],
+    out: &mut [f32],
+    n_tokens: usize,
+) {
+    k.par_iter_mut().for_each(|x| *x = round_f16(*x));
+    v.par_iter_mut().for_each(|x| *x = round_f16(*x));
+    let scale = 1.0 / (s.head_dim_k as f32).sqrt();
+    let tiled = n_tokens >= TILE_Q;
+    let (k, v) = (&*k, &*v);
+    out.par_chunks_mut(s.n_head * s.head_dim_v)
+        .enumerate()
+        .for_each_init(
+            || Scratch::new(n_tokens, s.head_dim_k, s.head_dim_v),
+            |scratch, (i, out_row)| {
+                for h in 0..s.n_head {
+                    let qh = &q[(i * s.n_head + h) * s.head_dim_k..][..s.head_dim_k];
+                    let oh = &mut out_row[h * s.head_dim_v..][..s.head_dim_v];
+                    let head = Head {
+                        s,
+                        k,
+                        v,
+                        kv: h / (s.n_head / s.n_head_kv),
+                        scale,
+                    };
+                    if tiled {
+                        head.tiled(qh, i, oh, scratch);
+                    } else {
+                        head.one_row(qh, i, oh, scratch);
+                    }
+                }
+            },
+        );
+}
+
+struct Scratch {
+    scores: Vec<f32>,
+    q16: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(n_tokens: usize, dk: usize, dv: usize) -> Scratch {
+        Scratch {
+            scores: vec![0.0; n_tokens],
+            q16: vec![0.0; dk],
+            acc: vec![0.0; dv],
+        }
+    }
+}
+
+/// One query head against its KV head.
+struct Head<'a> {
+    s: AttnShape,
+    k: &'a [f32],
+    v: &'a [f32],
+    kv: usize,
+    scale: f32,
+}
+
+impl Head<'_> {
+    fn key(&self, j: usize) -> &[f32] {
+        let dk = self.s.head_dim_k;
+        &self.k[(j * self.s.n_head_kv + self.kv) * dk..][..dk]
+    }
+
+    fn value(&self, j: usize) -> &[f32] {
+        let dv = self.s.head_dim_v;
+        &self.v[(j * self.s.n_head_kv + self.kv) * dv..][..dv]
+    }
+
+    /// The tiled path: f32 throughout (the tiles' online rescaling only
+    /// reorders the same f32 arithmetic).
+    fn tiled(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        let scores = &mut sc.scores[..=i];
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(q, self.key(j)) * self.scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0f64;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += f64::from(*s);
+        }
+        out.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(self.value(j)) {
+                *o += p * v;
+            }
+        }
+        let inv = 1.0 / sum as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
+    /// The one-row path, step for step: Q in f16, the V accumulator in
+    /// f16, the running maximum and sum in f32.
+    fn one_row(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        for (d, &x) in sc.q16.iter_mut().zip(q) {
+            *d = round_f16(x);
+        }
+        let acc = &mut sc.acc;
+        acc.fill(0.0);
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        for j in 0..=i {
+            let s = dot(&sc.q16, self.key(j)) * self.scale;
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                acc.iter_mut().for_each(|a| *a = round_f16(*a * ms));
+            } else {
+                vs = (s - m).exp();
+            }
+            for (a, &v) in acc.iter_mut().zip(self.value(j)) {
+                *a = round_f16(v.mul_add(vs, *a));
+            }
+            sum = sum * ms + vs;
+        }
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = a * inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> AttnShape {
+        AttnShape {
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim_k: 2,
+            head_dim_v: 2,
+        }
+    }
+
+    #[test]
+    fn the_first_position_sees_only_itself() {
+        let q = vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        let mut k = vec![1.0, 0.0, 0.0, 1.0];
+        let mut v = vec![3.0, 4.0, 5.0, 6.0];
+        let mut out = vec![0.0; 8];
+        attention(shape(), &q, &mut k, &mut v, &mut out, 2);
+        assert_eq!(&out[..4], &[3.0, 4.0, 3.0, 4.0]);
+        // Position 1, head 0 (q = e0) weights key 0 (score 1/√2) over key 1 (0).
+        let w0 = 1.0 / (1.0 + (-(0.5f32.sqrt())).exp());
+        let want = 3.0 * w0 + 5.0 * (1.0 - w0);
+        assert!((out[4] - want).abs() < 1e-2, "{} vs {want}", out[4]);
+    }
+
+    #[test]
+    fn both_paths_agree_closely() {
+        let n = TILE_Q;
+        let s = AttnShape {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim_k: 4,
+            head_dim_v: 4,
+        };
+        let x: Vec<f32> = (0..n * 4)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let (mut k, mut v) = (x.clone(), x.iter().map(|a| a * 0.5).collect::<Vec<_>>());
+        let mut tiled = vec![0.0; n * 4];
+        attention(s, &x, &mut k, &mut v, &mut tiled, n);
+        let k16 = k.clone();
+        let h = Head {
+            s,
+            k: &k16,
+            v: &v,
+            kv: 0,
+            scale: 0.5,
+        };
+        let mut sc = Scratch::new(n, 4, 4);
+        let mut row = vec![0.0; 4];
+        h.one_row(&x[(n - 1) * 4..], n - 1, &mut row, &mut sc);
+        for (a, b) in row.iter().zip(&tiled[(n - 1) * 4..]) {
+            assert!((a - b).abs() < 2e-3, "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! A checkpoint's own tensors as a model: the family's plan (`arch`)
+//! names and lays them out as the GGUF file would, and each is made in
+//! f32 exactly as conversion makes it (`convert::materialize`), so the
+//! same graphs evaluate the full-precision source.
+
+use std::path::Path;
+
+use super::weights::Store;
+use crate::arch::{self, HParamOverrides};
+use crate::convert::{locate, materialize, read_json, ConvertError};
+use crate::eval::EvalError;
+use crate::source;
+
+/// The store of the checkpoint at `path` (a file or a model folder),
+/// with `overrides` for hyper-parameters it does not carry.
+pub(crate) fn store(path: &Path, overrides: &HParamOverrides) -> Result<Store, EvalError> {
+    let paths = locate(path)?;
+    if paths.is_gguf {
+        return Ok(Store::gguf(crate::gguf::GgufFile::open(path)?));
+    }
+    let ck = source::open(&paths.checkpoint).map_err(ConvertError::from)?;
+    let sidecar = match &paths.sidecar_config {
+        Some(p) => Some(read_json(p)?),
+        None => None,
+    };
+    let config = ck.config.as_ref().or(sidecar.as_ref());
+    let plan = arch::plan(&ck, config, overrides).map_err(|source| ConvertError::Arch {
+        path: paths.checkpoint.clone(),
+        source,
+    })?;
+    let tensors = plan.tensors.iter().map(|t| {
+        let data = materialize(&ck, t)?;
+        if let Some(src) = t.recipe.source().and_then(|s| ck.tensor(s)) {
+            src.release_pages();
+        }
+        Ok((t.name.clone(), t.ne.clone(), data))
+    });
+    let mut metadata = plan.metadata.clone();
+    metadata.set("general.architecture", plan.arch);
+    Store::owned(tensors, metadata)
+}

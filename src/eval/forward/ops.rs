@@ -1,0 +1,185 @@
+//! The element-wise and row-wise operations of the graphs, each computed
+//! as ggml's CPU backend computes it (`ggml-cpu/ops.cpp`, `vec.h`), on
+//! row-major `n_rows × n` activations.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::eval::EvalError;
+use crate::quant::{f16_bits_to_f32, f32_to_f16_bits};
+
+/// Rows per parallel task for the cheap row-wise operations.
+const ROWS_PER_TASK: usize = 16;
+
+/// `ggml_norm` then `ggml_mul` by `w` and `ggml_add` of `b`: LayerNorm
+/// with the mean and variance summed in double (`ggml_vec_sum_f32`,
+/// `ggml_vec_cvar_f32`).
+pub fn layer_norm(x: &[f32], out: &mut [f32], n: usize, eps: f32, w: &[f32], b: &[f32]) {
+    out.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(x.par_chunks(n * ROWS_PER_TASK))
+        .for_each(|(o, x)| {
+            for (y, x) in o.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                let sum: f64 = x.iter().map(|&v| f64::from(v)).sum();
+                let mean = (sum as f32) / n as f32;
+                let mut var = 0f64;
+                for (y, &v) in y.iter_mut().zip(x) {
+                    let d = v - mean;
+                    *y = d;
+                    var += f64::from(d * d);
+                }
+                let variance = (var / n as f64) as f32;
+                let scale = 1.0 / (variance + eps).sqrt();
+                for ((y, &w), &b) in y.iter_mut().zip(w).zip(b) {
+                    *y = *y * scale * w + b;
+                }
+            }
+        });
+}
+
+/// `ggml_rms_norm` then `ggml_mul` by `w`, over rows of `n` (which may be
+/// single heads, as Qwen3's q/k norms are). The squares are summed in
+/// double, as ggml does.
+pub fn rms_norm(x: &mut [f32], n: usize, eps: f32, w: &[f32]) {
+    x.par_chunks_mut(n * ROWS_PER_TASK).for_each(|rows| {
+        for y in rows.chunks_exact_mut(n) {
+            let sum: f64 = y.iter().map(|&v| f64::from(v * v)).sum();
+            let mean = (sum / n as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for (y, &w) in y.iter_mut().zip(w) {
+                *y = *y * scale * w;
+            }
+        }
+    });
+}
+
+/// `ggml_add` of a bias broadcast over rows of `b.len()`.
+pub fn add_bias(x: &mut [f32], b: &[f32]) {
+    x.par_chunks_mut(b.len() * ROWS_PER_TASK).for_each(|rows| {
+        for row in rows.chunks_exact_mut(b.len()) {
+            for (y, &b) in row.iter_mut().zip(b) {
+                *y += b;
+            }
+        }
+    });
+}
+
+/// `x += y` (the residual connections).
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(4096)
+        .zip(y.par_chunks(4096))
+        .for_each(|(x, y)| {
+            for (x, &y) in x.iter_mut().zip(y) {
+                *x += y;
+            }
+        });
+}
+
+/// ggml's `ggml_gelu_f32`: the tanh approximation, in f32.
+fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// `ggml_table_gelu_f16`: GELU of every half-precision value, rounded to
+/// half precision. ggml's CPU backend (built with `GGML_GELU_FP16`)
+/// computes GELU by rounding the input to f16 and looking it up here.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| f32_to_f16_bits(gelu_f32(f16_bits_to_f32(h))))
+            .collect()
+    })
+}
+
+/// `ggml_vec_gelu_f32` with `GGML_GELU_FP16`, in place.
+pub fn gelu(x: &mut [f32]) {
+    let table = gelu_table();
+    x.par_chunks_mut(4096).for_each(|x| {
+        for v in x {
+            *v = if *v <= -10.0 {
+                0.0
+            } else if *v >= 10.0 {
+                *v
+            } else {
+                f16_bits_to_f32(table[usize::from(f32_to_f16_bits(*v))])
+            };
+        }
+    });
+}
+
+/// `ggml_swiglu_split(gate, up)`: `silu(gate) * up`, into `gate`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(4096)
+        .zip(up.par_chunks(4096))
+        .for_each(|(g, u)| {
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        });
+}
+
+/// The value half precision stores for `x` (the F16 KV cache).
+#[inline]
+pub fn round_f16(x: f32) -> f32 {
+    f16_bits_to_f32(f32_to_f16_bits(x))
+}
+
+/// `EvalError::NonFinite` naming `tensor` when `x` holds a NaN or an
+/// infinity.
+pub fn check_finite(x: &[f32], tensor: &str) -> Result<(), EvalError> {
+    if x.par_iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(EvalError::NonFinite {
+            tensor: tensor.to_owned(),
+        })
+    }
+}
+
+/// A dot product in f32 with eight partial sums (vectorizes).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] = x[l].mul_add(y[l], acc[l]);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_goes_through_half_precision() {
+        let mut x = vec![-11.0, -1.0, 0.0, 0.5, 3.0, 12.0];
+        gelu(&mut x);
+        assert_eq!(x[0], 0.0);
+        assert_eq!(x[2], 0.0);
+        assert_eq!(x[5], 12.0);
+        // 0.5 is exact in f16; GELU(0.5) = 0.34571 rounds to f16.
+        assert_eq!(x[3], round_f16(gelu_f32(0.5)));
+        assert!((x[1] + 0.158_808).abs() < 1e-3);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut y = [0.0; 4];
+        layer_norm(&x, &mut y, 4, 0.0, &[1.0; 4], &[0.5; 4]);
+        let s = 1.0 / 1.25f32.sqrt();
+        for (got, want) in y.iter().zip([-1.5 * s, -0.5 * s, 0.5 * s, 1.5 * s]) {
+            assert!((got - (want + 0.5)).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Issue 9's proof for the forward pass: on every fixture family, for
+//! every file type, the logits of `kvant::eval::forward` equal real
+//! llama.cpp's (the pinned dev-dependency, `llama_decode` with logits at
+//! every position, default context: F16 KV cache, flash attention auto)
+//! on the same GGUF file — written by kvant's converter from the fixture —
+//! over held-out text tokenized by llama.cpp. Within 1e-3 for F32/F16/BF16
+//! and 5e-3 for quantized files; argmax equal at ≥ 99.9 % of positions.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
+use kvant::eval::forward::{MatmulObserver, Model};
+use kvant::eval::EvalError;
+use kvant::quant::FileType;
+
+use support::fixtures;
+use support::llama;
+
+/// The file types the issue names, with their tolerance.
+const TYPES: [(FileType, f32); 9] = [
+    (FileType::F32, 1e-3),
+    (FileType::F16, 1e-3),
+    (FileType::BF16, 1e-3),
+    (FileType::Q8_0, 5e-3),
+    (FileType::Q4_0, 5e-3),
+    (FileType::Q5_1, 5e-3),
+    (FileType::Q4_K_M, 5e-3),
+    (FileType::Q6_K, 5e-3),
+    (FileType::Q2_K, 5e-3),
+];
+
+/// Converts `fixture` to every type of `TYPES` in one pass.
+fn convert_all(fixture: &str, dir: &Path) -> Vec<(FileType, f32, PathBuf)> {
+    let outs: Vec<(FileType, f32, PathBuf)> = TYPES
+        .iter()
+        .map(|&(ft, tol)| (ft, tol, dir.join(format!("{fixture}-{}.gguf", ft.name()))))
+        .collect();
+    let req = ConvertRequest {
+        source: fixtures::path(fixture),
+        outputs: outs
+            .iter()
+            .map(|(ft, _, p)| OutputSpec {
+                file_type: *ft,
+                path: p.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    convert(&req, &NoProgress, &AtomicBool::new(false))
+        .unwrap_or_else(|e| panic!("converting {fixture}: {e}"));
+    outs
+}
+
+/// Held-out text tokenized by llama.cpp (BOS added when the vocabulary
+/// adds it): `n` tokens from the start, and a short one below ggml's
+/// 64-query flash-attention tile (the one-row path).
+fn sequences(judge: &llama::Model, n_ctx: usize) -> Vec<Vec<u32>> {
+    let text = std::fs::read_to_string(fixtures::path("corpus/heldout.txt")).unwrap();
+    let ids = judge.tokenize(&text, true, false);
+    let long = n_ctx.min(200);
+    assert!(
+        ids.len() > long,
+        "held-out text has only {} tokens",
+        ids.len()
+    );
+    let to_u32 = |s: &[i32]| s.iter().map(|&t| t as u32).collect::<Vec<_>>();
+    vec![to_u32(&ids[..long]), to_u32(&ids[..40])]
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .0
+}
+
+/// kvant's logits against llama.cpp's on `gguf`: (max |Δ|, argmax
+/// agreement, positions).
+fn compare(gguf: &Path, seqs: &[Vec<u32>]) -> (f32, usize, usize) {
+    let judge = llama::Model::load(gguf, false);
+    let ours = Model::open_gguf(gguf).unwrap_or_else(|e| panic!("{}: {e}", gguf.display()));
+    assert_eq!(ours.n_vocab(), judge.n_vocab());
+    let (mut worst, mut agree, mut total) = (0f32, 0, 0);
+    for seq in seqs {
+        let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
+        let theirs = judge.eval_logits(&ids);
+        let mine = ours.logits(seq, None).unwrap();
+        assert_eq!(mine.len(), seq.len() * ours.n_vocab());
+        for (row, want) in mine.chunks_exact(ours.n_vocab()).zip(&theirs) {
+            let d = row
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(d);
+            agree += usize::from(argmax(row) == argmax(want));
+            total += 1;
+        }
+    }
+    (worst, agree, total)
+}
+
+fn family(fixture: &str, arch: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let files = convert_all(fixture, dir.path());
+    let f32_file = &files[0].2;
+    let seqs = {
+        let judge = llama::Model::load(f32_file, true);
+        let m = Model::open_gguf(f32_file).unwrap();
+        assert_eq!(m.architecture(), arch);
+        sequences(&judge, m.n_ctx_train())
+    };
+    let mut failures = Vec::new();
+    for (ft, tol, path) in &files {
+        let (worst, agree, total) = compare(path, &seqs);
+        let rate = agree as f64 / total as f64;
+        eprintln!(
+            "{fixture} {}: max |Δlogit| {worst:.2e}, argmax {agree}/{total}",
+            ft.name()
+        );
+        if worst > *tol || rate < 0.999 {
+            failures.push(format!(
+                "{}: max |Δ| {worst} (allowed {tol}), argmax {agree}/{total}",
+                ft.name()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{fixture}: {failures:#?}");
+}
+
+#[test]
+fn nanogpt_az_matches_llama_cpp() {
+    family("nanogpt-az", "gpt2");
+}
+
+#[test]
+fn nanogpt_k256_matches_llama_cpp() {
+    family("nanogpt-k256", "gpt2");
+}
+
+#[test]
+fn hf_gpt2_az_matches_llama_cpp() {
+    family("hf-gpt2-az", "gpt2");
+}
+
+#[test]
+fn hf_llama_az_matches_llama_cpp() {
+    family("hf-llama-az", "llama");
+}
+
+#[test]
+fn hf_llama3_az_matches_llama_cpp() {
+    family("hf-llama3-az", "llama");
+}
+
+#[test]
+fn hf_mistral_sp_az_matches_llama_cpp() {
+    family("hf-mistral-sp-az", "llama");
+}
+
+#[test]
+fn hf_qwen2_az_matches_llama_cpp() {
+    family("hf-qwen2-az", "qwen2");
+}
+
+#[test]
+fn hf_qwen3_az_matches_llama_cpp() {
+    family("hf-qwen3-az", "qwen3");
+}
+
+fn f32_gguf(fixture: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{fixture}.gguf"));
+    let req = ConvertRequest {
+        source: fixtures::path(fixture),
+        outputs: vec![OutputSpec {
+            file_type: FileType::F32,
+            path: out.clone(),
+        }],
+        ..Default::default()
+    };
+    convert(&req, &NoProgress, &AtomicBool::new(false)).unwrap();
+    out
+}
+
+#[test]
+fn bad_token_ids_and_empty_sequences_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Model::open_gguf(&f32_gguf("hf-llama-az", dir.path())).unwrap();
+    let bad = m.n_vocab() as u32;
+    match m.logits(&[1, 2, bad], None) {
+        Err(EvalError::TokenOutOfRange {
+            token, position, ..
+        }) => assert_eq!((token, position), (bad, 2)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(m.logits(&[], None), Err(EvalError::EmptySequence)));
+}
+
+/// A file whose `blk.1.ffn_up.weight` holds an infinity: the error names
+/// that tensor, the first whose output is not finite.
+#[test]
+fn a_non_finite_weight_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = f32_gguf("nanogpt-az", dir.path());
+    let (offset, name) = {
+        let f = kvant::gguf::GgufFile::open(&path).unwrap();
+        let t = f.tensor("blk.1.ffn_up.weight").unwrap();
+        (t.offset as usize, t.info.name.clone())
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset..offset + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let broken = dir.path().join("broken.gguf");
+    std::fs::write(&broken, bytes).unwrap();
+    let m = Model::open_gguf(&broken).unwrap();
+    match m.logits(&[1, 2, 3], None) {
+        Err(EvalError::NonFinite { tensor }) => assert_eq!(tensor, name),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A GGUF of an architecture kvant does not evaluate is refused naming it.
+#[test]
+fn an_unknown_architecture_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = f32_gguf("hf-llama-az", dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // "llama" → "falco" in general.architecture (same length, so the
+    // file stays valid); the llama.* keys are then ignored.
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&bytes[value..value + 5], b"llama");
+    bytes[value..value + 5].copy_from_slice(b"falco");
+    let other = dir.path().join("falco.gguf");
+    std::fs::write(&other, bytes).unwrap();
+    match Model::open_gguf(&other) {
+        Err(EvalError::UnsupportedArchitecture(a)) => assert_eq!(a, "falco"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(Default)]
+struct Names(Vec<(String, usize, usize)>);
+
+impl MatmulObserver for Names {
+    fn observe(&mut self, weight_name: &str, input: &[f32], n_tokens: usize, n_in: usize) {
+        assert_eq!(input.len(), n_tokens * n_in);
+        self.0.push((weight_name.to_owned(), n_tokens, n_in));
+    }
+}
+
+/// The observer sees every product of the GPT-2 graph, in graph order,
+/// named by its GGUF tensor, each with the whole sequence.
+#[test]
+fn the_observer_sees_every_matrix_product() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Model::open_gguf(&f32_gguf("nanogpt-az", dir.path())).unwrap();
+    let mut names = Names::default();
+    m.logits(&[5, 6, 7, 8], Some(&mut names)).unwrap();
+    let mut want = Vec::new();
+    for l in 0..4 {
+        for (t, n_in) in [
+            ("attn_qkv", 128),
+            ("attn_output", 128),
+            ("ffn_up", 128),
+            ("ffn_down", 512),
+        ] {
+            want.push((format!("blk.{l}.{t}.weight"), 4, n_in));
+        }
+    }
+    // nanoGPT ties the head to the embedding.
+    want.push(("token_embd.weight".to_owned(), 4, 128));
+    assert_eq!(names.0, want);
+}
+
+/// Issue 9 item 5: the forward pass over a checkpoint's own tensors (the
+/// source readers) gives llama.cpp's logits on the F32 GGUF of the same
+/// checkpoint.
+fn checkpoint_matches(fixture: &str, source: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = f32_gguf(fixture, dir.path());
+    let judge = llama::Model::load(&gguf, false);
+    let m = Model::from_checkpoint(&fixtures::path(source), &Default::default())
+        .unwrap_or_else(|e| panic!("{source}: {e}"));
+    assert_eq!(m.n_vocab(), judge.n_vocab());
+    let seqs = sequences(&judge, m.n_ctx_train());
+    let mut worst = 0f32;
+    for seq in &seqs {
+        let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
+        let theirs = judge.eval_logits(&ids);
+        let mine = m.logits(seq, None).unwrap();
+        for (row, want) in mine.chunks_exact(m.n_vocab()).zip(&theirs) {
+            assert_eq!(argmax(row), argmax(want), "{source}: argmax");
+            for (a, b) in row.iter().zip(want) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    eprintln!("{source} checkpoint: max |Δlogit| {worst:.2e}");
+    assert!(worst <= 1e-3, "{source}: max |Δ| {worst}");
+}
+
+#[test]
+fn a_nanogpt_checkpoint_is_evaluated_in_place() {
+    checkpoint_matches("nanogpt-az", "nanogpt-az/ckpt.pt");
+}
+
+#[test]
+fn a_hugging_face_folder_is_evaluated_in_place() {
+    checkpoint_matches("hf-qwen3-az", "hf-qwen3-az");
+    checkpoint_matches("hf-llama-az", "hf-llama-az");
+}
