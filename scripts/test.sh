@@ -23,6 +23,10 @@ python3 -c "import xllamacpp" 2>/dev/null || python3 -m pip install --quiet xlla
 export KVANT_FIXTURES="${KVANT_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
 export KVANT_OLLAMA_EMULATOR="${KVANT_OLLAMA_EMULATOR:-$(cd .. && pwd)/shared/ollama-emulator/ollama_emulator.py}"
 
+# llama.cpp's own llama-perplexity and llama-imatrix judge kvant eval and
+# kvant imatrix (built once into target/llama-tools/, ~10 minutes).
+scripts/llama-tools.sh
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --no-fail-fast -- --test-threads=2

@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::imatrix_collect::ImatrixCollector;
 use super::kld::{compare, encode_record, record_words, KldSummary, KldSums};
 use super::logits_file::{LogitsReader, LogitsWriter};
-use super::MatmulObserver;
 use super::perplexity::{score_chunk, token_nll, ChunkPlan, Estimate, NllSums};
+use super::MatmulObserver;
 use super::MeasureError;
 
 /// Something that computes next-token logits for one sequence.

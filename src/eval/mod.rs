@@ -5,6 +5,8 @@
 //! * [`forward`] — the forward pass over a GGUF file (weights read from
 //!   the map) or over a checkpoint's full-precision tensors, computed the
 //!   way llama.cpp's CPU backend computes it.
+//! * [`run_eval`] and [`run_imatrix`] are the evaluator as the CLI and the
+//!   daemon call it: files in, statistics (and files) out.
 //! * [`evaluate()`] runs a model ([`LogitSource`]) over a token stream in
 //!   chunks and returns an [`EvalReport`]: PPL ± σ and, against a base
 //!   model or a base-logits file, llama-perplexity's KL-divergence summary
@@ -28,19 +30,24 @@ pub mod kld;
 pub mod logits_file;
 mod measure_error;
 pub mod perplexity;
+mod session;
 pub mod token_file;
 mod vocab;
 
+pub use error::EvalError;
 pub use evaluate::{
     collect_imatrix, evaluate, Base, ChunkProgress, EvalReport, ImatrixRun, LogitSource,
     NoChunkProgress,
 };
+pub use forward::MatmulObserver;
 pub use imatrix_collect::{ImatrixCollector, ImatrixEntry};
 pub use kld::KldSummary;
 pub use logits_file::{LogitsHeader, LogitsReader, LogitsWriter};
 pub use measure_error::MeasureError;
-pub use error::EvalError;
-pub use forward::MatmulObserver;
 pub use perplexity::{ChunkPlan, Estimate};
+pub use session::{
+    run_eval, run_imatrix, BaseInput, EvalRequest, ImatrixFormat, ImatrixRequest, ImatrixSummary,
+    TokenInput, DEFAULT_CTX,
+};
 pub use token_file::read_token_file;
 pub use vocab::{check_same_vocabulary, chunk_bos};
