@@ -31,7 +31,7 @@ pub fn parse_token_bytes(
     bytes: &[u8],
     n_vocab: usize,
 ) -> Result<Vec<u32>, MeasureError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(MeasureError::Malformed {
             path: path.to_owned(),
             reason: format!(
