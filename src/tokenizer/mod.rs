@@ -9,6 +9,7 @@
 
 mod bpe;
 pub mod chat_template;
+pub mod encode;
 mod error;
 mod metaspace;
 mod pretokenizer;
