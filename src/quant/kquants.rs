@@ -17,7 +17,7 @@ pub(super) fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
 }
 
 #[inline]
-fn get_f16(b: &[u8], at: usize) -> f32 {
+pub(super) fn get_f16(b: &[u8], at: usize) -> f32 {
     f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
@@ -29,6 +29,16 @@ pub(super) fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
                 l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
         }
     }
+}
+
+/// Q3_K's sixteen 6-bit scales (minus 32) from its 12 packed bytes.
+pub(super) fn q3k_scales(sc: &[u8]) -> [i8; 16] {
+    let mut s = [0i8; 16];
+    for (j, s) in s.iter_mut().enumerate() {
+        let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
+        *s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
+    }
+    s
 }
 
 /// The 6-bit scale/min pair of sub-block `j` (`get_scale_min_k4`).
@@ -251,11 +261,7 @@ impl BlockQ3K {
         let hmask = &b[..32];
         let d_all = get_f16(b, 108);
         let sc = &b[96..108];
-        let mut scales = [0i8; 16];
-        for (j, s) in scales.iter_mut().enumerate() {
-            let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
-            *s = (low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8 - 32;
-        }
+        let scales = q3k_scales(sc);
         let mut is = 0;
         let mut m = 1u8;
         let mut o = 0;

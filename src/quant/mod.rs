@@ -6,6 +6,10 @@
 //!   and its reference quantizer each; `search` — the scale searches they
 //!   share; `imatrix_kernels` — the importance-weighted variants.
 //! * [`quantize`] / [`dequantize`] — whole tensors, rows in parallel.
+//! * [`dot`] — ggml-cpu's row products and matrix products against those
+//!   blocks (activations quantized to the weight's `vec_dot_type`), with
+//!   `activation` (Q8_0/Q8_1/Q8_K), `legacy_dot`, `kquants_dot`,
+//!   `dense_dot` and the shared fast engine `unpacked_dot` beside them.
 //! * `policy` — which type each tensor gets ([`choose_types`], llama.cpp's
 //!   `llama-quant.cpp` rules); `imatrix` — reading importance matrices.
 //!
@@ -13,18 +17,24 @@
 //! this module must not know about files, GGUF offsets or where tensors
 //! came from.
 
+mod activation;
+mod dense_dot;
+pub mod dot;
 mod error;
 mod fp16;
 mod ftype;
 mod imatrix;
 mod imatrix_kernels;
 mod kquants;
+mod kquants_dot;
 mod legacy;
+mod legacy_dot;
 mod lockstep;
 mod policy;
 mod rows;
 mod search;
 mod types;
+mod unpacked_dot;
 
 pub use error::QuantError;
 pub use fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};

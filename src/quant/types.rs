@@ -47,6 +47,12 @@ pub enum GgmlType {
     F64,
     /// bfloat16.
     BF16,
+    /// 8-bit, 32 per block, scale and scaled sum: the activation partner
+    /// of Q4_1/Q5_1 in ggml-cpu's dot products, never a file's weights.
+    Q8_1,
+    /// 8-bit, 256 per block, f32 scale and 16-element sums: the activation
+    /// partner of the K-quants, never a file's weights.
+    Q8K,
 }
 
 impl GgmlType {
@@ -72,6 +78,11 @@ impl GgmlType {
         GgmlType::BF16,
     ];
 
+    /// The activation-only types, kept out of [`GgmlType::ALL`] so that
+    /// [`GgmlType::from_id`] (and so the GGUF reader) still refuses them as
+    /// tensor types: ggml-cpu creates them only inside a matrix product.
+    pub const ACTIVATION: [GgmlType; 2] = [GgmlType::Q8_1, GgmlType::Q8K];
+
     /// ggml's numeric id (`enum ggml_type`).
     pub const fn id(self) -> u32 {
         match self {
@@ -93,6 +104,8 @@ impl GgmlType {
             GgmlType::I64 => 27,
             GgmlType::F64 => 28,
             GgmlType::BF16 => 30,
+            GgmlType::Q8_1 => 9,
+            GgmlType::Q8K => 15,
         }
     }
 
@@ -104,10 +117,18 @@ impl GgmlType {
     /// Elements per block (1 for plain element types).
     pub const fn block_size(self) -> usize {
         match self {
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-                32
-            }
-            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 256,
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q8_1 => 32,
+            GgmlType::Q2K
+            | GgmlType::Q3K
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+            | GgmlType::Q8K => 256,
             _ => 1,
         }
     }
@@ -133,6 +154,8 @@ impl GgmlType {
             GgmlType::I64 => 8,
             GgmlType::F64 => 8,
             GgmlType::BF16 => 2,
+            GgmlType::Q8_1 => 36,
+            GgmlType::Q8K => 292,
         }
     }
 
@@ -176,6 +199,8 @@ impl GgmlType {
             GgmlType::I64 => "i64",
             GgmlType::F64 => "f64",
             GgmlType::BF16 => "bf16",
+            GgmlType::Q8_1 => "q8_1",
+            GgmlType::Q8K => "q8_K",
         }
     }
 }
@@ -210,6 +235,9 @@ mod tests {
         }
         assert_eq!(GgmlType::from_id(4), None);
         assert_eq!(GgmlType::from_id(99), None);
+        // The activation partners are not tensor types kvant reads.
+        assert_eq!(GgmlType::from_id(GgmlType::Q8_1.id()), None);
+        assert_eq!(GgmlType::from_id(GgmlType::Q8K.id()), None);
     }
 
     #[test]
@@ -217,5 +245,7 @@ mod tests {
         assert_eq!(GgmlType::Q8_0.row_size(128), Some(4 * 34));
         assert_eq!(GgmlType::Q4K.row_size(128), None);
         assert_eq!(GgmlType::F16.row_size(3), Some(6));
+        assert_eq!(GgmlType::Q8_1.row_size(64), Some(2 * 36));
+        assert_eq!(GgmlType::Q8K.row_size(512), Some(2 * 292));
     }
 }

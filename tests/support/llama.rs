@@ -161,6 +161,84 @@ impl Model {
     }
 }
 
+/// What `llama-imatrix`'s `cb_eval` sees: each `MUL_MAT`'s weight name
+/// and its f32 input (`src1`), `n_tokens` rows of `n_in`.
+pub type MatmulInputs = Vec<(String, usize, Vec<f32>)>;
+
+unsafe extern "C" fn collect_matmul(t: *mut ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    // SAFETY: llama.cpp hands a valid tensor; `user` is the MatmulInputs
+    // passed by eval_matmul_inputs, alive for the whole decode.
+    unsafe {
+        if (*t).op != GGML_OP_MUL_MAT {
+            return !ask;
+        }
+        if ask {
+            return true;
+        }
+        let (w, x) = ((*t).src[0], (*t).src[1]);
+        assert_eq!((*x).type_, GGML_TYPE_F32, "src1 of a MUL_MAT is f32");
+        let name = std::ffi::CStr::from_ptr((*w).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let (n_in, rows) = (
+            (*x).ne[0] as usize,
+            ((*x).ne[1] * (*x).ne[2] * (*x).ne[3]) as usize,
+        );
+        let mut values = Vec::with_capacity(n_in * rows);
+        for r in 0..rows {
+            let row = ((*x).data as *const u8).add(r * (*x).nb[1]) as *const f32;
+            values.extend_from_slice(std::slice::from_raw_parts(row, n_in));
+        }
+        (*(user as *mut MatmulInputs)).push((name, n_in, values));
+        true
+    }
+}
+
+impl Model {
+    /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
+    /// every matrix multiplication's weight name and input.
+    pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
+        let n = ids.len() as i32;
+        let mut seen: MatmulInputs = Vec::new();
+        // SAFETY: as eval_logits; `seen` outlives the context.
+        unsafe {
+            let mut cp = llama_context_default_params();
+            cp.n_ctx = (n as u32).max(64);
+            cp.n_batch = cp.n_ctx;
+            cp.n_ubatch = cp.n_ctx;
+            cp.n_seq_max = 1;
+            cp.n_threads = 2;
+            cp.n_threads_batch = 2;
+            cp.no_perf = true;
+            cp.cb_eval = Some(collect_matmul);
+            cp.cb_eval_user_data = &mut seen as *mut MatmulInputs as *mut c_void;
+            let ctx = llama_init_from_model(self.model, cp);
+            assert!(!ctx.is_null(), "{}: cannot create a context", self.path);
+            // Creating the context may reserve graphs; only the decode counts.
+            seen.clear();
+            let batch = llama_batch_init(n, 0, 1);
+            for (i, &tok) in ids.iter().enumerate() {
+                *batch.token.add(i) = tok;
+                *batch.pos.add(i) = i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                *(*batch.seq_id.add(i)).add(0) = 0;
+                *batch.logits.add(i) = 1;
+            }
+            let mut b = batch;
+            b.n_tokens = n;
+            assert_eq!(
+                llama_decode(ctx, b),
+                0,
+                "{}: llama_decode failed",
+                self.path
+            );
+            llama_batch_free(batch);
+            llama_free(ctx);
+        }
+        seen
+    }
+}
+
 impl Drop for Model {
     fn drop(&mut self) {
         // SAFETY: the pointer came from llama_model_load_from_file.

@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
+pub mod ggml_cpu;
 pub mod llama;
 pub mod llama_tools;
 pub mod logits;

@@ -19,10 +19,12 @@
 
 use rayon::prelude::*;
 
-use super::ops::{dot, round_f16};
+use super::ops::{round_f16, v_expf};
 
 /// `GGML_FA_TILE_Q`: from this many queries on, ggml takes the tiled path.
 const TILE_Q: usize = 64;
+/// `GGML_FA_TILE_KV`: keys per tile of the tiled path.
+const TILE_KV: usize = 64;
 
 /// The shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +90,7 @@ struct Scratch {
 impl Scratch {
     fn new(n_tokens: usize, dk: usize, dv: usize) -> Scratch {
         Scratch {
-            scores: vec![0.0; n_tokens],
+            scores: vec![0.0; n_tokens.max(TILE_KV)],
             q16: vec![0.0; dk],
             acc: vec![0.0; dv],
         }
@@ -115,27 +117,45 @@ impl Head<'_> {
         &self.v[(j * self.s.n_head_kv + self.kv) * dv..][..dv]
     }
 
-    /// The tiled path: f32 throughout (the tiles' online rescaling only
-    /// reorders the same f32 arithmetic).
+    /// The tiled path, step for step
+    /// (`ggml_compute_forward_flash_attn_ext_tiled`): keys in tiles of
+    /// [`TILE_KV`] from position 0; per tile, scores as sequential f32
+    /// multiply-adds (`simd_gemm`), scaled, an online softmax with ggml's
+    /// vectorized `expf` (`ggml_vec_soft_max_f32`), and V accumulated by
+    /// sequential multiply-adds.
     fn tiled(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
-        let scores = &mut sc.scores[..=i];
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, self.key(j)) * self.scale;
-            max = max.max(*s);
-        }
-        let mut sum = 0f64;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += f64::from(*s);
-        }
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
         out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(self.value(j)) {
-                *o += p * v;
+        for ic in (0..=i).step_by(TILE_KV) {
+            let n = (i + 1 - ic).min(TILE_KV);
+            let scores = &mut sc.scores[..TILE_KV];
+            for (jj, s) in scores.iter_mut().enumerate() {
+                *s = if jj < n {
+                    let k = self.key(ic + jj);
+                    q.iter()
+                        .zip(k)
+                        .fold(0f32, |acc, (&a, &b)| b.mul_add(a, acc))
+                        * self.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            let tile_max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                out.iter_mut().for_each(|o| *o *= ms);
+                sum *= ms;
+            }
+            m = m_new;
+            sum = (f64::from(sum) + soft_max(scores, m)) as f32;
+            for (jj, &p) in scores[..n].iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(self.value(ic + jj)) {
+                    *o = v.mul_add(p, *o);
+                }
             }
         }
-        let inv = 1.0 / sum as f32;
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         out.iter_mut().for_each(|o| *o *= inv);
     }
 
@@ -149,7 +169,7 @@ impl Head<'_> {
         acc.fill(0.0);
         let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
         for j in 0..=i {
-            let s = dot(&sc.q16, self.key(j)) * self.scale;
+            let s = dot_f16(&sc.q16, self.key(j)) * self.scale;
             let (mut ms, mut vs) = (1f32, 1f32);
             if s > m {
                 ms = (m - s).exp();
@@ -168,6 +188,51 @@ impl Head<'_> {
             *o = a * inv;
         }
     }
+}
+
+/// `ggml_vec_soft_max_f32` (AVX2 build): `x ← expf(x − max)` with ggml's
+/// vectorized `expf`, eight at a time, each eight summed in ggml's lane
+/// order and added in double.
+fn soft_max(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for v in c.iter_mut() {
+            *v = v_expf(*v - max);
+        }
+        let t = [c[0] + c[4], c[1] + c[5], c[2] + c[6], c[3] + c[7]];
+        sum += f64::from((t[0] + t[2]) + (t[1] + t[3]));
+    }
+    for v in chunks.into_remainder() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    sum
+}
+
+/// `ggml_vec_dot_f16` (AVX2 build): four eight-lane accumulators over
+/// steps of 32, reduced as `GGML_F16_VEC_REDUCE`, the tail in double.
+fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
+    let n32 = a.len() / 32 * 32;
+    let mut acc = [[0f32; 8]; 4];
+    for i in (0..n32).step_by(32) {
+        for (r, lanes) in acc.iter_mut().enumerate() {
+            for (l, v) in lanes.iter_mut().enumerate() {
+                let at = i + r * 8 + l;
+                *v = a[at].mul_add(b[at], *v);
+            }
+        }
+    }
+    let mut x0 = [0f32; 8];
+    for l in 0..8 {
+        x0[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let t0 = [x0[0] + x0[4], x0[1] + x0[5], x0[2] + x0[6], x0[3] + x0[7]];
+    let mut sum = f64::from((t0[0] + t0[1]) + (t0[2] + t0[3]));
+    for (x, y) in a[n32..].iter().zip(&b[n32..]) {
+        sum += f64::from(x * y);
+    }
+    sum as f32
 }
 
 #[cfg(test)]

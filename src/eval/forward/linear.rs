@@ -134,9 +134,11 @@ impl Qkv {
                 k: wk,
                 v: wv,
             } => {
+                // ggml runs them in this order: build_attn expands Q, then
+                // V, then K into the graph.
                 wq.forward(store, x, n_tokens, q, observer)?;
-                wk.forward(store, x, n_tokens, k, observer)?;
-                wv.forward(store, x, n_tokens, v, observer)
+                wv.forward(store, x, n_tokens, v, observer)?;
+                wk.forward(store, x, n_tokens, k, observer)
             }
             Qkv::Fused(w) => {
                 let n = w.w.n_out;

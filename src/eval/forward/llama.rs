@@ -111,7 +111,7 @@ impl Llama {
         mut observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, EvalError> {
         let n_tokens = tokens.len();
-        let (n, eps) = (hp.n_embd, hp.norm_eps);
+        let (n, eps, n_ff) = (hp.n_embd, hp.norm_eps, hp.n_ff);
         let mut b = Buffers::new(hp, n_tokens);
         embed(store, &self.tok_embd, tokens, &mut b.x)?;
         let shape = AttnShape {
@@ -149,14 +149,14 @@ impl Llama {
             add_assign(&mut b.x, &b.h);
             b.h.copy_from_slice(&b.x);
             rms_norm(&mut b.h, n, eps, &layer.ffn_norm);
-            // build_ffn multiplies by ffn_up first, then ffn_gate.
-            layer
-                .up
-                .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
+            // ggml runs the gate first: it is swiglu's first source.
             layer
                 .gate
                 .forward(store, &b.h, n_tokens, &mut b.ff, &mut observer)?;
-            swiglu(&mut b.ff, &b.ff_up);
+            layer
+                .up
+                .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
+            swiglu(&mut b.ff, &b.ff_up, n_ff);
             layer
                 .down
                 .forward(store, &b.ff, n_tokens, &mut b.h, &mut observer)?;

@@ -110,15 +110,51 @@ pub fn gelu(x: &mut [f32]) {
     });
 }
 
-/// `ggml_swiglu_split(gate, up)`: `silu(gate) * up`, into `gate`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    gate.par_chunks_mut(4096)
-        .zip(up.par_chunks(4096))
+/// `ggml_swiglu_split(gate, up)`: `silu(gate) * up`, into `gate`, row by
+/// row of `n` as `ggml_vec_swiglu_f32` (AVX2 build) computes it: eight at
+/// a time with ggml's vectorized `expf`, the tail with libm's.
+pub fn swiglu(gate: &mut [f32], up: &[f32], n: usize) {
+    gate.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(up.par_chunks(n * ROWS_PER_TASK))
         .for_each(|(g, u)| {
-            for (g, &u) in g.iter_mut().zip(u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+            for (g, u) in g.chunks_exact_mut(n).zip(u.chunks_exact(n)) {
+                let n8 = n / 8 * 8;
+                for (x, &u) in g[..n8].iter_mut().zip(&u[..n8]) {
+                    *x = *x / (1.0 + v_expf(0.0 - *x)) * u;
+                }
+                for (x, &u) in g[n8..].iter_mut().zip(&u[n8..]) {
+                    *x = *x / (1.0 + (-*x).exp()) * u;
+                }
             }
         });
+}
+
+/// ggml's `ggml_v_expf` (the AVX2 variant), one lane: a range reduction
+/// and a polynomial, accurate to ~1.5 ulp but not libm's `expf`.
+pub fn v_expf(x: f32) -> f32 {
+    let c = |bits: u32| f32::from_bits(bits);
+    let r = c(0x4b40_0000);
+    let z = x.mul_add(c(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let e = z.to_bits() << 23;
+    let k = c(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    let s2 = c(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
 }
 
 /// The value half precision stores for `x` (the F16 KV cache).
@@ -137,23 +173,6 @@ pub fn check_finite(x: &[f32], tensor: &str) -> Result<(), EvalError> {
             tensor: tensor.to_owned(),
         })
     }
-}
-
-/// A dot product in f32 with eight partial sums (vectorizes).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 #[cfg(test)]

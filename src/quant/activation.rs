@@ -1,0 +1,176 @@
+//! The activation blocks of ggml-cpu's quantized dot products: Q8_0,
+//! Q8_1 and Q8_K, each as ggml-cpu's `from_float` computes it on x86.
+//!
+//! Before a matrix product with quantized weights, ggml-cpu quantizes each
+//! activation row to the weight type's partner (`vec_dot_type`). The bytes
+//! must be exactly ggml's, because every later integer sum depends on
+//! them, and on x86 they are *not* the `quantize_row_q8_*_ref` bytes:
+//!
+//! * Q8_0 and Q8_1 (`arch/x86/quants.c`, the `__AVX2__ || __AVX__`
+//!   branch, which the pinned llama.cpp build compiles with
+//!   `-mavx2 -mfma -mf16c`) scale by `id = 127 / amax` rather than the
+//!   reference's `1 / d`, and round with `_mm256_round_ps(…, NEAREST)`
+//!   (ties to even) rather than `roundf` (ties away). Q8_1's `s` is
+//!   `fp16(d · Σq)` over the rounded integers, where the reference sums
+//!   `x·id` in float.
+//! * Q8_K's `quantize_row_q8_K` calls `quantize_row_q8_K_ref` on every
+//!   target.
+//!
+//! Out-of-range inputs follow the instructions too: when `127 / amax`
+//! overflows (a block whose largest |x| is subnormal), `cvtps_epi32` turns
+//! the infinite and NaN products into `INT_MIN`, which the saturating packs
+//! make −128, and Q8_1's sum wraps as the 32-bit adds do. These functions
+//! are scalar: quantizing one activation row costs a few operations per
+//! element, against a whole weight matrix's worth per row in the product,
+//! so no SIMD twin is needed; they are the one version both the reference
+//! and the fast path use.
+
+use super::fp16::f32_to_f16_bits;
+use super::search::nearest_int;
+
+/// Elements per Q8_0/Q8_1 block.
+pub const QK8: usize = 32;
+/// Elements per Q8_K block.
+pub const QK_K: usize = 256;
+
+/// `block_q8_0 { ggml_half d; int8_t qs[32]; }` — 34 bytes.
+pub const Q8_0_SIZE: usize = 34;
+/// `block_q8_1 { ggml_half d; ggml_half s; int8_t qs[32]; }` — 36 bytes.
+pub const Q8_1_SIZE: usize = 36;
+/// `block_q8_K { float d; int8_t qs[256]; int16_t bsums[16]; }` — 292.
+pub const Q8_K_SIZE: usize = 292;
+
+/// The largest |x| of a block, as the AVX `max_ps` reduction finds it.
+fn abs_max(x: &[f32]) -> f32 {
+    x.iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m })
+}
+
+/// `_mm256_cvtps_epi32` on an already rounded value: `INT_MIN` for
+/// anything out of range or NaN.
+fn cvtps_epi32(v: f32) -> i32 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
+    }
+}
+
+/// The rounded 32-bit integers of one Q8_0/Q8_1 block and its `d`.
+fn round_block(x: &[f32]) -> (f32, [i32; QK8]) {
+    let max = abs_max(x);
+    let d = max / 127.0;
+    let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+    let mut q = [0i32; QK8];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = cvtps_epi32((v * id).round_ties_even());
+    }
+    (d, q)
+}
+
+/// `packs_epi32` then `packs_epi16`: saturate to i8.
+fn saturate_i8(v: i32) -> u8 {
+    v.clamp(-128, 127) as i8 as u8
+}
+
+/// ggml-cpu's `quantize_row_q8_0` (AVX2) for one block.
+pub fn quantize_q8_0_block(x: &[f32], out: &mut [u8]) {
+    let (d, q) = round_block(x);
+    out[..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+    for (o, &v) in out[2..2 + QK8].iter_mut().zip(&q) {
+        *o = saturate_i8(v);
+    }
+}
+
+/// ggml-cpu's `quantize_row_q8_1` (AVX2) for one block.
+pub fn quantize_q8_1_block(x: &[f32], out: &mut [u8]) {
+    let (d, q) = round_block(x);
+    // hsum_i32_8 over 32-bit lanes: wrapping, as the vector adds are.
+    let sum = q.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+    out[..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f32_to_f16_bits(d * sum as f32).to_le_bytes());
+    for (o, &v) in out[4..4 + QK8].iter_mut().zip(&q) {
+        *o = saturate_i8(v);
+    }
+}
+
+/// `quantize_row_q8_K_ref` for one block.
+pub fn quantize_q8_k_block(x: &[f32], out: &mut [u8]) {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        out[..Q8_K_SIZE].fill(0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let qs = &mut out[4..4 + QK_K];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        // `y.qs[j] = MIN(127, v)` stores an int into an int8_t: the low
+        // byte, as `as i8` keeps it.
+        *q = nearest_int(iscale * v).min(127) as i8 as u8;
+    }
+    let mut bsums = [0i16; QK_K / 16];
+    for (s, chunk) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+        *s = chunk.iter().map(|&q| i32::from(q as i8)).sum::<i32>() as i16;
+    }
+    out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    for (o, s) in out[4 + QK_K..Q8_K_SIZE].chunks_exact_mut(2).zip(bsums) {
+        o.copy_from_slice(&s.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::f16_bits_to_f32;
+
+    #[test]
+    fn q8_0_rounds_ties_to_even_with_127_over_amax() {
+        // amax 127 makes id exactly 1: 2.5 → 2 (even), not roundf's 3.
+        let mut x = [0f32; QK8];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = -3.5;
+        let mut out = [0u8; Q8_0_SIZE];
+        quantize_q8_0_block(&x, &mut out);
+        assert_eq!(f16_bits_to_f32(u16::from_le_bytes([out[0], out[1]])), 1.0);
+        assert_eq!(out[2..5], [127, 2, (-4i8) as u8]);
+    }
+
+    #[test]
+    fn q8_1_sum_is_d_times_integer_sum() {
+        let x: Vec<f32> = (0..QK8).map(|i| i as f32 - 10.0).collect();
+        let mut out = [0u8; Q8_1_SIZE];
+        quantize_q8_1_block(&x, &mut out);
+        let d = f16_bits_to_f32(u16::from_le_bytes([out[0], out[1]]));
+        let s = f16_bits_to_f32(u16::from_le_bytes([out[2], out[3]]));
+        let q: i32 = out[4..].iter().map(|&b| i32::from(b as i8)).sum();
+        let want = f16_bits_to_f32(f32_to_f16_bits((21.0f32 / 127.0) * q as f32));
+        assert!(d > 0.0);
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn q8_k_block_sums_are_the_quant_sums() {
+        let x: Vec<f32> = (0..QK_K).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+        let mut out = [0u8; Q8_K_SIZE];
+        quantize_q8_k_block(&x, &mut out);
+        for j in 0..16 {
+            let want: i32 = out[4 + 16 * j..4 + 16 * j + 16]
+                .iter()
+                .map(|&b| i32::from(b as i8))
+                .sum();
+            let at = 4 + QK_K + 2 * j;
+            assert_eq!(i32::from(i16::from_le_bytes([out[at], out[at + 1]])), want);
+        }
+        let mut zero = [1u8; Q8_K_SIZE];
+        quantize_q8_k_block(&[0.0; QK_K], &mut zero);
+        assert!(zero.iter().all(|&b| b == 0));
+    }
+}

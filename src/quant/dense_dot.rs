@@ -1,0 +1,310 @@
+//! Dot products of F32, F16 and BF16 weight rows with activations of the
+//! same type (ggml-cpu's `vec_dot_type` of each is itself: F16 weights
+//! meet activations rounded to f16, BF16 weights activations rounded to
+//! bf16).
+//!
+//! * [`vec_dot_ref`] is ggml's scalar `vec.cpp` code: float products
+//!   summed in double.
+//! * [`vec_dot`] reproduces the order ggml-cpu's AVX2 build executes
+//!   (`ggml_vec_dot_f32`/`_f16` through `GGML_F32_VEC`: four FMA
+//!   accumulators of eight lanes over 32-element steps, reduced pairwise
+//!   and by `hadd`; `ggml_vec_dot_bf16`: four accumulators whose
+//!   `mul`+`add` GCC fuses into FMA (`vfmadd231ps` in the pinned build's
+//!   object code), reduced `(c1+c3)+(c2+c4)`, then `movehl`/`movehdup`),
+//!   with the same tails (F32 in float with a fused multiply-add, F16 and
+//!   BF16 in double). Every operation is the same IEEE operation in the
+//!   same order, so the result is bit for bit ggml's; the AVX2 and the
+//!   portable versions of it differ only in speed.
+//!
+//! The weight and activation rows arrive as f32 values (F16/BF16 already
+//! widened, which is exact): the caller widens a weight row once and uses
+//! it for every token.
+
+use super::fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+
+/// The dense element types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dense {
+    /// f32 × f32.
+    F32,
+    /// f16 × f16.
+    F16,
+    /// bf16 × bf16.
+    BF16,
+}
+
+impl Dense {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            Dense::F32 => 4,
+            Dense::F16 | Dense::BF16 => 2,
+        }
+    }
+
+    /// Little-endian elements widened to f32 (exact).
+    pub fn widen(self, bytes: &[u8], out: &mut Vec<f32>) {
+        out.clear();
+        match self {
+            Dense::F32 => out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            Dense::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+            ),
+            Dense::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+            ),
+        }
+    }
+
+    /// ggml-cpu's `from_float` into this type's little-endian bytes
+    /// (`ggml_cpu_fp32_to_fp16`: `cvtps_ph` round-to-nearest-even;
+    /// `ggml_cpu_fp32_to_bf16`: `GGML_FP32_TO_BF16`).
+    pub fn from_f32(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            Dense::F32 => {
+                for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            Dense::F16 => {
+                for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+                    o.copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
+                }
+            }
+            Dense::BF16 => {
+                for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+                    o.copy_from_slice(&f32_to_bf16_bits(v).to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// f32 values rounded to this type and widened back, as the
+    /// activations of a product are.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            Dense::F32 => x,
+            Dense::F16 => f16_bits_to_f32(f32_to_f16_bits(x)),
+            Dense::BF16 => bf16_bits_to_f32(f32_to_bf16_bits(x)),
+        }
+    }
+}
+
+/// ggml's scalar dot (`#else` branches of `vec.cpp`): products in float,
+/// summed in double.
+pub fn vec_dot_ref(w: &[f32], a: &[f32]) -> f32 {
+    let mut sum = 0f64;
+    for (&x, &y) in w.iter().zip(a) {
+        sum += f64::from(x * y);
+    }
+    sum as f32
+}
+
+/// Elements per main-loop step.
+const STEP: usize = 32;
+
+/// ggml-cpu's AVX2 dot of `ty` on widened rows, bit for bit.
+pub fn vec_dot(ty: Dense, w: &[f32], a: &[f32]) -> f32 {
+    let n = w.len().min(a.len());
+    let np = n & !(STEP - 1);
+    #[cfg(target_arch = "x86_64")]
+    let main = if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: AVX2 and FMA are present (checked just above).
+        unsafe { avx2::main_loop(ty, &w[..np], &a[..np]) }
+    } else {
+        portable_main_loop(ty, &w[..np], &a[..np])
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let main = portable_main_loop(ty, &w[..np], &a[..np]);
+    tail(ty, main, &w[np..n], &a[np..n])
+}
+
+/// The leftovers after the 32-element steps, as each ggml function adds
+/// them.
+fn tail(ty: Dense, main: f32, w: &[f32], a: &[f32]) -> f32 {
+    match ty {
+        // `float sumf; … sumf += x[i]*y[i]`, contracted to vfmadd231ss.
+        Dense::F32 => w.iter().zip(a).fold(main, |s, (&x, &y)| x.mul_add(y, s)),
+        // `ggml_float sumf` (double); products in float.
+        Dense::F16 | Dense::BF16 => {
+            let s = w
+                .iter()
+                .zip(a)
+                .fold(f64::from(main), |s, (&x, &y)| s + f64::from(x * y));
+            s as f32
+        }
+    }
+}
+
+/// The 32-element steps in plain Rust, same operations as the AVX2 ones.
+fn portable_main_loop(ty: Dense, w: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [[0f32; 8]; 4];
+    for (ws, as_) in w.chunks_exact(STEP).zip(a.chunks_exact(STEP)) {
+        for j in 0..4 {
+            for l in 0..8 {
+                let i = 8 * j + l;
+                acc[j][l] = ws[i].mul_add(as_[i], acc[j][l]);
+            }
+        }
+    }
+    let add = |x: [f32; 8], y: [f32; 8]| -> [f32; 8] { std::array::from_fn(|l| x[l] + y[l]) };
+    match ty {
+        Dense::F32 | Dense::F16 => {
+            // x0 += x2, x1 += x3; x0 += x1; halves; two hadds.
+            let x = add(add(acc[0], acc[2]), add(acc[1], acc[3]));
+            let t: [f32; 4] = std::array::from_fn(|l| x[l] + x[l + 4]);
+            (t[0] + t[1]) + (t[2] + t[3])
+        }
+        Dense::BF16 => {
+            // c1 = (c1 + c3) + (c2 + c4); g = hi + lo; g + movehl; + movehdup.
+            let c = add(add(acc[0], acc[2]), add(acc[1], acc[3]));
+            let g: [f32; 4] = std::array::from_fn(|l| c[l + 4] + c[l]);
+            let g0 = g[0] + g[2];
+            let g1 = g[1] + g[3];
+            g0 + g1
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    use super::{Dense, STEP};
+    use std::arch::x86_64::*;
+
+    /// The 32-element steps of ggml's AVX2 dot (`w.len()` a multiple of
+    /// 32).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn main_loop(ty: Dense, w: &[f32], a: &[f32]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let (wp, ap) = (w.as_ptr(), a.as_ptr());
+        let mut i = 0;
+        while i + STEP <= w.len() {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let x = _mm256_loadu_ps(wp.add(i + 8 * j));
+                let y = _mm256_loadu_ps(ap.add(i + 8 * j));
+                *s = _mm256_fmadd_ps(x, y, *s);
+            }
+            i += STEP;
+        }
+        reduce(ty, acc)
+    }
+
+    /// ggml's reduction of the four accumulators.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn reduce(ty: Dense, acc: [__m256; 4]) -> f32 {
+        let x = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+        match ty {
+            Dense::F32 | Dense::F16 => {
+                let t0 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+                let t1 = _mm_hadd_ps(t0, t0);
+                _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+            }
+            Dense::BF16 => {
+                let g = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+                let g = _mm_add_ps(g, _mm_movehl_ps(g, g));
+                let g = _mm_add_ss(g, _mm_movehdup_ps(g));
+                _mm_cvtss_f32(g)
+            }
+        }
+    }
+
+    /// Two tokens against one weight row at once (each weight vector
+    /// loaded once), every (row, token) pair in ggml's own order.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn main_loop2(ty: Dense, w: &[f32], a0: &[f32], a1: &[f32]) -> [f32; 2] {
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        let (wp, p0, p1) = (w.as_ptr(), a0.as_ptr(), a1.as_ptr());
+        let mut i = 0;
+        while i + STEP <= w.len() {
+            for j in 0..4 {
+                let x = _mm256_loadu_ps(wp.add(i + 8 * j));
+                acc0[j] = _mm256_fmadd_ps(x, _mm256_loadu_ps(p0.add(i + 8 * j)), acc0[j]);
+                acc1[j] = _mm256_fmadd_ps(x, _mm256_loadu_ps(p1.add(i + 8 * j)), acc1[j]);
+            }
+            i += STEP;
+        }
+        [reduce(ty, acc0), reduce(ty, acc1)]
+    }
+}
+
+/// Two tokens' dots with one weight row: the same results as two
+/// [`vec_dot`] calls, with each weight vector loaded once.
+pub fn vec_dot2(ty: Dense, w: &[f32], a0: &[f32], a1: &[f32]) -> [f32; 2] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let n = w.len();
+        let np = n & !(STEP - 1);
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && a0.len() == n
+            && a1.len() == n
+        {
+            // SAFETY: AVX2 and FMA are present (checked just above).
+            let m = unsafe { avx2::main_loop2(ty, &w[..np], &a0[..np], &a1[..np]) };
+            return [
+                tail(ty, m[0], &w[np..], &a0[np..]),
+                tail(ty, m[1], &w[np..], &a1[np..]),
+            ];
+        }
+    }
+    [vec_dot(ty, w, a0), vec_dot(ty, w, a1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
+                (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// The AVX2 and portable versions agree bit for bit, the two-token
+    /// kernel equals single calls, and all stay near the double-summed
+    /// reference.
+    #[test]
+    fn fast_versions_agree_and_stay_near_the_reference() {
+        for ty in [Dense::F32, Dense::F16, Dense::BF16] {
+            for n in [32, 64, 100, 768, 4096 + 7] {
+                let w: Vec<f32> = row(n, 1).into_iter().map(|v| ty.round(v)).collect();
+                let a: Vec<f32> = row(n, 2).into_iter().map(|v| ty.round(v)).collect();
+                let b: Vec<f32> = row(n, 3).into_iter().map(|v| ty.round(v)).collect();
+                let fast = vec_dot(ty, &w, &a);
+                let np = n & !(STEP - 1);
+                let portable = tail(
+                    ty,
+                    portable_main_loop(ty, &w[..np], &a[..np]),
+                    &w[np..],
+                    &a[np..],
+                );
+                assert_eq!(fast.to_bits(), portable.to_bits(), "{ty:?} n={n}");
+                let two = vec_dot2(ty, &w, &a, &b);
+                assert_eq!(two[0].to_bits(), fast.to_bits());
+                assert_eq!(two[1].to_bits(), vec_dot(ty, &w, &b).to_bits());
+                let scale: f64 = w
+                    .iter()
+                    .zip(&a)
+                    .map(|(x, y)| f64::from((x * y).abs()))
+                    .sum();
+                let r = vec_dot_ref(&w, &a);
+                assert!(f64::from((fast - r).abs()) <= 1e-6 * scale, "{ty:?} n={n}");
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Matrix-vector and matrix-matrix products as ggml-cpu computes them, so
+//! a pure-Rust forward pass reproduces llama.cpp's logits.
+//!
+//! For a weight of type `W`, ggml-cpu first converts each activation row
+//! to `W`'s partner, [`vec_dot_type`]: F32, F16 and BF16 meet themselves
+//! (so F16 weights multiply activations *rounded to f16*), Q4_0/Q5_0/Q8_0
+//! meet Q8_0, Q4_1/Q5_1 meet Q8_1 and the K-quants meet Q8_K
+//! (`type_traits_cpu` in `ggml-cpu.c`). It never dequantizes a quantized
+//! weight: every block product is an exact integer sum scaled by the two
+//! blocks' factors. [`quantize_activation_row`] produces the partner bytes
+//! exactly as ggml-cpu's x86 `from_float` does (see `activation.rs` for
+//! where that differs from the `_ref` quantizers), [`vec_dot`] is one row
+//! product, [`matmul`] the whole product.
+//!
+//! Two versions of every kernel sit side by side: [`reference`] mirrors
+//! ggml's generic C, the public functions here run the fast paths
+//! (`unpacked_dot.rs` for the quantized types, `dense_dot.rs` for the
+//! dense ones, AVX2 chosen at run time). For quantized types the two give
+//! the same integer block sums and differ only in the order of float
+//! additions; the dense fast path reproduces ggml-cpu's AVX2 order bit for
+//! bit.
+//!
+//! What llama.cpp's batched paths change. For several tokens ggml's
+//! `mul_mat` may instead call llamafile's `tinyBLAS` (`GGML_USE_LLAMAFILE`,
+//! on in the pinned build: F32, F16 and BF16 weights, and Q8_0/Q4_0/Q5_0
+//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`:
+//! Q4_0 as `q4_0_8x8`, Q4_K/Q2_K as `q4_K_8x8`/`q2_K_8x8`, IQ4_NL, with
+//! activations packed four rows at a time by `ggml_quantize_mat_q8_0_4x8`
+//! / `_q8_K_4x8`). Both keep the same activation quantization (the same
+//! scale and rounding rule per block) and the same exact integer block
+//! sums; what changes is how the per-block float terms are grouped and
+//! summed (tiles of lanes instead of one row's running sum). So their
+//! results differ from `vec_dot`'s, and from ours, by float reassociation
+//! only, well inside the forward pass's 1e-3/5e-3 logit tolerance; this
+//! module does not reproduce their order.
+//!
+//! This module knows nothing of files or tensors' names: rows of bytes in,
+//! floats out.
+
+use rayon::prelude::*;
+
+use super::activation::{
+    quantize_q8_0_block, quantize_q8_1_block, quantize_q8_k_block, Q8_0_SIZE, Q8_1_SIZE, Q8_K_SIZE,
+    QK8, QK_K,
+};
+use super::dense_dot::{self, Dense};
+use super::kquants_dot::{self, KQuant};
+use super::legacy_dot::{self, Legacy};
+use super::unpacked_dot::{dot_tokens, ActKind, ActRow, Unpacked, TOKENS};
+use super::{GgmlType, QuantError};
+
+/// The family a weight type's kernels belong to.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    Dense(Dense),
+    Legacy(Legacy),
+    K(KQuant),
+}
+
+fn family(weight: GgmlType) -> Option<Family> {
+    Some(match weight {
+        GgmlType::F32 => Family::Dense(Dense::F32),
+        GgmlType::F16 => Family::Dense(Dense::F16),
+        GgmlType::BF16 => Family::Dense(Dense::BF16),
+        GgmlType::Q4_0 => Family::Legacy(Legacy::Q4_0),
+        GgmlType::Q4_1 => Family::Legacy(Legacy::Q4_1),
+        GgmlType::Q5_0 => Family::Legacy(Legacy::Q5_0),
+        GgmlType::Q5_1 => Family::Legacy(Legacy::Q5_1),
+        GgmlType::Q8_0 => Family::Legacy(Legacy::Q8_0),
+        GgmlType::Q2K => Family::K(KQuant::Q2K),
+        GgmlType::Q3K => Family::K(KQuant::Q3K),
+        GgmlType::Q4K => Family::K(KQuant::Q4K),
+        GgmlType::Q5K => Family::K(KQuant::Q5K),
+        GgmlType::Q6K => Family::K(KQuant::Q6K),
+        _ => return None,
+    })
+}
+
+/// ggml-cpu's `vec_dot_type` of a weight type: the type activations are
+/// converted to before the product. Types without a product (integers,
+/// F64, the activation types themselves) map to themselves.
+pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
+    match weight {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            GgmlType::Q8K
+        }
+        other => other,
+    }
+}
+
+/// One activation row (`x.len()` a multiple of the block size) in the
+/// partner type's bytes (`out` holds `dot_type.row_size(x.len())`),
+/// exactly as ggml-cpu's `from_float` on x86 writes them.
+///
+/// # Panics
+/// If `dot_type` is not F32, F16, BF16, Q8_0, Q8_1 or Q8_K, or the
+/// lengths do not fit: a programming error, never input data.
+pub fn quantize_activation_row(dot_type: GgmlType, x: &[f32], out: &mut [u8]) {
+    let (block, size, f): (usize, usize, fn(&[f32], &mut [u8])) = match dot_type {
+        GgmlType::Q8_0 => (QK8, Q8_0_SIZE, quantize_q8_0_block),
+        GgmlType::Q8_1 => (QK8, Q8_1_SIZE, quantize_q8_1_block),
+        GgmlType::Q8K => (QK_K, Q8_K_SIZE, quantize_q8_k_block),
+        GgmlType::F32 => return Dense::F32.from_f32(x, out),
+        GgmlType::F16 => return Dense::F16.from_f32(x, out),
+        GgmlType::BF16 => return Dense::BF16.from_f32(x, out),
+        other => panic!("{other} is not an activation type of a dot product"),
+    };
+    assert!(x.len().is_multiple_of(block) && out.len() >= x.len() / block * size);
+    for (xb, ob) in x.chunks_exact(block).zip(out.chunks_exact_mut(size)) {
+        f(xb, ob);
+    }
+}
+
+fn act_kind(l: Legacy) -> ActKind {
+    if l.has_min() {
+        ActKind::Q8_1
+    } else {
+        ActKind::Q8_0
+    }
+}
+
+/// `Σ w·a` over one row of `n` elements: weight row bytes against the
+/// activation row in the partner's bytes, as ggml-cpu's `vec_dot` (fast
+/// path; see [`reference::vec_dot`] for ggml's generic C).
+///
+/// # Panics
+/// If `weight` has no dot product or the rows are shorter than `n`
+/// elements: a programming error, never input data.
+pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+    let mut u = Unpacked::default();
+    match family(weight) {
+        Some(Family::Dense(d)) => {
+            let (mut w, mut a) = (Vec::new(), Vec::new());
+            d.widen(&w_row[..n * d.size()], &mut w);
+            d.widen(&act_row[..n * d.size()], &mut a);
+            dense_dot::vec_dot(d, &w, &a)
+        }
+        Some(Family::Legacy(l)) => {
+            legacy_dot::unpack(l, n, w_row, &mut u);
+            let a = ActRow::decode(act_kind(l), n, act_row);
+            let mut out = [0f32; 1];
+            dot_tokens(&u, &[&a], QK8, &mut out);
+            out[0]
+        }
+        Some(Family::K(k)) => {
+            kquants_dot::unpack(k, n, w_row, &mut u);
+            let a = ActRow::decode(ActKind::Q8K, n, act_row);
+            let mut out = [0f32; 1];
+            dot_tokens(&u, &[&a], QK_K, &mut out);
+            out[0]
+        }
+        None => panic!("{weight} has no dot product"),
+    }
+}
+
+/// Weight rows per parallel task: their unpacked form (a few KiB each)
+/// stays in L1/L2 while every token streams past them.
+const ROWS_PER_TASK: usize = 8;
+
+/// `out[t * n_out + r] = dot(weight row r, activation row t)`: `w` holds
+/// `n_out` rows of `n_in` elements of `weight`, `x` is `n_tokens × n_in`
+/// f32 row-major. The activations are converted once, then weight rows
+/// run in parallel (rayon), each task decoding its rows once and sweeping
+/// the tokens [`TOKENS`] at a time.
+///
+/// # Errors
+/// [`QuantError::Unsupported`] for a weight type without a product,
+/// [`QuantError::BadRowLength`] when `n_in` is not a multiple of the
+/// block or a buffer does not have the size the shape implies.
+pub fn matmul(
+    weight: GgmlType,
+    w: &[u8],
+    n_out: usize,
+    n_in: usize,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let fam = family(weight).ok_or(QuantError::Unsupported(weight))?;
+    let bad = || QuantError::BadRowLength {
+        ty: weight,
+        block: weight.block_size(),
+        n_per_row: n_in,
+    };
+    let row_bytes = weight.row_size(n_in).ok_or_else(bad)?;
+    if w.len() != row_bytes * n_out || x.len() != n_in * n_tokens || out.len() != n_out * n_tokens {
+        return Err(bad());
+    }
+    if n_out == 0 || n_tokens == 0 {
+        return Ok(());
+    }
+    // by_row[r * n_tokens + t], transposed into `out` at the end so that
+    // each task writes one contiguous slice.
+    let mut by_row = vec![0f32; n_out * n_tokens];
+    let chunk = ROWS_PER_TASK * n_tokens;
+    match fam {
+        Family::Dense(d) => {
+            let acts: Vec<f32> = x.iter().map(|&v| d.round(v)).collect();
+            by_row
+                .par_chunks_mut(chunk)
+                .zip(w.par_chunks(ROWS_PER_TASK * row_bytes))
+                .for_each(|(o, wb)| dense_rows(d, wb, row_bytes, &acts, n_in, o));
+        }
+        Family::Legacy(_) | Family::K(_) => {
+            let dot_type = vec_dot_type(weight);
+            let (kind, block) = match fam {
+                Family::Legacy(l) => (act_kind(l), QK8),
+                _ => (ActKind::Q8K, QK_K),
+            };
+            let act_bytes = dot_type.row_size(n_in).ok_or_else(bad)?;
+            let acts: Vec<ActRow> = x
+                .par_chunks(n_in)
+                .map(|row| {
+                    let mut b = vec![0u8; act_bytes];
+                    quantize_activation_row(dot_type, row, &mut b);
+                    ActRow::decode(kind, n_in, &b)
+                })
+                .collect();
+            by_row
+                .par_chunks_mut(chunk)
+                .zip(w.par_chunks(ROWS_PER_TASK * row_bytes))
+                .for_each(|(o, wb)| quant_rows(fam, block, wb, row_bytes, &acts, n_in, o));
+        }
+    }
+    for (r, row) in by_row.chunks_exact(n_tokens).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            out[t * n_out + r] = v;
+        }
+    }
+    Ok(())
+}
+
+/// One task of dense rows: widen each weight row once, two tokens per
+/// kernel call.
+fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, o: &mut [f32]) {
+    let n_tokens = acts.len() / n_in;
+    let rows: Vec<Vec<f32>> = wb
+        .chunks_exact(row_bytes)
+        .map(|r| {
+            let mut v = Vec::with_capacity(n_in);
+            d.widen(r, &mut v);
+            v
+        })
+        .collect();
+    let mut t = 0;
+    while t < n_tokens {
+        let a0 = &acts[t * n_in..(t + 1) * n_in];
+        for (r, wr) in rows.iter().enumerate() {
+            if t + 1 < n_tokens {
+                let a1 = &acts[(t + 1) * n_in..(t + 2) * n_in];
+                let [s0, s1] = dense_dot::vec_dot2(d, wr, a0, a1);
+                o[r * n_tokens + t] = s0;
+                o[r * n_tokens + t + 1] = s1;
+            } else {
+                o[r * n_tokens + t] = dense_dot::vec_dot(d, wr, a0);
+            }
+        }
+        t += 2;
+    }
+}
+
+/// One task of quantized rows: unpack each weight row once, then sweep
+/// the tokens [`TOKENS`] at a time over all of the task's rows, so a group
+/// of activation rows stays in L1 while it meets every weight row.
+fn quant_rows(
+    fam: Family,
+    block: usize,
+    wb: &[u8],
+    row_bytes: usize,
+    acts: &[ActRow],
+    n_in: usize,
+    o: &mut [f32],
+) {
+    let n_tokens = acts.len();
+    let rows: Vec<Unpacked> = wb
+        .chunks_exact(row_bytes)
+        .map(|r| {
+            let mut u = Unpacked::default();
+            match fam {
+                Family::Legacy(l) => legacy_dot::unpack(l, n_in, r, &mut u),
+                Family::K(k) => kquants_dot::unpack(k, n_in, r, &mut u),
+                Family::Dense(_) => unreachable!("dense rows take dense_rows"),
+            }
+            u
+        })
+        .collect();
+    let mut res = [0f32; TOKENS];
+    for (t0, group) in acts.chunks(TOKENS).enumerate() {
+        let refs: Vec<&ActRow> = group.iter().collect();
+        for (r, u) in rows.iter().enumerate() {
+            dot_tokens(u, &refs, block, &mut res);
+            let at = r * n_tokens + t0 * TOKENS;
+            o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+        }
+    }
+}
+
+/// The scalar versions, written to mirror ggml's generic C
+/// (`ggml-cpu/quants.c` `*_generic`, `vec.cpp`'s scalar branches): the
+/// yardstick the fast paths are tested against.
+pub mod reference {
+    use super::*;
+
+    /// The activation bytes, as [`super::quantize_activation_row`]: the
+    /// scalar form of ggml-cpu's x86 `from_float` is the only version (it
+    /// is already exact, and cheap beside the product), and it is *not*
+    /// `quantize_row_q8_0_ref` (see `activation.rs`).
+    pub fn quantize_activation_row(dot_type: GgmlType, x: &[f32], out: &mut [u8]) {
+        super::quantize_activation_row(dot_type, x, out);
+    }
+
+    /// `Σ w·a` as ggml's generic C computes it.
+    ///
+    /// # Panics
+    /// If `weight` has no dot product or the rows are short.
+    pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+        match family(weight) {
+            Some(Family::Dense(d)) => {
+                let (mut w, mut a) = (Vec::new(), Vec::new());
+                d.widen(&w_row[..n * d.size()], &mut w);
+                d.widen(&act_row[..n * d.size()], &mut a);
+                dense_dot::vec_dot_ref(&w, &a)
+            }
+            Some(Family::Legacy(l)) => legacy_dot::vec_dot_ref(l, n, w_row, act_row),
+            Some(Family::K(k)) => kquants_dot::vec_dot_ref(k, n, w_row, act_row),
+            None => panic!("{weight} has no dot product"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+
+    /// Every weight type with a product, as the tests iterate them.
+    pub const WEIGHTS: [GgmlType; 13] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    fn weight_bytes(ty: GgmlType, x: &[f32], n_per_row: usize) -> Vec<u8> {
+        match ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let d = match ty {
+                    GgmlType::F32 => Dense::F32,
+                    GgmlType::F16 => Dense::F16,
+                    _ => Dense::BF16,
+                };
+                let mut b = vec![0u8; x.len() * d.size()];
+                d.from_f32(x, &mut b);
+                b
+            }
+            _ => quantize(ty, x, n_per_row, None).expect("quantizes"),
+        }
+    }
+
+    /// The fast `vec_dot` stays within float-reordering distance of the
+    /// reference for every type; the quantized fast path's error bound is
+    /// one rounding per block term (the integer parts are exact).
+    #[test]
+    fn fast_vec_dot_matches_the_reference() {
+        for ty in WEIGHTS {
+            for n in [256, 768] {
+                let w = weight_bytes(ty, &values(n, 1), n);
+                let x = values(n, 2);
+                let dt = vec_dot_type(ty);
+                let mut a = vec![0u8; dt.row_size(n).expect("fits")];
+                quantize_activation_row(dt, &x, &mut a);
+                let fast = vec_dot(ty, n, &w, &a);
+                let slow = reference::vec_dot(ty, n, &w, &a);
+                let tol = 1e-5 * (n as f32).sqrt() * slow.abs().max(1.0);
+                assert!((fast - slow).abs() <= tol, "{ty}: {fast} vs {slow}");
+            }
+        }
+    }
+
+    /// `matmul` gives, at every position, the fast `vec_dot` of that row
+    /// and token, for token counts that do and do not fill the groups.
+    #[test]
+    fn matmul_places_every_row_token_dot() {
+        let (n_out, n_in) = (11, 256);
+        for ty in WEIGHTS {
+            let w = weight_bytes(ty, &values(n_out * n_in, 3), n_in);
+            let row = ty.row_size(n_in).expect("fits");
+            for n_tokens in [1, 5] {
+                let x = values(n_tokens * n_in, 4);
+                let mut out = vec![0f32; n_out * n_tokens];
+                matmul(ty, &w, n_out, n_in, &x, n_tokens, &mut out).expect("runs");
+                let dt = vec_dot_type(ty);
+                for t in 0..n_tokens {
+                    let mut a = vec![0u8; dt.row_size(n_in).expect("fits")];
+                    quantize_activation_row(dt, &x[t * n_in..(t + 1) * n_in], &mut a);
+                    for r in 0..n_out {
+                        let want = vec_dot(ty, n_in, &w[r * row..(r + 1) * row], &a);
+                        assert_eq!(out[t * n_out + r], want, "{ty} r={r} t={t}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_refuses_bad_shapes_and_types() {
+        let mut out = vec![0f32; 2];
+        let err = matmul(
+            GgmlType::Q4K,
+            &[0u8; 144],
+            1,
+            100,
+            &[0.0; 100],
+            1,
+            &mut out[..1],
+        );
+        assert!(matches!(err, Err(QuantError::BadRowLength { .. })));
+        let err = matmul(GgmlType::I32, &[0u8; 8], 1, 2, &[0.0; 2], 1, &mut out[..1]);
+        assert!(matches!(err, Err(QuantError::Unsupported(GgmlType::I32))));
+        let err = matmul(GgmlType::F32, &[0u8; 8], 1, 2, &[0.0; 2], 1, &mut out);
+        assert!(matches!(err, Err(QuantError::BadRowLength { .. })));
+    }
+}
