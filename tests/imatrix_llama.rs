@@ -109,7 +109,10 @@ fn assert_close(what: &str, kvant: &[f32], llama: &[f32]) {
         .collect();
     let worst = rel.iter().copied().fold(0.0, f64::max);
     let over = rel.iter().filter(|&&r| r > 1e-4).count();
-    assert!(worst <= 3e-4, "{what}: a column differs by {worst:e} (relative)");
+    assert!(
+        worst <= 3e-4,
+        "{what}: a column differs by {worst:e} (relative)"
+    );
     assert!(
         over * 100 <= rel.len(),
         "{what}: {over} of {} columns differ by more than 1e-4",

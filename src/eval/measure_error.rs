@@ -39,21 +39,9 @@ pub enum MeasureError {
         /// Why it cannot be used.
         reason: String,
     },
-    /// A token id in a token file is not in the model's vocabulary.
-    #[error(
-        "{path}: token id {token} at byte offset {offset} is outside the \
-         vocabulary of {n_vocab} tokens"
-    )]
-    TokenOutOfRange {
-        /// The token file.
-        path: PathBuf,
-        /// The id.
-        token: u32,
-        /// Its byte offset in the file.
-        offset: u64,
-        /// The vocabulary size.
-        n_vocab: usize,
-    },
+    /// The text could not be tokenized, or a token file is not valid.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::encode::EncodeError),
     /// A file is not in the format it should be in.
     #[error("{path}: {reason}")]
     Malformed {

@@ -15,8 +15,7 @@
 //!   weight ([`ImatrixCollector`]), written in llama-imatrix's GGUF or
 //!   legacy form and read back by [`crate::quant::Imatrix`].
 //! * [`perplexity`], [`kld`] hold the definitions, as pure functions;
-//!   [`logits_file`] the `--kl-divergence-base` format; [`token_file`]
-//!   nanoGPT's `val.bin`.
+//!   [`logits_file`] the `--kl-divergence-base` format.
 //!
 //! The statistics must not know how a forward pass is computed (they ask a
 //! [`LogitSource`], which [`forward::Model`] is) nor how results are
@@ -31,7 +30,6 @@ pub mod logits_file;
 mod measure_error;
 pub mod perplexity;
 mod session;
-pub mod token_file;
 mod vocab;
 
 pub use error::EvalError;
@@ -49,5 +47,4 @@ pub use session::{
     run_eval, run_imatrix, BaseInput, EvalRequest, ImatrixFormat, ImatrixRequest, ImatrixSummary,
     TokenInput, DEFAULT_CTX,
 };
-pub use token_file::read_token_file;
 pub use vocab::{check_same_vocabulary, chunk_bos};

@@ -11,10 +11,10 @@ use super::evaluate::{collect_imatrix, evaluate, Base, ChunkProgress, EvalReport
 use super::forward::Model;
 use super::logits_file::{LogitsHeader, LogitsReader, LogitsWriter};
 use super::perplexity::{ChunkPlan, Estimate};
-use super::token_file::read_token_file;
 use super::vocab::{check_same_vocabulary, chunk_bos};
 use super::MeasureError;
 use crate::gguf::GgufFile;
+use crate::tokenizer::encode::{read_token_file, TextTokenizer};
 
 /// llama.cpp's default chunk size.
 pub const DEFAULT_CTX: usize = 512;
@@ -26,6 +26,10 @@ pub enum TokenInput {
     Ids(Vec<u32>),
     /// A nanoGPT `val.bin`/`train.bin` (uint16 little-endian ids).
     TokenFile(PathBuf),
+    /// A UTF-8 text, tokenized with the model's own tokenizer as
+    /// llama-perplexity tokenizes its `-f` file (one trailing newline
+    /// dropped, specials added).
+    Text(PathBuf),
 }
 
 /// What the model is compared with.
@@ -58,10 +62,19 @@ pub struct EvalRequest {
     pub save_logits: Option<PathBuf>,
 }
 
-fn load_tokens(input: &TokenInput, n_vocab: usize) -> Result<Vec<u32>, MeasureError> {
+fn load_tokens(
+    input: &TokenInput,
+    gguf: &GgufFile,
+    n_vocab: usize,
+) -> Result<Vec<u32>, MeasureError> {
     match input {
         TokenInput::Ids(ids) => Ok(ids.clone()),
-        TokenInput::TokenFile(path) => read_token_file(path, n_vocab),
+        TokenInput::TokenFile(path) => Ok(read_token_file(path, n_vocab)?),
+        TokenInput::Text(path) => {
+            let raw = std::fs::read_to_string(path).map_err(|e| MeasureError::io(path, e))?;
+            let text = raw.strip_suffix('\n').unwrap_or(&raw);
+            Ok(TextTokenizer::from_gguf(gguf)?.encode(text, true)?)
+        }
     }
 }
 
@@ -94,7 +107,7 @@ pub fn run_eval(
     let given = req
         .tokens
         .as_ref()
-        .map(|t| load_tokens(t, n_vocab))
+        .map(|t| load_tokens(t, &gguf, n_vocab))
         .transpose()?;
     if let BaseInput::Logits(path) = &req.base {
         let mut reader = LogitsReader::open(path)?;
@@ -257,7 +270,7 @@ pub fn run_imatrix(
     progress: &dyn ChunkProgress,
 ) -> Result<ImatrixSummary, MeasureError> {
     let (gguf, model) = open_model(&req.model)?;
-    let tokens = load_tokens(&req.tokens, model.n_vocab())?;
+    let tokens = load_tokens(&req.tokens, &gguf, model.n_vocab())?;
     let plan = ChunkPlan::new(
         tokens.len(),
         req.n_ctx.unwrap_or(DEFAULT_CTX),

@@ -1,7 +1,6 @@
 //! `kvant eval MODEL.gguf --text FILE [--base BASE.gguf | --base-logits F]`.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,7 +15,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         (_, Some(f)) => BaseInput::Logits(f.clone()),
         _ => BaseInput::None,
     };
-    let tokens = token_input(&a.model, &a.input)?;
+    let tokens = token_input(&a.input);
     if tokens.is_none() && a.base_logits.is_none() {
         anyhow::bail!("give the text to evaluate: --text FILE or --tokens FILE");
     }
@@ -41,22 +40,12 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The tokens `--text` or `--tokens` name.
-pub fn token_input(model: &Path, input: &TokenArgs) -> anyhow::Result<Option<TokenInput>> {
-    if let Some(t) = &input.tokens {
-        return Ok(Some(TokenInput::TokenFile(t.clone())));
+pub fn token_input(input: &TokenArgs) -> Option<TokenInput> {
+    match (&input.tokens, &input.text) {
+        (Some(t), _) => Some(TokenInput::TokenFile(t.clone())),
+        (_, Some(t)) => Some(TokenInput::Text(t.clone())),
+        _ => None,
     }
-    let Some(text) = &input.text else {
-        return Ok(None);
-    };
-    let raw = std::fs::read_to_string(text).with_context(|| format!("{}", text.display()))?;
-    // llama.cpp's -f drops one trailing newline before tokenizing.
-    let _prompt = raw.strip_suffix('\n').unwrap_or(&raw);
-    anyhow::bail!(
-        "{}: tokenizing text with {}'s tokenizer is not in this build yet; \
-         pass the ids with --tokens FILE (uint16, nanoGPT's val.bin)",
-        text.display(),
-        model.display()
-    )
 }
 
 /// Runs `f` on a pool of `threads` workers (all cores when `None`).

@@ -9,7 +9,7 @@ use crate::cli::args::{ImatrixArgs, ImatrixFileFormat};
 use crate::cli::progress::ChunkBar;
 
 pub fn run(a: ImatrixArgs) -> anyhow::Result<ExitCode> {
-    let Some(tokens) = token_input(&a.model, &a.input)? else {
+    let Some(tokens) = token_input(&a.input) else {
         anyhow::bail!("give the calibration text: --text FILE or --tokens FILE");
     };
     // llama-imatrix stores the text file's path as given.
