@@ -16,8 +16,7 @@ use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
 use kvant::quant::FileType;
 use serde_json::Value;
 
-use support::llama::Model;
-use support::llama_tools::{final_estimate, run, summary_value};
+use support::llama_tools::{final_estimate, run, summary_value, write_llama_token_file};
 
 const N_CTX: &str = "128";
 /// Two chunks (126 scored tokens, enough for llama-perplexity's summary):
@@ -55,15 +54,8 @@ fn files() -> &'static Files {
         convert_one("nanogpt-k256", &f32);
         convert_one("hf-qwen2-az", &qwen);
         let text = support::fixtures::path("corpus/heldout.txt");
-        let raw = std::fs::read_to_string(&text).expect("text");
-        let ids =
-            Model::load(&f32, true).tokenize(raw.strip_suffix('\n').unwrap_or(&raw), true, false);
         let val_bin = d.join("val.bin");
-        let bytes: Vec<u8> = ids
-            .iter()
-            .flat_map(|&t| u16::try_from(t).expect("u16 id").to_le_bytes())
-            .collect();
-        std::fs::write(&val_bin, bytes).expect("val.bin");
+        write_llama_token_file(&f32, &text, &val_bin);
         let llama_base = d.join("llama-f32.kld");
         llama_perplexity(&f32, &text, &[&"--kl-divergence-base", &llama_base]);
         Files {

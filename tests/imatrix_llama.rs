@@ -15,8 +15,7 @@ use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
 use kvant::gguf::{GgufFile, GgufValue};
 use kvant::quant::{FileType, Imatrix};
 
-use support::llama::Model;
-use support::llama_tools::run;
+use support::llama_tools::{run, write_llama_token_file};
 
 const N_CTX: &str = "128";
 /// Two chunks, the fewest llama-imatrix accepts: kvant's forward pass runs
@@ -37,15 +36,8 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     };
     convert(&req, &NoProgress, &AtomicBool::new(false)).expect("converting nanogpt-k256");
     let text = support::fixtures::path("corpus/train.txt");
-    let raw = std::fs::read_to_string(&text).expect("corpus");
-    let prompt = raw.strip_suffix('\n').unwrap_or(&raw);
-    let ids = Model::load(&f32, true).tokenize(prompt, true, false);
     let bin = dir.join("train.bin");
-    let bytes: Vec<u8> = ids
-        .iter()
-        .flat_map(|&t| u16::try_from(t).expect("u16 id").to_le_bytes())
-        .collect();
-    std::fs::write(&bin, bytes).expect("train.bin");
+    write_llama_token_file(&f32, &text, &bin);
     (f32, text, bin)
 }
 

@@ -96,6 +96,20 @@ fn check_ctx(model: &Model, path: &Path, n_ctx: usize) -> Result<(), MeasureErro
     Ok(())
 }
 
+/// The chunks of `n_tokens` tokens (`n_ctx` default 512), checked
+/// against the model's positions.
+fn plan_chunks(
+    model: &Model,
+    path: &Path,
+    n_tokens: usize,
+    n_ctx: Option<usize>,
+    max_chunks: Option<usize>,
+) -> Result<ChunkPlan, MeasureError> {
+    let plan = ChunkPlan::new(n_tokens, n_ctx.unwrap_or(DEFAULT_CTX), max_chunks)?;
+    check_ctx(model, path, plan.n_ctx)?;
+    Ok(plan)
+}
+
 /// Runs one evaluation.
 pub fn run_eval(
     req: &EvalRequest,
@@ -134,12 +148,7 @@ pub fn run_eval(
         path: req.model.clone(),
         reason: "no text or tokens to evaluate".into(),
     })?;
-    let plan = ChunkPlan::new(
-        tokens.len(),
-        req.n_ctx.unwrap_or(DEFAULT_CTX),
-        req.max_chunks,
-    )?;
-    check_ctx(&model, &req.model, plan.n_ctx)?;
+    let plan = plan_chunks(&model, &req.model, tokens.len(), req.n_ctx, req.max_chunks)?;
     let base_model = match &req.base {
         BaseInput::Model(path) => {
             let (base_gguf, base) = open_model(path)?;
@@ -271,12 +280,7 @@ pub fn run_imatrix(
 ) -> Result<ImatrixSummary, MeasureError> {
     let (gguf, model) = open_model(&req.model)?;
     let tokens = load_tokens(&req.tokens, &gguf, model.n_vocab())?;
-    let plan = ChunkPlan::new(
-        tokens.len(),
-        req.n_ctx.unwrap_or(DEFAULT_CTX),
-        req.max_chunks,
-    )?;
-    check_ctx(&model, &req.model, plan.n_ctx)?;
+    let plan = plan_chunks(&model, &req.model, tokens.len(), req.n_ctx, req.max_chunks)?;
     let run = collect_imatrix(
         &model,
         &tokens,

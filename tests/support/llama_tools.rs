@@ -89,3 +89,17 @@ pub fn summary_value(output: &str, label: &str) -> (f64, Option<f64>) {
 pub fn bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// `text` tokenized by llama.cpp with `model`'s vocabulary as its tools
+/// tokenize a `-f` file (one trailing newline dropped, specials added),
+/// written to `out` as nanoGPT's uint16 token file.
+pub fn write_llama_token_file(model: &Path, text: &Path, out: &Path) {
+    let raw = std::fs::read_to_string(text).expect("text");
+    let prompt = raw.strip_suffix('\n').unwrap_or(&raw);
+    let ids = super::llama::Model::load(model, true).tokenize(prompt, true, false);
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&t| u16::try_from(t).expect("u16 id").to_le_bytes())
+        .collect();
+    std::fs::write(out, bytes).expect("token file");
+}
