@@ -16,7 +16,7 @@ use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
 use kvant::quant::FileType;
 use serde_json::Value;
 
-use support::llama_tools::{final_estimate, run, summary_value, write_llama_token_file};
+use support::llama_tools::{final_estimate, run_until, summary_value, write_llama_token_file};
 
 const N_CTX: &str = "128";
 /// Two chunks (126 scored tokens, enough for llama-perplexity's summary):
@@ -82,7 +82,12 @@ fn llama_perplexity(model: &Path, text: &Path, extra: &[&dyn AsRef<std::ffi::OsS
         &CHUNKS,
     ];
     args.extend_from_slice(extra);
-    run("llama-perplexity", &args)
+    let kld = extra.iter().any(|a| a.as_ref() == "--kl-divergence");
+    run_until(
+        "llama-perplexity",
+        &args,
+        if kld { "Same top p" } else { "Final estimate" },
+    )
 }
 
 fn kvant(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {

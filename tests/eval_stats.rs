@@ -22,7 +22,7 @@ use kvant::gguf::GgufFile;
 use kvant::quant::FileType;
 
 use support::llama::Model;
-use support::llama_tools::{bytes, final_estimate, run, running_ppl, summary_value};
+use support::llama_tools::{bytes, final_estimate, run_until, running_ppl, summary_value};
 
 const N_CTX: usize = 128;
 const CHUNKS: usize = 20;
@@ -147,7 +147,12 @@ fn llama_perplexity(model: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Stri
         &chunks,
     ];
     args.extend_from_slice(extra);
-    run("llama-perplexity", &args)
+    let kld = extra.iter().any(|a| a.as_ref() == "--kl-divergence");
+    run_until(
+        "llama-perplexity",
+        &args,
+        if kld { "Same top p" } else { "Final estimate" },
+    )
 }
 
 /// llama-perplexity's base file of the F32 model (written once).

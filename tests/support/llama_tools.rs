@@ -44,6 +44,20 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     text
 }
 
+/// [`run`], repeated (at most three times) until the output contains
+/// `marker`: now and then llama.cpp's log thread drops all of a short
+/// run's stdout at exit (seen with 2-chunk KL-divergence runs).
+pub fn run_until(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>], marker: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..3 {
+        out = run(name, args);
+        if out.contains(marker) {
+            return out;
+        }
+    }
+    out
+}
+
 /// `Final estimate: PPL = X +/- Y`.
 pub fn final_estimate(output: &str) -> (f64, f64) {
     let line = output
