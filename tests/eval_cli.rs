@@ -86,7 +86,7 @@ fn llama_perplexity(model: &Path, text: &Path, extra: &[&dyn AsRef<std::ffi::OsS
     run_until(
         "llama-perplexity",
         &args,
-        if kld { "Same top p" } else { "Final estimate" },
+        if kld { "Same top p:" } else { "Final estimate" },
     )
 }
 

@@ -151,7 +151,7 @@ fn llama_perplexity(model: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> Stri
     run_until(
         "llama-perplexity",
         &args,
-        if kld { "Same top p" } else { "Final estimate" },
+        if kld { "Same top p:" } else { "Final estimate" },
     )
 }
 

@@ -195,6 +195,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

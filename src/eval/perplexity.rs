@@ -165,6 +165,7 @@ pub fn score_chunk(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
