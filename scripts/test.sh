@@ -26,6 +26,10 @@ python3 -c "import cryptography" 2>/dev/null || python3 -m pip install --quiet c
 export KVANT_FIXTURES="${KVANT_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
 export KVANT_OLLAMA_EMULATOR="${KVANT_OLLAMA_EMULATOR:-$(cd .. && pwd)/shared/ollama-emulator/ollama_emulator.py}"
 
+# llama.cpp's own llama-perplexity and llama-imatrix judge kvant eval and
+# kvant imatrix (built once into target/llama-tools/, ~10 minutes).
+scripts/llama-tools.sh
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features fuzz -- -D warnings

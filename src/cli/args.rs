@@ -71,6 +71,28 @@ Examples:
     /// Print a GGUF file's or a checkpoint's metadata and tensor table.
     Inspect(InspectArgs),
 
+    /// Measure a GGUF: perplexity, and the KL divergence from a base (what
+    /// llama-perplexity computes, with the same definitions).
+    #[command(after_help = "\
+Examples:
+  kvant eval model-q4_k_m.gguf --text heldout.txt -c 512
+  kvant eval model-q4_k_m.gguf --text heldout.txt --base model-f16.gguf
+  kvant eval model-f16.gguf --text heldout.txt --save-logits f16.kld
+  kvant eval model-q4_k_m.gguf --base-logits f16.kld --json
+  kvant eval model-q8_0.gguf --tokens out/val.bin --chunks 50
+
+--base-logits reads llama-perplexity's --kl-divergence-base files, and
+--save-logits writes them (byte-compatible both ways).")]
+    Eval(EvalArgs),
+
+    /// Compute an importance matrix (what llama-imatrix computes) for
+    /// `kvant quantize --imatrix` and llama-quantize.
+    #[command(after_help = "\
+Examples:
+  kvant imatrix model-f16.gguf --text train.txt -o imatrix.gguf
+  kvant imatrix model-f16.gguf --tokens out/train.bin --chunks 100 --output-format dat -o imatrix.dat")]
+    Imatrix(ImatrixArgs),
+
     /// Run the daemon in the foreground: watch the inbox, convert each
     /// finished drop, register it with Ollama (services run this).
     #[command(after_help = "\
@@ -365,4 +387,91 @@ pub struct InspectArgs {
     /// Print every tensor (default: the first 40 and a count).
     #[arg(long)]
     pub all: bool,
+}
+
+/// Where the evaluation tokens come from (one of the two).
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// A UTF-8 text, tokenized with the model's own tokenizer as
+    /// llama.cpp does (one trailing newline dropped, BOS where the
+    /// vocabulary adds it).
+    #[arg(long, value_name = "FILE", conflicts_with = "tokens")]
+    pub text: Option<PathBuf>,
+    /// nanoGPT's val.bin/train.bin: uint16 little-endian token ids.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+}
+
+/// `kvant eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The GGUF file to measure.
+    pub model: PathBuf,
+    /// The tokens.
+    #[command(flatten)]
+    pub input: TokenArgs,
+    /// Tokens per chunk (default 512, or the --base-logits file's).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    pub n_ctx: Option<usize>,
+    /// Evaluate at most N chunks.
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+    /// A base GGUF of the same vocabulary to compare with (KL divergence).
+    #[arg(long, value_name = "BASE.gguf", conflicts_with = "base_logits")]
+    pub base: Option<PathBuf>,
+    /// A base-logits file (llama-perplexity --kl-divergence-base, or
+    /// kvant eval --save-logits) to compare with; its tokens are used.
+    #[arg(long, value_name = "FILE")]
+    pub base_logits: Option<PathBuf>,
+    /// Write this model's logits as a base-logits file.
+    #[arg(long, value_name = "FILE")]
+    pub save_logits: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the statistics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The imatrix file forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImatrixFileFormat {
+    /// GGUF (llama-imatrix's default).
+    Gguf,
+    /// The legacy .dat form.
+    Dat,
+}
+
+/// `kvant imatrix`.
+#[derive(Debug, Args)]
+pub struct ImatrixArgs {
+    /// The GGUF file to run (usually F32, F16 or BF16).
+    pub model: PathBuf,
+    /// The calibration tokens.
+    #[command(flatten)]
+    pub input: TokenArgs,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE", default_value = "imatrix.gguf")]
+    pub output: PathBuf,
+    /// Tokens per chunk.
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    pub n_ctx: usize,
+    /// Use at most N chunks.
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+    /// Also collect output.weight.
+    #[arg(long)]
+    pub process_output: bool,
+    /// File form.
+    #[arg(long, value_enum, default_value_t = ImatrixFileFormat::Gguf)]
+    pub output_format: ImatrixFileFormat,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }

@@ -10,5 +10,6 @@ pub mod fixtures;
 pub mod ggml;
 pub mod ggml_cpu;
 pub mod llama;
+pub mod llama_tools;
 pub mod logits;
 pub mod quantize;

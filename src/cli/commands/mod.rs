@@ -2,6 +2,8 @@
 
 mod convert;
 mod daemon;
+mod eval;
+mod imatrix;
 mod inspect;
 mod quantize;
 mod register;
@@ -16,6 +18,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Imatrix(a) => imatrix::run(a),
         Command::Watch(a) => daemon::watch(a),
         Command::Status(a) => daemon::status(a),
         Command::Retry(a) => daemon::retry(a),
