@@ -62,8 +62,11 @@ fn kvant_imatrix(model: &Path, tokens: &Path, out: &Path, format: &str) {
     assert!(st.success(), "kvant imatrix failed");
 }
 
+/// One entry of an imatrix: tensor name, Σx² per column, count.
+type RawEntry = (String, Vec<f32>, f32);
+
 /// Raw sums and counts per entry of a GGUF imatrix, and its chunk keys.
-fn raw_gguf(path: &Path) -> (Vec<(String, Vec<f32>, f32)>, u32, u32) {
+fn raw_gguf(path: &Path) -> (Vec<RawEntry>, u32, u32) {
     let f = GgufFile::open(path).expect("imatrix gguf");
     let f32s = |b: &[u8]| -> Vec<f32> {
         b.chunks_exact(4)
