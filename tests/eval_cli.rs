@@ -16,7 +16,9 @@ use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
 use kvant::quant::FileType;
 use serde_json::Value;
 
-use support::llama_tools::{final_estimate, run_until, summary_value, write_llama_token_file};
+use support::llama_tools::{
+    self, assert_close as within, final_estimate, summary_value, write_llama_token_file,
+};
 
 const N_CTX: &str = "128";
 /// Two chunks (126 scored tokens, enough for llama-perplexity's summary):
@@ -71,23 +73,11 @@ fn files() -> &'static Files {
 }
 
 fn llama_perplexity(model: &Path, text: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &"-m",
-        &model,
-        &"-f",
-        &text,
-        &"-c",
-        &N_CTX,
-        &"--chunks",
-        &CHUNKS,
-    ];
-    args.extend_from_slice(extra);
-    let kld = extra.iter().any(|a| a.as_ref() == "--kl-divergence");
-    run_until(
-        "llama-perplexity",
-        &args,
-        if kld { "Same top p:" } else { "Final estimate" },
-    )
+    let (c, n) = (
+        N_CTX.parse().expect("N_CTX"),
+        CHUNKS.parse().expect("CHUNKS"),
+    );
+    llama_tools::perplexity(model, text, c, n, extra)
 }
 
 fn kvant(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
@@ -115,13 +105,6 @@ fn num(v: &Value, path: &[&str]) -> f64 {
         x = &x[*p];
     }
     x.as_f64().unwrap_or_else(|| panic!("{path:?} in {v}"))
-}
-
-fn within(what: &str, kvant: f64, llama: f64, tol: f64) {
-    assert!(
-        (kvant - llama).abs() <= tol,
-        "{what}: kvant {kvant} vs llama-perplexity {llama} (tolerance {tol})"
-    );
 }
 
 #[test]

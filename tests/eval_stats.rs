@@ -22,7 +22,9 @@ use kvant::gguf::GgufFile;
 use kvant::quant::FileType;
 
 use support::llama::Model;
-use support::llama_tools::{bytes, final_estimate, run_until, running_ppl, summary_value};
+use support::llama_tools::{
+    self, assert_close as close, bytes, final_estimate, running_ppl, summary_value,
+};
 
 const N_CTX: usize = 128;
 const CHUNKS: usize = 20;
@@ -133,26 +135,7 @@ fn kvant_eval(model: &Path, base: Base<'_>, save: Option<&mut LogitsWriter>) -> 
 }
 
 fn llama_perplexity(model: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let f = fixture();
-    let c = N_CTX.to_string();
-    let chunks = CHUNKS.to_string();
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &"-m",
-        &model,
-        &"-f",
-        &f.text,
-        &"-c",
-        &c,
-        &"--chunks",
-        &chunks,
-    ];
-    args.extend_from_slice(extra);
-    let kld = extra.iter().any(|a| a.as_ref() == "--kl-divergence");
-    run_until(
-        "llama-perplexity",
-        &args,
-        if kld { "Same top p:" } else { "Final estimate" },
-    )
+    llama_tools::perplexity(model, &fixture().text, N_CTX, CHUNKS, extra)
 }
 
 /// llama-perplexity's base file of the F32 model (written once).
@@ -164,17 +147,6 @@ fn llama_base_file() -> &'static PathBuf {
         llama_perplexity(&f.f32, &[&"--kl-divergence-base", &out]);
         out
     })
-}
-
-fn close(what: &str, kvant: f64, llama: f64, abs: f64) {
-    eprintln!(
-        "{what:>28}: kvant {kvant:>14.8} llama {llama:>14.8} diff {:>10.2e} (tol {abs:.1e})",
-        kvant - llama
-    );
-    assert!(
-        (kvant - llama).abs() <= abs,
-        "{what}: kvant {kvant} vs llama-perplexity {llama} (tolerance {abs})"
-    );
 }
 
 #[test]

@@ -117,3 +117,37 @@ pub fn write_llama_token_file(model: &Path, text: &Path, out: &Path) {
         .collect();
     std::fs::write(out, bytes).expect("token file");
 }
+
+/// `llama-perplexity -m model -f text -c n_ctx --chunks chunks extra…`,
+/// run until its summary (the KLD summary with `--kl-divergence`) is out.
+pub fn perplexity(
+    model: &Path,
+    text: &Path,
+    n_ctx: usize,
+    chunks: usize,
+    extra: &[&dyn AsRef<std::ffi::OsStr>],
+) -> String {
+    let (c, n) = (n_ctx.to_string(), chunks.to_string());
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"-m", &model, &"-f", &text, &"-c", &c, &"--chunks", &n];
+    args.extend_from_slice(extra);
+    let kld = extra.iter().any(|a| a.as_ref() == "--kl-divergence");
+    run_until(
+        "llama-perplexity",
+        &args,
+        if kld { "Same top p:" } else { "Final estimate" },
+    )
+}
+
+/// Asserts that kvant's `what` is within `tol` of llama-perplexity's,
+/// printing both (visible with --nocapture).
+pub fn assert_close(what: &str, kvant: f64, llama: f64, tol: f64) {
+    eprintln!(
+        "{what:>28}: kvant {kvant:>14.8} llama {llama:>14.8} diff {:>10.2e} (tol {tol:.1e})",
+        kvant - llama
+    );
+    assert!(
+        (kvant - llama).abs() <= tol,
+        "{what}: kvant {kvant} vs llama-perplexity {llama} (tolerance {tol})"
+    );
+}
