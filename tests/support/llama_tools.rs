@@ -44,12 +44,13 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     text
 }
 
-/// [`run`], repeated (at most three times) until the output contains
+/// [`run`], repeated (at most eight times) until the output contains
 /// `marker`: now and then llama.cpp's log thread drops all of a short
-/// run's stdout at exit (seen with 2-chunk KL-divergence runs).
+/// run's stdout at exit (seen with 2-chunk runs; under load three tries
+/// in a row lost it once, so three was not enough).
 pub fn run_until(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>], marker: &str) -> String {
     let mut out = String::new();
-    for _ in 0..3 {
+    for _ in 0..8 {
         out = run(name, args);
         if out.contains(marker) {
             return out;
