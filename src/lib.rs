@@ -24,6 +24,9 @@
 //! * [`convert`] runs one job from a checkpoint to finished GGUF files.
 //! * [`modelfile`] and [`ollama`] present the result to Ollama.
 //! * [`eval`] runs a model's forward pass as llama.cpp computes it.
+//! * [`measure`] measures a conversion against its own source (imatrix,
+//!   reference logits, each type's KLD) and [`quality`] judges, chooses
+//!   and draws from those numbers.
 //! * [`watch`], [`durable`] and [`daemon`] make it an unattended service.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
@@ -37,6 +40,7 @@ pub mod eval;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod gguf;
+pub mod measure;
 pub mod modelfile;
 pub mod ollama;
 pub mod quality;

@@ -3,51 +3,9 @@
 //! the budget lines and the chosen type, and a screenshot is not blank and
 //! shows the chosen marker's colour.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
 use kvant::quality::{Budget, MeasuredType, QualityReport, TypeQuality, VersionPoint};
-
-fn chromium() -> PathBuf {
-    let exe =
-        std::env::var_os("KVANT_CHROMIUM").map_or_else(|| PathBuf::from("chromium"), PathBuf::from);
-    let ok = Command::new(&exe)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{} not found: install Debian's chromium (scripts/test.sh does) or set KVANT_CHROMIUM",
-        exe.display()
-    );
-    exe
-}
-
-/// Runs headless Chromium with the flags a closed network needs.
-fn browse(profile: &Path, args: &[String]) -> std::process::Output {
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn measured(
     name: &str,
@@ -101,6 +59,7 @@ fn report() -> QualityReport {
         budget,
         imatrix_text: Some("train.txt".into()),
         types,
+        candidates: vec![],
         history: ["1000", "2000", "3000"]
             .iter()
             .zip([61.2, 40.8, 35.31])
@@ -127,7 +86,7 @@ fn the_report_page_renders_in_chromium_with_a_point_per_type_and_the_budget() {
     std::fs::write(&page, &html).expect("write page");
     let url = format!("file://{}", page.display());
 
-    let dom = browse(&dir.path().join("p1"), &["--dump-dom".into(), url.clone()]);
+    let dom = support::browser::browse(&dir.path().join("p1"), &["--dump-dom".into(), url.clone()]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     let charts: Vec<&str> = dom.split("<svg").skip(1).collect();
     assert_eq!(charts.len(), 3, "KLD, PPL and history charts:\n{dom}");
@@ -152,7 +111,7 @@ fn the_report_page_renders_in_chromium_with_a_point_per_type_and_the_budget() {
     assert!(dom.contains("<table class=\"types\">"));
 
     let shot = dir.path().join("shot.png");
-    browse(
+    support::browser::browse(
         &dir.path().join("p2"),
         &[
             format!("--screenshot={}", shot.display()),
@@ -164,15 +123,7 @@ fn the_report_page_renders_in_chromium_with_a_point_per_type_and_the_budget() {
     if let Some(keep) = std::env::var_os("KVANT_PAGE_SHOT") {
         std::fs::copy(&shot, keep).expect("copy screenshot");
     }
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&shot).expect("screenshot written"),
-    ));
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).expect("frame");
-    let channels = info.color_type.samples();
-    assert!(channels >= 3, "colour screenshot");
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
+    let pixels = support::browser::screenshot_pixels(&shot);
     let ink = pixels
         .iter()
         .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)

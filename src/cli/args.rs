@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use kvant::measure::TypeChoice;
 use kvant::quant::FileType;
 
 use super::logging::LogFormat;
@@ -58,7 +59,7 @@ Examples:
   kvant convert out/ckpt.pt -o az-gpt.gguf --type f16
   kvant convert best_model.pt --n-head 4 -o az.gguf --type q8_0
   kvant convert ./hf-gpt2-az --type q4_k_m --type q8_0 --output-dir models/")]
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
 
     /// Re-quantize an F32/F16/BF16 GGUF file (what llama-quantize does,
     /// with the same per-tensor choices and the same bytes).
@@ -117,6 +118,11 @@ Examples:
     /// Retry a failed drop (by its name in the inbox).
     Retry(RetryArgs),
 
+    /// Print a drop's quality table: every type measured against the
+    /// full-precision model on its held-out text, the budget's verdict,
+    /// auto's candidates (the same as <model>.report.html).
+    Report(ReportArgs),
+
     /// Never register a drop on a host again (after deleting it there on
     /// purpose); without --host, on every host.
     Forget(ForgetArgs),
@@ -158,9 +164,11 @@ pub struct WatchArgs {
     /// `ollama`; default: OLLAMA_HOST, else http://127.0.0.1:11434).
     #[arg(long, value_name = "URL")]
     pub ollama: Vec<String>,
-    /// Types to write for every drop (key `types`; default q4_k_m).
+    /// Types to write for every drop (key `types`; default q4_k_m);
+    /// `auto` picks the smallest mix within the quality budget, measured
+    /// on the drop's held-out text.
     #[arg(long, value_name = "TYPE,...", value_delimiter = ',')]
-    pub types: Option<Vec<FileType>>,
+    pub types: Option<Vec<TypeChoice>>,
     /// Seconds a drop must stay unchanged before it is read (key `settle`;
     /// default 5).
     #[arg(long, value_name = "SECONDS")]
@@ -198,6 +206,19 @@ pub struct StateArgs {
 pub struct RetryArgs {
     /// The drop's name in the inbox.
     pub drop: String,
+    /// Where the state is.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `kvant report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The drop's name in the inbox.
+    pub drop: String,
+    /// Output folder (overrides the configuration's `output`).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
     /// Where the state is.
     #[command(flatten)]
     pub state: StateArgs,
@@ -302,7 +323,9 @@ pub struct ConvertArgs {
 
     /// Output type, repeatable: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k
     /// q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k. Every type is
-    /// written in the same single pass over the checkpoint.
+    /// written in the same single pass over the checkpoint. `auto`: the
+    /// smallest K-quant mix (Q2_K … Q8_0) within the quality budget,
+    /// measured on --eval-text (Q4_K_M when there is no text).
     #[arg(
         short = 't',
         long = "type",
@@ -310,7 +333,7 @@ pub struct ConvertArgs {
         default_value = "f16",
         value_delimiter = ','
     )]
-    pub types: Vec<FileType>,
+    pub types: Vec<TypeChoice>,
 
     /// Folder for the outputs when several types are requested; files are
     /// named `<model>-<type>.gguf`.
@@ -339,12 +362,59 @@ pub struct ConvertArgs {
     #[command(flatten)]
     pub quant: QuantOptions,
 
+    /// Measuring every output against the checkpoint.
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+
     /// For a PEFT LoRA adapter folder: write a GGUF LoRA adapter (F32
     /// factors) that llama.cpp applies to the base's GGUF at run time,
     /// instead of merging the adapter into the base (the default). The
     /// base's location is printed; convert it as usual.
     #[arg(long)]
     pub as_adapter: bool,
+}
+
+/// Measuring a conversion in the same run: each output's perplexity and
+/// KL-divergence against the checkpoint's own full-precision weights on a
+/// held-out text, judged by a budget, and an importance matrix computed
+/// from a calibration text.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MeasureArgs {
+    /// Held-out text (UTF-8, or nanoGPT token ids when it ends in .bin):
+    /// every output is measured on it and judged by the budget; a table
+    /// and <model>.report.html show the result.
+    #[arg(long, value_name = "FILE")]
+    pub eval_text: Option<PathBuf>,
+
+    /// Calibration text (UTF-8, or token ids in a .bin file): the
+    /// importance matrix is computed from the checkpoint itself (no F32
+    /// GGUF written) and used for every type.
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
+
+    /// Calibration as nanoGPT token ids (train.bin: uint16 little-endian).
+    #[arg(long, value_name = "FILE", conflicts_with = "calibration")]
+    pub calibration_tokens: Option<PathBuf>,
+
+    /// Keep the computed importance matrix (GGUF, as llama-imatrix writes it).
+    #[arg(long, value_name = "FILE")]
+    pub save_imatrix: Option<PathBuf>,
+
+    /// Largest mean KL-divergence a type may show (default 0.1).
+    #[arg(long, value_name = "X")]
+    pub max_kld: Option<f64>,
+
+    /// Largest perplexity increase a type may show, in percent (default 10).
+    #[arg(long, value_name = "PCT")]
+    pub max_ppl_increase: Option<f64>,
+
+    /// Tokens per evaluation chunk (default 256, at most the trained context).
+    #[arg(long, value_name = "N")]
+    pub eval_ctx: Option<usize>,
+
+    /// Chunks of held-out text evaluated (default 4).
+    #[arg(long, value_name = "N")]
+    pub eval_chunks: Option<usize>,
 }
 
 /// Choices llama-quantize offers, for users who know better than the

@@ -199,6 +199,24 @@ pub(super) fn stream(
     ))
 }
 
+/// The `tokenizer.ggml.*` metadata conversion writes for the checkpoint at
+/// `paths` (`tokenizer` overriding the `tokenizer.json` beside it), for a
+/// model of `n_vocab` rows: what text is tokenized with before any GGUF
+/// exists (an importance matrix, a reference evaluation).
+pub(crate) fn source_vocab(
+    paths: &ModelPaths,
+    tokenizer: Option<&Path>,
+    n_vocab: usize,
+) -> Result<Metadata, ConvertError> {
+    let ck = source::open(&paths.checkpoint)?;
+    let mut files = discover(&paths.dir);
+    if let Some(t) = tokenizer {
+        files.tokenizer_json = Some(t.to_owned());
+    }
+    files.config_json = checkpoint_config(&ck, paths)?;
+    Ok(gguf_vocab(&files, n_vocab)?.metadata)
+}
+
 pub(crate) fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConvertError::Other(format!("{}: {e}", p.display())))?;

@@ -25,7 +25,7 @@ pub use chat::{
 pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
 // For `eval`: a checkpoint's planned tensors as f32, as conversion makes them.
-pub(crate) use checkpoint::{materialize, read_json};
+pub(crate) use checkpoint::{materialize, read_json, source_vocab};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -170,9 +170,19 @@ pub enum ConvertError {
     /// does not fit).
     #[error(transparent)]
     Adapter(#[from] crate::adapter::AdapterError),
+    /// Measuring an output (or computing an importance matrix from a
+    /// calibration text) failed.
+    #[error(transparent)]
+    Measure(Box<crate::eval::MeasureError>),
     /// The job was cancelled (shutdown); nothing was left behind.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<crate::eval::MeasureError> for ConvertError {
+    fn from(e: crate::eval::MeasureError) -> Self {
+        ConvertError::Measure(Box::new(e))
+    }
 }
 
 /// Runs one conversion. Blocking and CPU-heavy: call it from a worker

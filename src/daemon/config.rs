@@ -15,6 +15,7 @@
 //! keep = 3                          # versions to keep registered per model (default: all)
 //! max_memory = "16G"                # a conversion's address-space limit (default: 2 × RAM + the drop)
 //! convert_timeout = 3600            # seconds a conversion may go without progress (default 3600)
+//! max_kld = 0.1                     # quality gate and texts (see `quality_settings`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::hosts_config::{resolve_hosts, HostConfig, HostFileSettings, OneOrMany};
+use super::quality_settings::QualitySettings;
 use super::DaemonError;
+use crate::measure::TypeChoice;
 use crate::ollama::{SmokePolicy, TemplateMode};
 use crate::quant::FileType;
 
@@ -110,7 +113,7 @@ pub struct ConfigOverrides {
     /// `--ollama` (repeatable).
     pub ollama: Vec<String>,
     /// `--types`.
-    pub types: Option<Vec<FileType>>,
+    pub types: Option<Vec<TypeChoice>>,
     /// `--settle`.
     pub settle: Option<f64>,
     /// `--keep`.
@@ -140,8 +143,12 @@ pub struct DaemonConfig {
     pub chat_smoke: SmokePolicy,
     /// Time between reconciliations with each host's `/api/tags`.
     pub reconcile_interval: Duration,
-    /// File types written for every drop (unless its kvant.toml says).
-    pub types: Vec<FileType>,
+    /// File types written for every drop (unless its kvant.toml says);
+    /// `auto` chooses by measuring.
+    pub types: Vec<TypeChoice>,
+    /// Held-out and calibration texts, budget and evaluation size for
+    /// every drop (a drop's kvant.toml wins key by key).
+    pub quality: QualitySettings,
     /// How long a drop must stay unchanged before it is read.
     pub settle: Duration,
     /// Versions kept registered per model (`None`: all).
@@ -169,19 +176,22 @@ fn default_data_dir() -> PathBuf {
 /// Loads the configuration: `path` (or the default file if it exists),
 /// then the overrides, then defaults.
 pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConfig, DaemonError> {
-    let (file, source) = match path
+    let (file, quality, source) = match path
         .map(Path::to_owned)
         .or_else(|| default_config_path().filter(|p| p.is_file()))
     {
         Some(p) => {
             let text = std::fs::read_to_string(&p)
                 .map_err(|e| DaemonError::Config(format!("{}: {e}", p.display())))?;
-            let f: ConfigFile = toml::from_str(&text)
-                .map_err(|e| DaemonError::Config(format!("{}: {e}", p.display())))?;
-            (f, p.display().to_string())
+            let bad = |e: String| DaemonError::Config(format!("{}: {e}", p.display()));
+            let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let quality = QualitySettings::take_from(&mut table).map_err(bad)?;
+            let f: ConfigFile = table.try_into().map_err(|e| bad(e.to_string()))?;
+            (f, quality, p.display().to_string())
         }
         None => (
             ConfigFile::default(),
+            QualitySettings::default(),
             "defaults (no config file)".to_owned(),
         ),
     };
@@ -190,9 +200,9 @@ pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConf
         (Some(t), _) => t,
         (None, Some(names)) => names
             .iter()
-            .map(|n| n.parse::<FileType>().map_err(DaemonError::Config))
+            .map(|n| n.parse::<TypeChoice>().map_err(DaemonError::Config))
             .collect::<Result<_, _>>()?,
-        (None, None) => vec![FileType::Q4_K_M],
+        (None, None) => vec![TypeChoice::Type(FileType::Q4_K_M)],
     };
     if types.is_empty() {
         return Err(DaemonError::Config(
@@ -252,6 +262,7 @@ pub fn load_config(path: Option<&Path>, o: ConfigOverrides) -> Result<DaemonConf
         types,
         settle: Duration::from_secs_f64(settle),
         keep: o.keep.or(file.keep),
+        quality,
         source,
     })
 }
@@ -274,7 +285,7 @@ mod tests {
         )
         .expect("config");
         assert_eq!(c.inbox, PathBuf::from("/flag"));
-        assert_eq!(c.types, vec![FileType::Q8_0]);
+        assert_eq!(c.types, vec![TypeChoice::Type(FileType::Q8_0)]);
         assert_eq!(c.settle, Duration::from_secs(2));
     }
 

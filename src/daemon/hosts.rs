@@ -24,7 +24,7 @@ use super::config::DaemonConfig;
 use super::publish::{publish, PublishOptions, Published};
 use super::reconcile::{list_names, missing_models};
 use super::settings;
-use super::state::{DropRecord, HostRecord, HostStep, State, Step};
+use super::state::{DropRecord, HostRecord, HostStep, OutputRecord, State, Step};
 use super::DaemonError;
 use crate::durable;
 use crate::ollama::retry::Backoff;
@@ -141,7 +141,10 @@ pub(super) fn derive_step(rec: &mut DropRecord, urls: &[String]) {
     {
         rec.step = Step::Registered;
         rec.error = None;
-        rec.outputs.iter_mut().for_each(|o| o.registered = true);
+        rec.outputs
+            .iter_mut()
+            .filter(|o| o.publish)
+            .for_each(|o| o.registered = true);
     } else if steps.iter().any(|(_, s)| *s == HostStep::Registering) {
         rec.step = Step::Registering;
         rec.error = errors(HostStep::Pending);
@@ -255,12 +258,17 @@ impl Fleet {
             derive_step(rec, &urls);
             changed = true;
             let model = rec.model.clone().unwrap_or_default();
-            let outputs = rec.outputs.clone();
+            // The quality gate's decision was journaled with the outputs:
+            // only those within budget are registered.
+            let outputs: Vec<OutputRecord> =
+                rec.outputs.iter().filter(|o| o.publish).cloned().collect();
+            let best = rec.best_version.is_some() && rec.best_version == rec.version_label;
             let drop_settings = settings::load(&settings_dir(&rec.path)).unwrap_or_default();
             let options = PublishOptions {
                 template_mode: drop_settings.template_mode.unwrap_or(cfg.template_mode),
                 smoke_policy: cfg.chat_smoke,
                 prune,
+                best,
             };
             info!(drop = %name, model = %model, host = %host.url, "registering with Ollama");
             host.busy = true;
@@ -387,8 +395,9 @@ impl Fleet {
         versions.retain(|v| v != &label);
         versions.push(label);
         if let Some(keep) = cfg.keep.filter(|k| *k > 0) {
-            while versions.len() > keep {
-                let old = versions.remove(0);
+            let old = excess_versions(versions, keep, rec.best_version.as_deref());
+            versions.retain(|v| !old.contains(v));
+            for old in old {
                 info!(model = %model, host = %host, "pruned old version {old}");
             }
         }
@@ -500,14 +509,24 @@ fn prune_list(cfg: &DaemonConfig, st: &State, host: &str, drop: &str) -> Vec<Str
         .unwrap_or_default();
     versions.retain(|v| v != &label);
     versions.push(label);
-    let excess = versions.len().saturating_sub(keep);
     let mut tags = Vec::new();
-    for old in &versions[..excess] {
-        for o in &rec.outputs {
+    for old in excess_versions(&versions, keep, rec.best_version.as_deref()) {
+        for o in rec.outputs.iter().filter(|o| o.publish) {
             tags.push(format!("{model}:{}-{old}", o.file_type));
         }
     }
     tags
+}
+
+/// The versions (oldest first) `keep` retires: all but the newest `keep`,
+/// never the one `<model>:best` points at.
+fn excess_versions(versions: &[String], keep: usize, best: Option<&str>) -> Vec<String> {
+    let n = versions.len().saturating_sub(keep);
+    versions[..n]
+        .iter()
+        .filter(|v| Some(v.as_str()) != best)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -535,7 +554,10 @@ mod tests {
                 sha256: "cd".into(),
                 tags: vec!["m:q8_0".into()],
                 registered: false,
+                publish: true,
+                held_back: None,
             }],
+            best_version: None,
             seq: 0,
             hosts: hosts
                 .iter()

@@ -1,6 +1,7 @@
 //! Converting one drop: find its checkpoint and settings, convert to every
-//! type in one pass, and write each GGUF's Modelfile and the model's
-//! report beside them (all atomically).
+//! type in one pass (measured and gated when there is a held-out text),
+//! and write each GGUF's Modelfile and the model's report and page beside
+//! them (all atomically).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -8,12 +9,17 @@ use std::sync::atomic::AtomicBool;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::history;
+use super::isolate::JobSpec;
 use super::settings::{self, ModelSettings};
 use super::state::OutputRecord;
-use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, OutputSpec, Progress};
+use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, Progress};
 use crate::durable::write_atomic;
+use crate::eval::ChunkProgress;
+use crate::measure::{self, MeasureOptions, TypeChoice};
 use crate::modelfile::Modelfile;
 use crate::ollama::sanitize_model_name;
+use crate::quality::{modelfile_comment, QualityReport, TextSource};
 use crate::quant::FileType;
 
 /// What a finished conversion hands to registration (sent by the
@@ -26,6 +32,9 @@ pub struct Converted {
     pub version_label: String,
     /// Outputs.
     pub outputs: Vec<OutputRecord>,
+    /// The version `<model>:best` points at, when measured.
+    #[serde(default)]
+    pub best_version: Option<String>,
 }
 
 /// The folder holding a drop's settings and tokenizer.
@@ -82,36 +91,20 @@ pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> 
     }
 }
 
-/// Converts `drop` into `output/<model>/` (blocking; `cancel` stops it
-/// cleanly). `default_types` apply unless the drop's kvant.toml names its
-/// own. The daemon runs this in a child process (`isolate`).
+/// Converts the job's drop into `output/<model>/` (blocking; `cancel`
+/// stops it cleanly), measuring every output against the checkpoint when
+/// there is a held-out text, and gating what may be registered. The
+/// daemon runs this in a child process (`isolate`).
 pub fn convert_drop(
-    output: &Path,
-    default_types: &[FileType],
-    drop: &Path,
-    content_sha: &str,
+    job: &JobSpec,
     progress: &dyn Progress,
+    chunks: &(dyn ChunkProgress + Sync),
     cancel: &AtomicBool,
 ) -> Result<Converted, String> {
+    let drop = job.drop.as_path();
     let dir = drop_dir(drop);
     let settings = settings::load(&dir).map_err(|e| e.to_string())?;
-    match settings.adapter.as_deref() {
-        None | Some("merged") => {}
-        // Registering a fine-tune as an adapter layer on its base is not
-        // wired into the daemon yet: refuse rather than silently merge.
-        Some("lora") => {
-            return Err(format!(
-                "{}: adapter = \"lora\" is not supported by the daemon yet; remove it to register the adapter merged, or write the adapter GGUF with kvant convert --as-adapter",
-                dir.join("kvant.toml").display()
-            ))
-        }
-        Some(other) => {
-            return Err(format!(
-                "{}: adapter = \"{other}\": expected \"merged\" or \"lora\"",
-                dir.join("kvant.toml").display()
-            ))
-        }
-    }
+    check_adapter_mode(&settings, &dir)?;
     let paths = convert::locate(drop).map_err(|e| e.to_string())?;
     let model = sanitize_model_name(
         &settings
@@ -119,31 +112,31 @@ pub fn convert_drop(
             .clone()
             .unwrap_or_else(|| convert::default_name(&paths.checkpoint)),
     );
-    let types: Vec<FileType> = match &settings.types {
-        Some(names) => names
-            .iter()
-            .map(|n| n.parse::<FileType>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))?,
-        None => default_types.to_vec(),
-    };
-    let out_dir = output.join(&model);
+    let choices = requested_types(&settings, &job.types, &dir)?;
+    let out_dir = job.output.join(&model);
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let outputs: Vec<OutputSpec> = types
-        .iter()
-        .map(|t| OutputSpec {
-            file_type: *t,
-            path: out_dir.join(format!("{model}-{}.gguf", t.name())),
-        })
-        .collect();
     let req = ConvertRequest {
         source: drop.to_owned(),
-        outputs,
         name: Some(model.clone()),
         n_head: settings.n_head,
         ..Default::default()
     };
-    let report = convert::convert(&req, progress, cancel).map_err(|e| e.to_string())?;
+    let opts = settings
+        .quality
+        .or(&job.quality)
+        .options(&dir, job.journal_dir.clone());
+    let output_path = |t: FileType| out_dir.join(format!("{model}-{}.gguf", t.name()));
+    let done = measure::convert_measured(
+        &req,
+        &choices,
+        &output_path,
+        &opts,
+        progress,
+        chunks,
+        cancel,
+    )
+    .map_err(|e| e.to_string())?;
+    let report = &done.conversion;
     let drop_name = drop
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -156,14 +149,135 @@ pub fn convert_drop(
     let version_label = report
         .version
         .clone()
-        .unwrap_or_else(|| format!("v{}", &content_sha[..content_sha.len().min(8)]));
+        .unwrap_or_else(|| format!("v{}", &job.content_sha[..job.content_sha.len().min(8)]));
+    let mut quality = match done.quality {
+        Ok(q) => Some(q),
+        Err(not) => {
+            info!(drop = %drop_name, "{}", not.reason);
+            None
+        }
+    };
+    let mut best_version = None;
+    if let Some(q) = quality.as_mut() {
+        q.version = Some(version_label.clone());
+        gate_log(&drop_name, q);
+        let first = report
+            .outputs
+            .first()
+            .map(|o| o.file_type.as_str())
+            .unwrap_or("");
+        best_version = history::record(&out_dir, &model, &version_label, first, q);
+    }
+    let records = write_outputs(report, &settings, quality.as_ref(), &model, &version_label)?;
+    let report_path = out_dir.join(format!("{model}.report.json"));
+    let quality_json = match &quality {
+        Some(q) => json!(q),
+        None => json!({ "measured": false, "reason": not_measured_reason(&opts) }),
+    };
+    write_report(&report_path, drop, report, None, quality_json)?;
+    if let Some(q) = &quality {
+        let page = out_dir.join(format!("{model}.report.html"));
+        write_atomic(&page, q.render_html().as_bytes())
+            .map_err(|e| format!("{}: {e}", page.display()))?;
+        if !records.iter().any(|r| r.publish) {
+            return Err(format!(
+                "quality gate: no type is within budget ({}); nothing registered, see {}",
+                records
+                    .iter()
+                    .map(|r| format!("{}: {}", r.file_type, r.held_back.as_deref().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                page.display()
+            ));
+        }
+    }
+    Ok(Converted {
+        model,
+        version_label,
+        outputs: records,
+        best_version,
+    })
+}
+
+/// Registering a fine-tune as an adapter layer on its base is not wired
+/// into the daemon yet: refuse rather than silently merge.
+fn check_adapter_mode(settings: &ModelSettings, dir: &Path) -> Result<(), String> {
+    match settings.adapter.as_deref() {
+        None | Some("merged") => Ok(()),
+        Some("lora") => Err(format!(
+            "{}: adapter = \"lora\" is not supported by the daemon yet; remove it to register the adapter merged, or write the adapter GGUF with kvant convert --as-adapter",
+            dir.join("kvant.toml").display()
+        )),
+        Some(other) => Err(format!(
+            "{}: adapter = \"{other}\": expected \"merged\" or \"lora\"",
+            dir.join("kvant.toml").display()
+        )),
+    }
+}
+
+/// The drop's `types` (its kvant.toml), else the daemon's.
+fn requested_types(
+    settings: &ModelSettings,
+    daemon_types: &[String],
+    dir: &Path,
+) -> Result<Vec<TypeChoice>, String> {
+    let names = settings.types.as_deref().unwrap_or(daemon_types);
+    names
+        .iter()
+        .map(|n| n.parse::<TypeChoice>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))
+}
+
+/// Why nothing was measured, for the report.
+fn not_measured_reason(opts: &MeasureOptions) -> String {
+    match &opts.eval_text {
+        TextSource::Missing { looked_for } => format!(
+            "no held-out text (looked for {}; or set eval_text)",
+            looked_for.join(", ")
+        ),
+        _ => "not measured".into(),
+    }
+}
+
+/// One WARN line per type the gate holds back, naming the drop, the
+/// type, the measured value and the budget.
+fn gate_log(drop: &str, q: &QualityReport) {
+    for t in &q.types {
+        if let Some(reason) = t.verdict.reason() {
+            warn!(drop = %drop, file_type = %t.quality.file_type, "quality gate: {} not registered: {reason}", t.quality.file_type);
+        } else {
+            info!(drop = %drop, file_type = %t.quality.file_type, "measured {}: mean KLD {:.6}, PPL {:.4} ({:+.2} %), same top token {:.1} %", t.quality.file_type, t.quality.kld_mean, t.quality.ppl, t.quality.ppl_increase_pct(), t.quality.same_top_p * 100.0);
+        }
+    }
+}
+
+/// Each output's Modelfile (with the measured numbers as a comment line)
+/// and its journal record, gated by its verdict.
+fn write_outputs(
+    report: &ConvertReport,
+    settings: &ModelSettings,
+    quality: Option<&QualityReport>,
+    model: &str,
+    version_label: &str,
+) -> Result<Vec<OutputRecord>, String> {
     let mut records = Vec::new();
     for out in &report.outputs {
-        let mf = modelfile_for(&out.path, &report, &settings);
-        let text = mf.render().map_err(|e| format!("Modelfile: {e}"))?;
+        let measured = quality.and_then(|q| {
+            q.types
+                .iter()
+                .find(|t| t.quality.file_type == out.file_type)
+                .map(|t| (q, t))
+        });
+        let mf = modelfile_for(&out.path, report, settings);
+        let mut text = mf.render().map_err(|e| format!("Modelfile: {e}"))?;
+        if let Some((q, t)) = measured {
+            text = format!("{}\n{text}", modelfile_comment(&t.quality, &q.text));
+        }
         let mf_path = out.path.with_extension("Modelfile");
         write_atomic(&mf_path, text.as_bytes())
             .map_err(|e| format!("{}: {e}", mf_path.display()))?;
+        let held_back = measured.and_then(|(_, t)| t.verdict.reason());
         records.push(OutputRecord {
             file_type: out.file_type.clone(),
             path: out.path.clone(),
@@ -173,15 +287,11 @@ pub fn convert_drop(
                 format!("{model}:{}-{version_label}", out.file_type),
             ],
             registered: false,
+            publish: held_back.is_none(),
+            held_back,
         });
     }
-    let report_path = out_dir.join(format!("{model}.report.json"));
-    write_report(&report_path, drop, &report, None)?;
-    Ok(Converted {
-        model,
-        version_label,
-        outputs: records,
-    })
+    Ok(records)
 }
 
 /// Writes `<model>.report.json`: source, hyper-parameters, per-tensor
@@ -192,10 +302,12 @@ pub fn write_report(
     source: &Path,
     report: &ConvertReport,
     registration: Option<serde_json::Value>,
+    quality: serde_json::Value,
 ) -> Result<(), String> {
     let v = json!({
         "source": source,
         "conversion": report,
+        "quality": quality,
         "registration": registration,
     });
     let bytes = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;

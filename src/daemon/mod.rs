@@ -8,6 +8,8 @@
 //! * `run` — the loop: intake, one conversion at a time, registrations
 //!   with retries (where a retry happens: `run::finish_registration`);
 //! * `job` / `publish` — converting one drop, registering its outputs;
+//! * `quality_settings` — the held-out text and budget a drop is gated by
+//!   (the measuring itself is `crate::measure`);
 //! * `isolate` — each conversion in a child process, with limits, so a
 //!   crash or hang fails one drop, never the daemon;
 //! * `notify` — systemd readiness, status and watchdog;
@@ -18,6 +20,7 @@
 
 mod config;
 mod error;
+mod history;
 mod host_state;
 mod hosts;
 mod hosts_config;
@@ -26,6 +29,7 @@ mod job;
 mod journal;
 mod notify;
 mod publish;
+mod quality_settings;
 mod reconcile;
 mod report;
 mod run;
@@ -41,6 +45,8 @@ pub use hosts_config::{HostConfig, HostFileSettings, OneOrMany};
 pub use isolate::{run_convert_job, TEST_FAULT_ENV};
 pub use job::modelfile_for;
 pub use publish::{publish, registration_from_modelfile, PublishOptions, Published};
+pub use quality_settings::QualitySettings;
+pub use report::render_quality_report;
 pub use run::{request_retry, run};
 pub use service::{
     install_service, render_launchd_plist, render_system_unit, render_user_unit, InstallOutcome,

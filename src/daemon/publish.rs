@@ -25,6 +25,9 @@ pub struct PublishOptions {
     pub smoke_policy: SmokePolicy,
     /// Old version tags to delete once this version is registered.
     pub prune: Vec<String>,
+    /// This version has the lowest held-out perplexity so far:
+    /// `<model>:best` points at it.
+    pub best: bool,
 }
 
 /// What one host holds after publishing.
@@ -104,8 +107,9 @@ pub fn registration_from_modelfile(
 }
 
 /// Registers every output on one host: the type tag is created, the
-/// version tag copied from it; then `<model>:latest` points at the first
-/// output and `options.prune` is deleted.
+/// version tag copied from it; then `<model>:latest` (and `<model>:best`
+/// when this version is the best measured) points at the first output and
+/// `options.prune` is deleted.
 pub async fn publish(
     client: &Client,
     model: &str,
@@ -132,6 +136,11 @@ pub async fn publish(
         let latest = format!("{model}:latest");
         client.copy(first, &latest).await?;
         names.push(latest);
+        if options.best {
+            let best = format!("{model}:best");
+            client.copy(first, &best).await?;
+            names.push(best);
+        }
     }
     let mut prune_errors = Vec::new();
     for tag in &options.prune {

@@ -39,11 +39,12 @@ pub(super) fn missing_models(
         .hosts
         .get(host)
         .filter(|h| h.step == HostStep::Registered)?;
-    let expected = h
-        .models
-        .iter()
-        .map(|m| m.name.clone())
-        .chain(rec.outputs.iter().flat_map(|o| o.tags.iter().cloned()));
+    let expected = h.models.iter().map(|m| m.name.clone()).chain(
+        rec.outputs
+            .iter()
+            .filter(|o| o.publish)
+            .flat_map(|o| o.tags.iter().cloned()),
+    );
     for name in expected {
         let lower = name.to_lowercase();
         let full = if lower.contains(':') {
@@ -84,9 +85,12 @@ mod tests {
                 sha256: "cd".into(),
                 tags: vec!["M:q8_0".into()],
                 registered: true,
+                publish: true,
+                held_back: None,
             }],
             seq: 0,
             hosts: Default::default(),
+            best_version: None,
         };
         rec.hosts.insert(
             "h".into(),

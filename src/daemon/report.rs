@@ -43,3 +43,45 @@ pub(super) fn record_host(
         let _ = durable::write_atomic(&path, &bytes);
     }
 }
+
+/// `kvant report DROP`: the quality table of the drop's model (as the
+/// report page shows it), read from `<output>/<model>/<model>.report.json`.
+pub fn render_quality_report(
+    output: &std::path::Path,
+    state_dir: &std::path::Path,
+    drop: &str,
+) -> Result<String, super::DaemonError> {
+    use super::DaemonError;
+    let st = super::state::State::load(state_dir)?;
+    let rec = st.drops.get(drop).ok_or_else(|| {
+        DaemonError::Drop(format!(
+            "no drop named '{drop}' in {} (see kvant status)",
+            state_dir.display()
+        ))
+    })?;
+    let model = rec.model.clone().ok_or_else(|| {
+        DaemonError::Drop(format!(
+            "'{drop}' has not been converted yet ({:?})",
+            rec.step
+        ))
+    })?;
+    let path = output.join(&model).join(format!("{model}.report.json"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| DaemonError::Drop(format!("{}: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| DaemonError::Drop(format!("{}: {e}", path.display())))?;
+    let quality = &v["quality"];
+    if quality.get("measured") == Some(&Value::Bool(false)) || quality.is_null() {
+        let reason = quality["reason"].as_str().unwrap_or("not measured");
+        return Ok(format!("{model}: not measured: {reason}\n"));
+    }
+    let q: crate::quality::QualityReport = serde_json::from_value(quality.clone())
+        .map_err(|e| DaemonError::Drop(format!("{}: quality: {e}", path.display())))?;
+    let page = path.with_file_name(format!("{model}.report.html"));
+    Ok(format!(
+        "{}{}page: {}\n",
+        crate::quality::render_table(&q),
+        crate::quality::render_candidates(&q),
+        page.display()
+    ))
+}

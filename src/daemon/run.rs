@@ -80,6 +80,14 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
     changed
 }
 
+/// Where the conversion of the drop version `sha256` journals its
+/// measurements (removed once the outcome is journaled).
+fn measure_journal_dir(state_dir: &Path, sha256: &str) -> std::path::PathBuf {
+    state_dir
+        .join("measure")
+        .join(&sha256[..sha256.len().min(16)])
+}
+
 fn sweep_outputs(output: &Path) {
     let _ = durable::remove_stale_temps(output);
     if let Ok(rd) = std::fs::read_dir(output) {
@@ -123,7 +131,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
             .join(" "),
         cfg.types
             .iter()
-            .map(|t| t.name())
+            .map(|t| t.to_string())
             .collect::<Vec<_>>()
             .join(","),
         cfg.source
@@ -236,7 +244,9 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
                     drop: path,
                     content_sha: fp.sha256.clone(),
                     output: cfg.output.clone(),
-                    types: cfg.types.iter().map(|t| t.name().to_owned()).collect(),
+                    types: cfg.types.iter().map(|t| t.to_string()).collect(),
+                    quality: cfg.quality.clone(),
+                    journal_dir: Some(measure_journal_dir(&cfg.state_dir, &fp.sha256)),
                 };
                 let limits = Limits::for_drop(cfg.max_memory, cfg.convert_timeout, fp.size);
                 let (exe, stop, progress) = (exe.clone(), stop_child.clone(), job_progress.clone());
@@ -287,7 +297,13 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Resul
                 match res {
                     Ok((name, started, outcome)) => {
                         let on_disk = current_fingerprint(&cfg.inbox, &name);
+                        let redo = matches!(outcome, JobOutcome::Cancelled | JobOutcome::Crashed(_));
                         finish_conversion(&mut st, &name, &started, on_disk, outcome);
+                        // The outcome is journaled below; a redo keeps
+                        // what was measured so far.
+                        if journal.save(&st) && !redo {
+                            let _ = std::fs::remove_dir_all(measure_journal_dir(&cfg.state_dir, &started.sha256));
+                        }
                     }
                     Err(e) => error!("conversion task failed: {e}"),
                 }
@@ -364,6 +380,7 @@ fn intake(st: &mut State, c: Candidate, sha256: String) -> bool {
             seq,
             crashes: 0,
             hosts: Default::default(),
+            best_version: None,
         },
     );
     true
@@ -411,6 +428,7 @@ fn finish_conversion(
             rec.model = Some(c.model);
             rec.version_label = Some(c.version_label);
             rec.outputs = c.outputs;
+            rec.best_version = c.best_version;
             rec.attempts = 0;
             rec.crashes = 0;
             rec.error = None;

@@ -11,6 +11,8 @@
 //! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
 //! adapter = "merged"              # a LoRA adapter drop merged ("lora" is refused for now)
 //! template_mode = "native"        # auto | go | native (default: the daemon's)
+//! eval_text = "heldout.txt"       # quality keys: see `quality_settings`
+//! max_kld = 0.05
 //! [parameters]                    # Ollama PARAMETERs
 //! temperature = 0.7
 //! ```
@@ -50,6 +52,9 @@ pub struct ModelSettings {
     pub adapter: Option<String>,
     /// Go or native chat templates for this model (default: the daemon's).
     pub template_mode: Option<crate::ollama::TemplateMode>,
+    /// Held-out and calibration texts, the budget, the evaluation size.
+    #[serde(skip)]
+    pub quality: super::quality_settings::QualitySettings,
 }
 
 /// Reads `dir/kvant.toml` if present.
@@ -60,5 +65,10 @@ pub fn load(dir: &Path) -> Result<ModelSettings, DaemonError> {
     }
     let text = std::fs::read_to_string(&p)
         .map_err(|e| DaemonError::Drop(format!("{}: {e}", p.display())))?;
-    toml::from_str(&text).map_err(|e| DaemonError::Drop(format!("{}: {e}", p.display())))
+    let bad = |e: String| DaemonError::Drop(format!("{}: {e}", p.display()));
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let quality = super::quality_settings::QualitySettings::take_from(&mut table).map_err(bad)?;
+    let mut settings: ModelSettings = table.try_into().map_err(|e| bad(e.to_string()))?;
+    settings.quality = quality;
+    Ok(settings)
 }

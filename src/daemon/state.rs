@@ -9,7 +9,8 @@
 //!       "path", "fingerprint": {size, mtime_ns, sha256},
 //!       "step": queued|converting|converted|registering|registered|failed,
 //!       "error", "attempts", "version_label", "model", "seq", "crashes",
-//!       "outputs": [{file_type, path, sha256, tags: [..], registered}],
+//!       "outputs": [{file_type, path, sha256, tags: [..], registered, publish, held_back}],
+//!       "best_version",
 //!       "hosts": { "<url>": {step: pending|registering|registered|failed|forgotten,
 //!                  error, attempts, server_version, models: [{name, digest, size}],
 //!                  capabilities, template_mode, disk_bytes} } } },
@@ -86,6 +87,17 @@ pub struct OutputRecord {
     pub tags: Vec<String>,
     /// Whether registration finished.
     pub registered: bool,
+    /// Whether the quality gate lets it be registered (written and
+    /// reported either way).
+    #[serde(default = "publishable")]
+    pub publish: bool,
+    /// Why the gate held it back (`mean KLD 0.31 > budget 0.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
+}
+
+fn publishable() -> bool {
+    true
 }
 
 /// One drop.
@@ -118,6 +130,10 @@ pub struct DropRecord {
     /// Its registration on each Ollama host, by base URL.
     #[serde(default)]
     pub hosts: BTreeMap<String, HostRecord>,
+    /// The model's version with the lowest held-out perplexity so far
+    /// (`<model>:best`; `keep` never prunes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_version: Option<String>,
 }
 
 /// Converter crashes after which a drop version is given up.
@@ -309,6 +325,7 @@ mod tests {
             seq: 0,
             crashes: 0,
             hosts: Default::default(),
+            best_version: None,
         }
     }
 
@@ -368,6 +385,8 @@ mod tests {
             sha256: hex::encode(Sha256::digest(b"GGUF complete")),
             tags: vec![],
             registered: false,
+            publish: true,
+            held_back: None,
         };
         let mut s = State::default();
         let mut intact = record(Step::Registering);

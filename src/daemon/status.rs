@@ -82,6 +82,7 @@ pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
             (Step::Registered, None) => r
                 .outputs
                 .iter()
+                .filter(|o| o.publish)
                 .flat_map(|o| o.tags.first().cloned())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -95,6 +96,14 @@ pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
             r.version_label.as_deref().unwrap_or("-"),
             detail.replace('\n', " ")
         ));
+        for o in &r.outputs {
+            if let Some(why) = &o.held_back {
+                out.push_str(&format!(
+                    "  {:<30} not registered (quality gate): {why}\n",
+                    o.file_type
+                ));
+            }
+        }
         for (url, h) in &r.hosts {
             out.push_str(&host_line(url, h));
         }

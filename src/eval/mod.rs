@@ -47,4 +47,4 @@ pub use session::{
     run_eval, run_imatrix, BaseInput, EvalRequest, ImatrixFormat, ImatrixRequest, ImatrixSummary,
     TokenInput, DEFAULT_CTX,
 };
-pub use vocab::{check_same_vocabulary, chunk_bos};
+pub use vocab::{check_same_vocabulary, chunk_bos, chunk_bos_of};

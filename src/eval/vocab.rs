@@ -2,7 +2,7 @@
 //! starts with BOS, and whether two models share one vocabulary.
 
 use crate::convert::specials_from_gguf;
-use crate::gguf::{GgufArray, GgufFile, GgufValue};
+use crate::gguf::{GgufArray, GgufFile, GgufValue, Metadata};
 
 use super::MeasureError;
 
@@ -10,7 +10,12 @@ use super::MeasureError;
 /// adds BOS (`tokenizer.ggml.add_bos_token`, else llama.cpp's default for
 /// the tokenizer model).
 pub fn chunk_bos(gguf: &GgufFile) -> Option<u32> {
-    let md = &gguf.metadata;
+    chunk_bos_of(&gguf.metadata)
+}
+
+/// [`chunk_bos`] of tokenizer metadata not yet in a file (a checkpoint's
+/// vocabulary as conversion builds it).
+pub fn chunk_bos_of(md: &Metadata) -> Option<u32> {
     if !specials_from_gguf(md).add_bos_token {
         return None;
     }

@@ -62,6 +62,18 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome as the report says it.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Chosen => "chosen: the smallest within budget".into(),
+            Outcome::PassedLarger => "within budget, but a smaller mix is too".into(),
+            Outcome::Failed { reason } => format!("over budget: {reason}"),
+            Outcome::NotMeasured { reason } => format!("not converted: {reason}"),
+        }
+    }
+}
+
 /// One line of the report's candidate table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {

@@ -24,5 +24,5 @@ pub use budget::{Budget, Verdict, DEFAULT_MAX_KLD, DEFAULT_MAX_PPL_INCREASE, MIN
 pub use choose::{AutoSearch, Candidate, Outcome, AUTO_CANDIDATES};
 pub use measure::TypeQuality;
 pub use page::{MeasuredType, QualityReport, VersionPoint};
-pub use summary::{modelfile_comment, render_table};
+pub use summary::{modelfile_comment, render_candidates, render_table};
 pub use texts::{find_text, TextRole, TextSource};

@@ -19,6 +19,7 @@ pub struct MeasuredType {
     #[serde(flatten)]
     pub quality: TypeQuality,
     /// The gate's verdict.
+    #[serde(flatten)]
     pub verdict: Verdict,
     /// Registered with Ollama.
     pub published: bool,
@@ -31,7 +32,7 @@ pub struct MeasuredType {
 pub struct VersionPoint {
     /// The version (nanoGPT's `iter_num`, else a content hash).
     pub version: String,
-    /// Held-out perplexity of the full-precision model.
+    /// Held-out perplexity of the version's first requested type.
     pub ppl: f64,
     /// `<model>:best` points at it.
     pub best: bool,
@@ -59,6 +60,10 @@ pub struct QualityReport {
     /// Held-out perplexity per version, oldest first (empty or one entry
     /// for a drop seen once).
     pub history: Vec<VersionPoint>,
+    /// `auto`'s candidates, measured or ruled out, with why each was or
+    /// was not chosen (empty without `auto`).
+    #[serde(default)]
+    pub candidates: Vec<super::Candidate>,
 }
 
 const STYLE: &str = r#"
@@ -222,7 +227,30 @@ impl QualityReport {
         h.push_str("</div>");
         h.push_str("<p class=\"legend\">Filled: published to Ollama · hollow: not published · gold: chosen by <code>auto</code> · dashed red: the budget.</p>");
         h.push_str(&self.table_html());
+        h.push_str(&self.candidates_html());
         h.push_str("</body></html>\n");
+        h
+    }
+
+    /// `auto`'s search: every candidate and why it was or was not chosen.
+    fn candidates_html(&self) -> String {
+        if self.candidates.is_empty() {
+            return String::new();
+        }
+        let mut h = String::from(
+            "<h2>auto</h2><table class=\"candidates\"><thead><tr><th>type</th><th>outcome</th></tr></thead><tbody>",
+        );
+        for c in &self.candidates {
+            let chosen = matches!(c.outcome, super::Outcome::Chosen);
+            let _ = write!(
+                h,
+                "<tr{}><td>{}</td><td class=\"verdict\">{}</td></tr>",
+                if chosen { " class=\"chosen\"" } else { "" },
+                escape(&c.file_type.to_ascii_uppercase()),
+                escape(&c.outcome.describe())
+            );
+        }
+        h.push_str("</tbody></table>");
         h
     }
 
@@ -280,6 +308,7 @@ pub(crate) fn sample_report() -> QualityReport {
         budget,
         imatrix_text: Some("train.txt".into()),
         types,
+        candidates: vec![],
         history: vec![
             VersionPoint {
                 version: "1000".into(),

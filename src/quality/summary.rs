@@ -68,6 +68,22 @@ pub fn render_table(r: &QualityReport) -> String {
     out
 }
 
+/// `auto`'s candidates, one line each ("" without `auto`).
+pub fn render_candidates(r: &QualityReport) -> String {
+    if r.candidates.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("auto's candidates, smallest first:\n");
+    for c in &r.candidates {
+        out.push_str(&format!(
+            "  {:<8} {}\n",
+            c.file_type.to_ascii_uppercase(),
+            c.outcome.describe()
+        ));
+    }
+    out
+}
+
 /// The Modelfile's comment line for the published type:
 /// `# kvant: Q4_K_M, KLD 0.012, PPL +1.3 % on heldout.txt, 2 040 tokens`.
 pub fn modelfile_comment(q: &TypeQuality, text: &str) -> String {

@@ -72,3 +72,29 @@ pub fn legacy_stream(object: &[u8], storages: &[(&str, i64, &[u8])]) -> Vec<u8> 
     }
     out
 }
+
+/// The entries of a zip whose members are stored (what torch.save
+/// writes), in order: name and bytes, located through the central
+/// directory (torch's local headers defer sizes to data descriptors).
+pub fn read_stored_zip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    let eocd = bytes
+        .windows(4)
+        .rposition(|w| w == b"PK\x05\x06")
+        .expect("an end of central directory");
+    let (count, mut at) = (u16_at(eocd + 10), u32_at(eocd + 16));
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        assert_eq!(&bytes[at..at + 4], b"PK\x01\x02");
+        assert_eq!(u16_at(at + 10), 0, "a compressed member");
+        let size = u32_at(at + 24);
+        let (name_len, extra, comment) = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32));
+        let local = u32_at(at + 42);
+        let name = String::from_utf8(bytes[at + 46..at + 46 + name_len].to_vec()).unwrap();
+        let data = local + 30 + u16_at(local + 26) + u16_at(local + 28);
+        entries.push((name, bytes[data..data + size].to_vec()));
+        at += 46 + name_len + extra + comment;
+    }
+    entries
+}

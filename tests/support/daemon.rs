@@ -253,8 +253,8 @@ pub fn wait_for_version(
     let start = Instant::now();
     loop {
         let st = state(dir);
-        let r = &st.drops[drop];
-        if let (Step::Registered, Some(v)) = (r.step, &r.version_label) {
+        let r = st.drops.get(drop);
+        if let Some((Step::Registered, Some(v))) = r.map(|r| (r.step, &r.version_label)) {
             if ok(v) {
                 return v.clone();
             }

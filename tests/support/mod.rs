@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod browser;
 pub mod daemon;
 pub mod edit;
 pub mod emulator;

@@ -1,63 +1,143 @@
 //! `kvant convert SRC -o OUT.gguf --type TYPE`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::bail;
 
 use kvant::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, OutputSpec};
+use kvant::durable::write_atomic;
+use kvant::measure::{self, MeasureOptions, MeasuredConversion, TypeChoice};
+use kvant::quality::{render_candidates, render_table, Budget, TextSource};
 use kvant::quant::{FileType, GgmlType, TypeOverrides};
 
 use crate::cli::args::{ConvertArgs, QuantOptions};
-use crate::cli::progress::TensorBar;
+use crate::cli::progress::{ChunkBar, TensorBar};
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     if a.as_adapter {
         return run_as_adapter(&a);
     }
-    let mut types: Vec<FileType> = Vec::new();
-    for t in &a.types {
-        if !types.contains(t) {
-            types.push(*t);
-        }
-    }
+    let (types, auto) = TypeChoice::split(&a.types);
     let name = a.name.clone().unwrap_or_else(|| {
         convert::locate(&a.src)
             .map(|p| convert::default_name(&p.checkpoint))
             .unwrap_or_else(|_| "model".into())
     });
-    let outputs: Vec<OutputSpec> = match (&a.output, types.as_slice()) {
-        (Some(out), [one]) => vec![OutputSpec {
-            file_type: *one,
-            path: out.clone(),
-        }],
-        (Some(_), _) => bail!("-o names one file; with several --type values use --output-dir"),
-        (None, _) => {
-            let dir = a.output_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-            types
-                .iter()
-                .map(|t| OutputSpec {
-                    file_type: *t,
-                    path: dir.join(format!("{name}-{}.gguf", t.name())),
-                })
-                .collect()
+    let n_outputs = types.len() + usize::from(auto);
+    let dir = a.output_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let output_path = |t: FileType| -> PathBuf {
+        match &a.output {
+            Some(out) => out.clone(),
+            None => dir.join(format!("{name}-{}.gguf", t.name())),
         }
     };
+    if a.output.is_some() && n_outputs != 1 {
+        bail!("-o names one file; with several --type values use --output-dir");
+    }
+    if a.output.is_some() && auto {
+        bail!("--type auto writes <model>-<chosen type>.gguf: use --output-dir instead of -o");
+    }
     let req = ConvertRequest {
         source: a.src.clone(),
-        outputs,
+        outputs: vec![],
         tokenizer: a.tokenizer.clone(),
-        name: Some(name),
+        name: Some(name.clone()),
         n_head: a.n_head,
         imatrix: a.quant.imatrix.clone(),
         threads: a.threads,
         type_overrides: type_overrides(&a.quant)?,
         allow_requantize: false,
     };
-    let report = run_with_bar(&req)?;
-    print_summary(&report);
-    Ok(ExitCode::SUCCESS)
+    let opts = measure_options(&a)?;
+    if opts.eval_text.path().is_none() && opts.calibration.path().is_none() && !auto {
+        let mut req = req;
+        req.outputs = types
+            .iter()
+            .map(|&t| OutputSpec {
+                file_type: t,
+                path: output_path(t),
+            })
+            .collect();
+        let report = run_with_bar(&req)?;
+        print_summary(&report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = TensorBar::new("converting");
+    let chunks = ChunkBar::new("measuring");
+    let result = measure::convert_measured(
+        &req,
+        &a.types,
+        &output_path,
+        &opts,
+        &bar,
+        &chunks,
+        &AtomicBool::new(false),
+    );
+    bar.finish();
+    chunks.finish();
+    let done = result?;
+    print_summary(&done.conversion);
+    print_quality(&done, &dir, &name)
+}
+
+/// The measuring flags as the library's options.
+fn measure_options(a: &ConvertArgs) -> anyhow::Result<MeasureOptions> {
+    let m = &a.measure;
+    let text = |p: &Option<PathBuf>, tokens: bool| match p {
+        None => TextSource::Missing { looked_for: vec![] },
+        Some(p) if tokens || p.extension().is_some_and(|e| e == "bin") => {
+            TextSource::Tokens(p.clone())
+        }
+        Some(p) => TextSource::Text(p.clone()),
+    };
+    let calibration = match (&m.calibration, &m.calibration_tokens) {
+        (_, Some(_)) => text(&m.calibration_tokens, true),
+        (c, None) => text(c, false),
+    };
+    let defaults = MeasureOptions::default();
+    let budget = Budget {
+        max_kld: m.max_kld.unwrap_or(defaults.budget.max_kld),
+        max_ppl_increase: m
+            .max_ppl_increase
+            .unwrap_or(defaults.budget.max_ppl_increase),
+    };
+    if m.save_imatrix.is_some() && calibration.path().is_none() {
+        bail!("--save-imatrix needs --calibration or --calibration-tokens");
+    }
+    Ok(MeasureOptions {
+        eval_text: text(&m.eval_text, false),
+        calibration,
+        save_imatrix: m.save_imatrix.clone(),
+        eval_ctx: m.eval_ctx.unwrap_or(defaults.eval_ctx),
+        eval_chunks: m.eval_chunks.unwrap_or(defaults.eval_chunks),
+        budget,
+        ..defaults
+    })
+}
+
+/// The quality table and page; exit 1 when no type is within budget.
+fn print_quality(done: &MeasuredConversion, dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let report = match &done.quality {
+        Err(not) => {
+            println!("{}", not.reason);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(r) => r,
+    };
+    print!("{}", render_table(report));
+    print!("{}", render_candidates(report));
+    let page = dir.join(format!("{name}.report.html"));
+    write_atomic(&page, report.render_html().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", page.display()))?;
+    println!("report: {}", page.display());
+    if report.types.iter().any(|t| t.verdict.passes()) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("kvant: quality gate: no type is within the budget (files kept, see the table)");
+        Ok(ExitCode::from(1))
+    }
 }
 
 /// `--as-adapter`: the adapter folder as a GGUF LoRA adapter file.

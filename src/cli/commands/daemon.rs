@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use kvant::daemon::{self, ConfigOverrides, ServiceOptions};
 
-use crate::cli::args::{ForgetArgs, RetryArgs, ServiceCommand, StateArgs, WatchArgs};
+use crate::cli::args::{ForgetArgs, ReportArgs, RetryArgs, ServiceCommand, StateArgs, WatchArgs};
 
 fn state_dir(a: &StateArgs) -> anyhow::Result<std::path::PathBuf> {
     let cfg = daemon::load_config(
@@ -89,6 +89,22 @@ pub fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
     println!(
         "retry of '{}' requested; the daemon picks it up (now, or when it next starts)",
         a.drop
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let cfg = daemon::load_config(
+        a.state.config.as_deref(),
+        ConfigOverrides {
+            state_dir: a.state.state_dir.clone(),
+            output: a.output.clone(),
+            ..Default::default()
+        },
+    )?;
+    print!(
+        "{}",
+        daemon::render_quality_report(&cfg.output, &cfg.state_dir, &a.drop)?
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,7 @@ use super::args::{Cli, Command};
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Convert(a) => convert::run(a),
+        Command::Convert(a) => convert::run(*a),
         Command::Quantize(a) => quantize::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a),
@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => daemon::watch(a),
         Command::Status(a) => daemon::status(a),
         Command::Retry(a) => daemon::retry(a),
+        Command::Report(a) => daemon::report(a),
         Command::Forget(a) => daemon::forget(a),
         Command::Register(a) => register::run(a),
         Command::Service(c) => daemon::service(c),

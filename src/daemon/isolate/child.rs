@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::fault::{after_tensor, fault_for};
+use super::fault::{after_chunk, after_tensor, fault_for};
 use super::{ChildMessage, JobSpec};
 use crate::convert::Progress;
 use crate::daemon::job::convert_drop;
-use crate::quant::FileType;
+use crate::eval::ChunkProgress;
 
 /// Set by SIGTERM; the conversion checks it between tensors.
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -54,6 +54,7 @@ struct LineProgress {
 impl Progress for LineProgress {
     fn start(&self, total_tensors: usize) {
         self.total.store(total_tensors, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
         emit(&ChildMessage::Progress {
             done: 0,
             total: total_tensors,
@@ -67,6 +68,27 @@ impl Progress for LineProgress {
             total: self.total.load(Ordering::Relaxed),
         });
         after_tensor(self.fault.as_deref(), done);
+    }
+}
+
+/// Measuring reports chunks as progress too, so a long evaluation is not
+/// taken for a hang.
+impl ChunkProgress for LineProgress {
+    fn start(&self, n_chunks: usize) {
+        self.total.store(n_chunks, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        emit(&ChildMessage::Progress {
+            done: 0,
+            total: n_chunks,
+        });
+    }
+
+    fn chunk_done(&self, index: usize, _ppl: f64) {
+        emit(&ChildMessage::Progress {
+            done: index + 1,
+            total: self.total.load(Ordering::Relaxed),
+        });
+        after_chunk(self.fault.as_deref());
     }
 }
 
@@ -93,11 +115,6 @@ fn read_job() -> Result<JobSpec, String> {
 pub fn run_convert_job() -> ExitCode {
     install_sigterm_handler();
     let outcome = read_job().and_then(|job| {
-        let types = job
-            .types
-            .iter()
-            .map(|t| t.parse::<FileType>())
-            .collect::<Result<Vec<_>, _>>()?;
         let name = job
             .drop
             .file_name()
@@ -108,15 +125,7 @@ pub fn run_convert_job() -> ExitCode {
             done: AtomicUsize::new(0),
             fault: fault_for(&name),
         };
-        convert_drop(
-            &job.output,
-            &types,
-            &job.drop,
-            &job.content_sha,
-            &progress,
-            &CANCEL,
-        )
-        .map_err(|e| explain(e, &job.output))
+        convert_drop(&job, &progress, &progress, &CANCEL).map_err(|e| explain(e, &job.output))
     });
     match outcome {
         Ok(converted) => {

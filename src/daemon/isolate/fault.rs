@@ -14,6 +14,8 @@
 //! * `hang` — it stops making progress after its first tensor;
 //! * `slow` — each tensor takes 300 ms more (time for a test to act
 //!   mid-conversion);
+//! * `slow-measure` — each evaluated chunk takes 500 ms more (time for a
+//!   test to kill the daemon mid-measurement);
 //! * `stall` — the daemon's loop blocks when it takes this drop in, so
 //!   its watchdog pings stop.
 
@@ -56,6 +58,13 @@ pub(super) fn after_tensor(fault: Option<&str>, done: usize) {
             std::thread::sleep(Duration::from_secs(3600));
         },
         _ => {}
+    }
+}
+
+/// Called by the child after each evaluated chunk.
+pub(super) fn after_chunk(fault: Option<&str>) {
+    if fault == Some("slow-measure") {
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

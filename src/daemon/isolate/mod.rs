@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! parent → child (stdin, then closed):
-//!   {"drop", "content_sha", "output", "types": ["q4_k_m", ..]}
+//!   {"drop", "content_sha", "output", "types": ["q4_k_m", "auto", ..],
+//!    "quality": {eval_text, max_kld, ..}, "journal_dir"}
 //! child → parent (stdout, one JSON object per line):
 //!   {"event":"progress","done":N,"total":M}   after each tensor
 //!   {"event":"result","converted":{model, version_label, outputs}}
@@ -49,7 +50,7 @@ pub use parent::{convert_isolated, JobOutcome, JobProgress, Limits};
 pub const CHILD_SUBCOMMAND: &str = "__convert-job";
 
 /// One conversion, as the parent hands it to the child.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The drop (file or folder in the inbox).
     pub drop: PathBuf,
@@ -59,6 +60,13 @@ pub struct JobSpec {
     pub output: PathBuf,
     /// The daemon's default types (a drop's kvant.toml may override).
     pub types: Vec<String>,
+    /// The daemon's quality keys (a drop's kvant.toml wins key by key).
+    #[serde(default)]
+    pub quality: crate::daemon::QualitySettings,
+    /// Where measurements are journaled, so a killed job redoes only the
+    /// rest.
+    #[serde(default)]
+    pub journal_dir: Option<PathBuf>,
 }
 
 /// One line the child writes on stdout.
