@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod cli;
 pub mod daemon;
 pub mod edit;
 pub mod emulator;
@@ -12,4 +13,5 @@ pub mod ggml_cpu;
 pub mod llama;
 pub mod llama_tools;
 pub mod logits;
+pub mod py_server;
 pub mod quantize;

@@ -6,7 +6,8 @@ request (401 otherwise, as an nginx auth_request setup answers), and
 forwards everything else to the upstream Ollama, streaming both ways.
 
     python3 tls_proxy.py --upstream http://127.0.0.1:PORT --token T --dir DIR
-writes DIR/port once listening.
+writes DIR/port once listening. `--name N` adds N to the certificate's
+names (for a test that reaches it by a made-up name, through a proxy).
 """
 
 import argparse
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_certs(d):
+def make_certs(d, extra_names):
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kvant test CA")])
@@ -56,6 +57,7 @@ def make_certs(d):
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                + [x509.DNSName(n) for n in extra_names]
             ),
             critical=False,
         )
@@ -83,9 +85,10 @@ def main():
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--dir", required=True)
+    ap.add_argument("--name", action="append", default=[])
     args = ap.parse_args()
     up = urllib.parse.urlsplit(args.upstream)
-    make_certs(args.dir)
+    make_certs(args.dir, args.name)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
