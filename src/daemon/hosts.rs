@@ -452,6 +452,11 @@ impl Fleet {
         let urls = self.urls();
         let mut changed = false;
         for e in rd.flatten() {
+            // A request still being written (`kvant forget` writes it
+            // atomically) is taken on the next pass, once renamed.
+            if durable::is_temp_name(&e.file_name()) {
+                continue;
+            }
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let (drop, host) = text.split_once('\n').unwrap_or((text.as_str(), ""));
             if let Some(rec) = st.drops.get_mut(drop) {
