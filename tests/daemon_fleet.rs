@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use kvant::daemon::{HostStep, State, Step};
 
 use support::cli::names;
-use support::daemon::{digest_of, drop_folder, setup, tags, wait_for_log, wait_until, Daemon};
+use support::daemon::{
+    digest_of, drop_folder, kvant_on_state, setup, tags, wait_for_log, wait_until, Daemon,
+};
 use support::emulator::Emulator;
 use support::fixtures;
 
@@ -288,16 +290,7 @@ fn a_model_replaced_by_hand_is_registered_again_unless_forgotten() {
     });
 
     // Forgotten on the host: a replacement stays.
-    let out = Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .args(["forget", "az-gpt", "--host", &emu.url, "--state-dir"])
-        .arg(dir.join("state"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kvant_on_state(dir, &["forget", "az-gpt", "--host", &emu.url]);
     wait_for_log(&w, 120, "the forget taken", |log| {
         log.contains("forgotten on this host")
     });

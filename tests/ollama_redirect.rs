@@ -43,6 +43,13 @@ fn front(dir: &Path, name: &str, upstream: &str, extra: &[&str]) -> PyServer {
     PyServer::start("redirect_front.py", &args, &dir.join(name))
 }
 
+/// A front answering every request with `status` to `to`'s origin.
+fn redirecting(dir: &Path, upstream: &str, to: &PyServer, status: &str) -> PyServer {
+    let target = format!("={}", url(to));
+    let extra = ["--redirect", target.as_str(), "--status", status];
+    front(dir, &format!("old-{status}"), upstream, &extra)
+}
+
 fn url(server: &PyServer) -> String {
     format!("http://127.0.0.1:{}", server.port)
 }
@@ -75,13 +82,7 @@ fn uploads_follow_307_and_308_and_secrets_stay_with_their_origin() {
     for status in ["307", "308"] {
         let emu = Emulator::start(&["--emulate-version", "0.12.6"]);
         let new = front(dir.path(), &format!("new-{status}"), &emu.url, &[]);
-        let target = format!("={}", url(&new));
-        let old = front(
-            dir.path(),
-            &format!("old-{status}"),
-            &emu.url,
-            &["--redirect", &target, "--status", status],
-        );
+        let old = redirecting(dir.path(), &emu.url, &new, status);
         let out = register(
             &gguf,
             "az-gpt:q8_0",
@@ -133,15 +134,9 @@ fn a_301_302_or_303_on_an_upload_is_refused_in_one_line() {
     let (gguf, headers) = inputs(dir.path());
     let emu = Emulator::start(&["--emulate-version", "0.12.6"]);
     let new = front(dir.path(), "new", &emu.url, &[]);
-    let target = format!("={}", url(&new));
     for status in ["301", "302", "303"] {
         new.clear_requests();
-        let old = front(
-            dir.path(),
-            &format!("old-{status}"),
-            &emu.url,
-            &["--redirect", &target, "--status", status],
-        );
+        let old = redirecting(dir.path(), &emu.url, &new, status);
         let out = register(
             &gguf,
             "az-gpt:q8_0",

@@ -254,14 +254,21 @@ pub fn drop_file(dir: &Path, fixture: &str, name: &str) {
 /// `kvant retry <drop>` against the test's state folder; fails the test
 /// with kvant's stderr when it does not succeed.
 pub fn kvant_retry(dir: &Path, drop: &str) {
+    kvant_on_state(dir, &["retry", drop]);
+}
+
+/// `kvant <args…> --state-dir <dir>/state` (retry, forget); fails the
+/// test with kvant's stderr when it does not succeed.
+pub fn kvant_on_state(dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .args(["retry", drop, "--state-dir"])
+        .args(args)
+        .arg("--state-dir")
         .arg(dir.join("state"))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kvant retry {drop}: {}",
+        "kvant {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -27,6 +27,9 @@ impl PyServer {
             .join("tests/support")
             .join(script);
         let child = Command::new("python3")
+            // Their shared module is imported from the source tree: no
+            // `__pycache__` left in it.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg(path)
             .args(args)
             .arg("--dir")

@@ -25,6 +25,8 @@ import sys
 import threading
 import urllib.parse
 
+from serve_local import serve
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -112,12 +114,7 @@ def main():
 
         do_GET = do_POST = do_HEAD = do_DELETE = handle_one
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    tmp = os.path.join(args.dir, "port.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{srv.server_address[1]}\n")
-    os.replace(tmp, os.path.join(args.dir, "port"))
-    srv.serve_forever()
+    serve(Handler, args.dir)
 
 
 if __name__ == "__main__":

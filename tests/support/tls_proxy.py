@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from serve_local import serve
+
 
 def make_certs(d, extra_names):
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -150,15 +152,9 @@ def main():
 
         do_GET = do_POST = do_HEAD = do_DELETE = forward
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(args.dir, "server.pem"))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    tmp = os.path.join(args.dir, "port.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{srv.server_address[1]}\n")
-    os.replace(tmp, os.path.join(args.dir, "port"))
-    srv.serve_forever()
+    serve(Handler, args.dir, ctx)
 
 
 if __name__ == "__main__":
