@@ -54,8 +54,15 @@ fn url(server: &PyServer) -> String {
     format!("http://127.0.0.1:{}", server.port)
 }
 
-fn headers_args(headers: &Path) -> [&str; 2] {
-    ["--headers-file", headers.to_str().unwrap()]
+/// `kvant register` of `gguf` at `front` with the secrets' headers file.
+fn register_at(
+    gguf: &Path,
+    front: &str,
+    headers: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let extra = ["--headers-file", headers.to_str().unwrap()];
+    register(gguf, "az-gpt:q8_0", front, &extra, env)
 }
 
 /// The recorded request `method` to a path starting with `path`.
@@ -83,13 +90,7 @@ fn uploads_follow_307_and_308_and_secrets_stay_with_their_origin() {
         let emu = Emulator::start(&["--emulate-version", "0.12.6"]);
         let new = front(dir.path(), &format!("new-{status}"), &emu.url, &[]);
         let old = redirecting(dir.path(), &emu.url, &new, status);
-        let out = register(
-            &gguf,
-            "az-gpt:q8_0",
-            &url(&old),
-            &headers_args(&headers),
-            &[],
-        );
+        let out = register_at(&gguf, &url(&old), &headers, &[]);
         assert!(out.status.success(), "{status}: {}", text(&out).1);
         assert_no_secret_leaked(&out);
         assert!(names(&emu.url).iter().any(|n| n == "az-gpt:q8_0"));
@@ -137,13 +138,7 @@ fn a_301_302_or_303_on_an_upload_is_refused_in_one_line() {
     for status in ["301", "302", "303"] {
         new.clear_requests();
         let old = redirecting(dir.path(), &emu.url, &new, status);
-        let out = register(
-            &gguf,
-            "az-gpt:q8_0",
-            &url(&old),
-            &headers_args(&headers),
-            &[("RUST_LOG", "warn")],
-        );
+        let out = register_at(&gguf, &url(&old), &headers, &[("RUST_LOG", "warn")]);
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{status}: {stderr}");
         assert_no_secret_leaked(&out);
@@ -189,7 +184,7 @@ fn a_path_moved_on_the_same_origin_keeps_the_headers() {
         ],
     );
     let base = format!("{}/old", url(&front));
-    let out = register(&gguf, "az-gpt:q8_0", &base, &headers_args(&headers), &[]);
+    let out = register_at(&gguf, &base, &headers, &[]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_no_secret_leaked(&out);
     assert!(names(&emu.url).iter().any(|n| n == "az-gpt:q8_0"));

@@ -17,7 +17,6 @@ writes DIR/port once listening.
 """
 
 import argparse
-import http.client
 import http.server
 import json
 import os
@@ -25,7 +24,7 @@ import sys
 import threading
 import urllib.parse
 
-from serve_local import serve
+from serve_local import forward, read_body, serve
 
 
 def main():
@@ -58,20 +57,11 @@ def main():
             with log_lock, open(os.path.join(args.dir, "requests.jsonl"), "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
-        def read_body(self):
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                yield chunk
-
         def handle_one(self):
             if args.redirect is not None and self.path.startswith(src):
                 # The request body is read (and dropped) as a server does
                 # before answering, so the connection stays in step.
-                n = sum(len(c) for c in self.read_body())
+                n = sum(len(c) for c in read_body(self))
                 self.record(args.status, n)
                 self.send_response(args.status)
                 self.send_header("Location", dst + self.path[len(src):])
@@ -83,34 +73,8 @@ def main():
             path = self.path
             if args.strip and path.startswith(args.strip):
                 path = path[len(args.strip):] or "/"
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=600)
-            conn.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", up.netloc)
-            for k in ("Content-Type", "Content-Length", "Accept"):
-                if self.headers.get(k) is not None:
-                    conn.putheader(k, self.headers[k])
-            conn.endheaders()
-            n = 0
-            for chunk in self.read_body():
-                conn.send(chunk)
-                n += len(chunk)
-            resp = conn.getresponse()
-            self.record(resp.status, n)
-            self.send_response(resp.status)
-            for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                while True:
-                    chunk = resp.read1(1 << 16)
-                    if not chunk:
-                        break
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-            conn.close()
-            self.close_connection = True
+            status, n = forward(self, up, path)
+            self.record(status, n)
 
         do_GET = do_POST = do_HEAD = do_DELETE = handle_one
 

@@ -12,7 +12,6 @@ names (for a test that reaches it by a made-up name, through a proxy).
 
 import argparse
 import datetime
-import http.client
 import http.server
 import ipaddress
 import os
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from serve_local import serve
+from serve_local import forward, serve
 
 
 def make_certs(d, extra_names):
@@ -98,7 +97,7 @@ def main():
         def log_message(self, fmt, *a):
             sys.stderr.write("proxy: " + (fmt % a) + "\n")
 
-        def forward(self):
+        def handle_one(self):
             if self.headers.get("Authorization") != "Bearer " + args.token:
                 body = b'{"error":"unauthorized"}'
                 self.send_response(401)
@@ -108,49 +107,9 @@ def main():
                 if self.command != "HEAD":
                     self.wfile.write(body)
                 return
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=600)
-            length = int(self.headers.get("Content-Length") or 0)
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", up.netloc)
-            for k in ("Content-Type", "Content-Length", "Accept"):
-                if self.headers.get(k) is not None:
-                    conn.putheader(k, self.headers[k])
-            conn.endheaders()
-            left = length
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                conn.send(chunk)
-                left -= len(chunk)
-            resp = conn.getresponse()
-            self.send_response(resp.status)
-            # Every body is delimited (length or chunks): rustls rightly
-            # refuses a body that ends with a TLS close without close_notify.
-            sized = resp.getheader("Content-Length") is not None
-            for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection"):
-                    self.send_header(k, v)
-            if not sized:
-                self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                while True:
-                    chunk = resp.read1(1 << 16)
-                    if not chunk:
-                        break
-                    if sized:
-                        self.wfile.write(chunk)
-                    else:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
-                if not sized:
-                    self.wfile.write(b"0\r\n\r\n")
-            conn.close()
-            self.close_connection = True
+            forward(self, up, self.path)
 
-        do_GET = do_POST = do_HEAD = do_DELETE = forward
+        do_GET = do_POST = do_HEAD = do_DELETE = handle_one
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(args.dir, "server.pem"))
