@@ -221,6 +221,25 @@ fn https_goes_through_an_authenticated_connect_tunnel() {
     }
     assert!(names(&emu.url).iter().any(|n| n == "az-gpt:q8_0"));
     let tunnels = seen(&proxy);
+    let wrong = register(
+        &gguf,
+        "az-gpt:q8_0",
+        &url,
+        &["--ca-file", ca.to_str().unwrap()],
+        &[
+            ("HTTPS_PROXY", &proxy_url(&proxy, "wrong-pa55")),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let (_, stderr) = text(&wrong);
+    assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&url) && lines[0].contains("proxy authorization required"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pa55"), "{stderr}");
     let tunnel = format!("{NAME}:{}", tls.port);
     assert!(!tunnels.is_empty());
     assert!(

@@ -115,11 +115,21 @@ impl Client {
     fn connect_err(&self, endpoint: &str, e: reqwest::Error) -> OllamaError {
         // A server that accepts and never answers (or answers a byte a
         // minute) ends in a timeout: say so, `kvant status` shows it.
-        let reason = if e.is_timeout() {
+        let mut reason = if e.is_timeout() {
             format!("Ollama not answering ({e})")
         } else {
             format!("{e}")
         };
+        // reqwest's own line only says the request failed; the causes say
+        // why (refused, DNS, certificate, a proxy refusing the tunnel).
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !reason.contains(&text) {
+                reason = format!("{reason}: {text}");
+            }
+            cause = c.source();
+        }
         OllamaError::Connect {
             endpoint: endpoint.to_owned(),
             url: self.base.clone(),

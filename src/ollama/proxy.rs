@@ -236,7 +236,9 @@ impl ProxyRules {
         let local = match &host {
             Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
             Host::Ipv4(a) => a.is_loopback(),
-            Host::Ipv6(a) => a.is_loopback(),
+            Host::Ipv6(a) => {
+                a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
         };
         if self.none || local || self.exempt.iter().any(|e| e.matches(&host, port)) {
             return None;
@@ -304,6 +306,7 @@ mod tests {
             "http://127.0.0.1:11434",
             "http://127.0.0.2",
             "http://[::1]:11434",
+            "http://[::ffff:127.0.0.1]:11434",
             "https://127.0.0.1",
         ] {
             assert_eq!(via(&r, url), None, "{url}");
