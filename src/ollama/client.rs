@@ -37,6 +37,29 @@ enum Payload<'a> {
     File(&'a Path),
 }
 
+/// `req` with `payload` as its body (a file is opened afresh, so each hop
+/// streams it from the start).
+async fn attach(
+    req: reqwest::RequestBuilder,
+    payload: Payload<'_>,
+) -> Result<reqwest::RequestBuilder, OllamaError> {
+    Ok(match payload {
+        Payload::Empty => req,
+        Payload::Json(v) => req.json(v),
+        Payload::File(path) => {
+            let io = |e| OllamaError::Io {
+                path: path.to_owned(),
+                source: e,
+            };
+            let file = tokio::fs::File::open(path).await.map_err(io)?;
+            let len = file.metadata().await.map_err(io)?.len();
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+            req.header(CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(stream))
+        }
+    })
+}
+
 /// Ollama's version as (major, minor, patch).
 pub type Version = (u32, u32, u32);
 
@@ -157,21 +180,7 @@ impl Client {
             if self.origin.as_ref().is_some_and(|o| same_origin(o, &url)) {
                 req = req.headers(self.headers.clone());
             }
-            req = match payload {
-                Payload::Empty => req,
-                Payload::Json(v) => req.json(v),
-                Payload::File(path) => {
-                    let io = |e| OllamaError::Io {
-                        path: path.to_owned(),
-                        source: e,
-                    };
-                    let file = tokio::fs::File::open(path).await.map_err(io)?;
-                    let len = file.metadata().await.map_err(io)?.len();
-                    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-                    req.header(CONTENT_LENGTH, len)
-                        .body(reqwest::Body::wrap_stream(stream))
-                }
-            };
+            req = attach(req, payload).await?;
             let resp = req
                 .send()
                 .await
