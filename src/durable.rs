@@ -29,6 +29,12 @@ pub fn temp_path_for(final_path: &Path) -> PathBuf {
     final_path.with_file_name(tmp)
 }
 
+/// True when `name` is a file [`temp_path_for`] named (still being
+/// written; its final name appears when it is committed).
+pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().ends_with(TEMP_SUFFIX)
+}
+
 /// A file being written under a temporary name. [`AtomicFile::commit`]
 /// makes it appear under its final name; dropping it uncommitted removes the
 /// temporary file.

@@ -5,103 +5,21 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kvant::daemon::{HostStep, State, Step};
 
+use support::cli::names;
+use support::daemon::{
+    digest_of, drop_folder, kvant_on_state, setup, tags, wait_for_log, wait_until, Daemon,
+};
 use support::emulator::Emulator;
 use support::fixtures;
 
-/// `kvant watch --config FILE`, its stderr in `dir/kvant.log`.
-struct Watch {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Watch {
-    fn start(dir: &Path, hosts: &[&str], extra_toml: &str) -> Watch {
-        let list: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
-        let config = format!(
-            "inbox = {:?}\noutput = {:?}\nstate_dir = {:?}\nollama = [{}]\ntypes = [\"q8_0\"]\nsettle = 1\n{extra_toml}",
-            dir.join("inbox"),
-            dir.join("out"),
-            dir.join("state"),
-            list.join(", ")
-        );
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("kvant.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kvant"))
-            .arg("watch")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env_remove("OLLAMA_HOST")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Watch {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kvant.log")).unwrap_or_default()
-    }
-
-    fn terminate(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(self.child.wait().unwrap().success(), "SIGTERM must exit 0");
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn state(dir: &Path) -> State {
-    State::load(&dir.join("state")).unwrap_or_default()
-}
-
 fn host_step(st: &State, drop: &str, host: &str) -> Option<HostStep> {
     Some(st.drops.get(drop)?.hosts.get(host)?.step)
-}
-
-/// Waits until `done` holds for the journal.
-fn wait_until(
-    dir: &Path,
-    what: &str,
-    w: &Watch,
-    secs: u64,
-    done: impl Fn(&State) -> bool,
-) -> State {
-    let start = Instant::now();
-    loop {
-        let st = state(dir);
-        if done(&st) {
-            return st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}; journal: {:#?}\nlog:\n{}",
-            st.drops
-                .iter()
-                .map(|(n, r)| (n, r.step, &r.hosts))
-                .collect::<Vec<_>>(),
-            w.log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn registered_on(st: &State, drops: &[&str], hosts: &[&str]) -> bool {
@@ -110,28 +28,6 @@ fn registered_on(st: &State, drops: &[&str], hosts: &[&str]) -> bool {
             .iter()
             .all(|h| host_step(st, d, h) == Some(HostStep::Registered))
     })
-}
-
-fn names(url: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(kvant::ollama::Client::new(url).tags())
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn drop_folder(dir: &Path, fixture: &str, name: &str) {
-    let staging = dir.join(format!("staging-{name}"));
-    std::fs::create_dir_all(&staging).unwrap();
-    for e in std::fs::read_dir(fixtures::path(fixture)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), staging.join(e.file_name())).unwrap();
-    }
-    std::fs::rename(&staging, dir.join("inbox").join(name)).unwrap();
 }
 
 fn status(dir: &Path) -> String {
@@ -168,15 +64,14 @@ fn every_host_gets_every_model_independently_and_catches_up() {
     let old = Emulator::start(&["--emulate-version", "0.5.4"]);
     let mid = Emulator::start(&["--emulate-version", "0.12.6"]);
     let mut new = Emulator::start(&["--emulate-version", "0.33.0"]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = setup();
     let dir = dir.path();
-    std::fs::create_dir_all(dir.join("inbox")).unwrap();
     let (old_url, mid_url, new_url) = (old.url.clone(), mid.url.clone(), new.url.clone());
     let three = [old_url.as_str(), mid_url.as_str(), new_url.as_str()];
-    let w = Watch::start(dir, &three, "reconcile_interval = 2\n");
+    let w = Daemon::start_with_config(dir, &three, "reconcile_interval = 2\n", &[]);
 
     drop_folder(dir, "nanogpt-az", "az-gpt");
-    let st = wait_until(dir, "az-gpt on three hosts", &w, 240, |st| {
+    let st = wait_until(dir, &w, 240, "az-gpt on three hosts", |st| {
         st.drops
             .get("az-gpt")
             .is_some_and(|r| r.step == Step::Registered)
@@ -215,7 +110,7 @@ fn every_host_gets_every_model_independently_and_catches_up() {
     // One host down: the other two register without waiting for it.
     new.stop();
     drop_folder(dir, "hf-gpt2-az", "hf-gpt2");
-    wait_until(dir, "hf-gpt2 on the hosts that are up", &w, 240, |st| {
+    wait_until(dir, &w, 240, "hf-gpt2 on the hosts that are up", |st| {
         registered_on(st, &["hf-gpt2"], &three[..2])
     });
     std::fs::copy(
@@ -229,7 +124,7 @@ fn every_host_gets_every_model_independently_and_catches_up() {
     )
     .unwrap();
     std::fs::rename(dir.join("second.pt.part"), dir.join("inbox/second.pt")).unwrap();
-    let st = wait_until(dir, "second.pt on the hosts that are up", &w, 240, |st| {
+    let st = wait_until(dir, &w, 240, "second.pt on the hosts that are up", |st| {
         registered_on(st, &["second.pt"], &three[..2])
     });
     assert_eq!(st.drops["hf-gpt2"].step, Step::Converted);
@@ -255,9 +150,9 @@ fn every_host_gets_every_model_independently_and_catches_up() {
     new.resume();
     wait_until(
         dir,
-        "the backlog on the host that came back",
         &w,
         240,
+        "the backlog on the host that came back",
         |st| registered_on(st, &["hf-gpt2", "second.pt"], &three),
     );
     let log = w.log();
@@ -271,14 +166,14 @@ fn every_host_gets_every_model_independently_and_catches_up() {
         })
         .collect();
     assert_eq!(order, ["az-gpt", "hf-gpt2", "second.pt"], "{log}");
-    w.terminate();
+    assert!(w.terminate().success(), "SIGTERM must exit 0");
 
     // A fourth host added to the configuration gets everything at start.
     let fourth = Emulator::start(&["--emulate-version", "0.12.6"]);
     let four = [three[0], three[1], three[2], fourth.url.as_str()];
-    let w = Watch::start(dir, &four, "reconcile_interval = 2\n");
+    let w = Daemon::start_with_config(dir, &four, "reconcile_interval = 2\n", &[]);
     let all = ["az-gpt", "hf-gpt2", "second.pt"];
-    wait_until(dir, "every model on the fourth host", &w, 240, |st| {
+    wait_until(dir, &w, 240, "every model on the fourth host", |st| {
         registered_on(st, &all, &[fourth.url.as_str()])
     });
     let listed = names(&fourth.url);
@@ -313,7 +208,7 @@ fn every_host_gets_every_model_independently_and_catches_up() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let st = wait_until(dir, "the refill journaled", &w, 120, |st| {
+    let st = wait_until(dir, &w, 120, "the refill journaled", |st| {
         registered_on(st, &all, &four)
     });
     assert!(st.drops.values().all(|r| r.step == Step::Registered));
@@ -327,5 +222,88 @@ fn every_host_gets_every_model_independently_and_catches_up() {
             assert!(line.contains("registered"), "{table}");
         }
     }
-    w.terminate();
+    assert!(w.terminate().success(), "SIGTERM must exit 0");
+}
+
+/// Another tool puts its own model under `name` on `url` (a create from
+/// the same model with a system prompt: a new manifest, a new digest).
+fn replace_by_hand(url: &str, name: &str, system: &str) {
+    let body = serde_json::json!({ "model": name, "from": name, "system": system });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(kvant::ollama::Client::new(url).create(&body))
+        .unwrap();
+}
+
+fn digest_on(url: &str, name: &str) -> String {
+    digest_of(&tags(url), name)
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Reconciliation compares digests: a model kvant registered that was
+/// replaced under its name is registered again with a WARN naming the host
+/// and both digests; after `kvant forget` the replacement is kept.
+#[test]
+fn a_model_replaced_by_hand_is_registered_again_unless_forgotten() {
+    let emu = Emulator::start(&["--emulate-version", "0.12.6"]);
+    let dir = setup();
+    let dir = dir.path();
+    let env = [("RUST_LOG", "info,kvant=debug")];
+    let w = Daemon::start_with_config(dir, &[&emu.url], "reconcile_interval = 1\n", &env);
+    drop_folder(dir, "nanogpt-az", "az-gpt");
+    let st = wait_until(dir, &w, 240, "az-gpt registered", |st| {
+        registered_on(st, &["az-gpt"], &[&emu.url])
+    });
+    let name = "az-gpt:q8_0";
+    let kvants = digest_on(&emu.url, name);
+    let recorded = &st.drops["az-gpt"].hosts[emu.url.as_str()].models;
+    assert!(
+        recorded
+            .iter()
+            .any(|m| m.name == name && m.digest == kvants),
+        "the journal records the digest: {recorded:?}"
+    );
+
+    replace_by_hand(&emu.url, name, "a hand-made variant");
+    let theirs = digest_on(&emu.url, name);
+    assert_ne!(theirs, kvants);
+    let log = wait_for_log(&w, 240, "the replacement noticed", |log| {
+        log.contains(&format!("{name} was replaced on the host"))
+    });
+    let warn = log
+        .lines()
+        .find(|l| l.contains("was replaced on the host"))
+        .unwrap();
+    assert!(
+        warn.contains("WARN")
+            && warn.contains(&emu.url)
+            && warn.contains(&theirs[..12])
+            && warn.contains(&kvants[..12]),
+        "{warn}"
+    );
+    wait_until(dir, &w, 240, "kvant's version back", |st| {
+        registered_on(st, &["az-gpt"], &[&emu.url]) && digest_on(&emu.url, name) == kvants
+    });
+
+    // Forgotten on the host: a replacement stays.
+    kvant_on_state(dir, &["forget", "az-gpt", "--host", &emu.url]);
+    wait_for_log(&w, 120, "the forget taken", |log| {
+        log.contains("forgotten on this host")
+    });
+    replace_by_hand(&emu.url, name, "kept on purpose");
+    let kept = digest_on(&emu.url, name);
+    let mark = w.log().len();
+    let log = wait_for_log(
+        &w,
+        120,
+        "two reconciliations after the replacement",
+        |log| log[mark..].matches("reconciled:").count() >= 2,
+    );
+    assert!(!log[mark..].contains("was replaced on the host"), "{log}");
+    assert_eq!(digest_on(&emu.url, name), kept);
+    assert!(w.terminate().success());
 }

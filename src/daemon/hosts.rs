@@ -13,16 +13,16 @@
 //! every `reconcile_interval`; `kvant forget` marks a drop as not wanted on
 //! a host, so a model deleted there on purpose is never brought back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::DaemonConfig;
 use super::publish::{publish, PublishOptions, Published};
-use super::reconcile::{list_names, missing_models};
+use super::reconcile::{drift, list_models, owners, Drift, Listed};
 use super::settings;
 use super::state::{DropRecord, HostRecord, HostStep, OutputRecord, State, Step};
 use super::DaemonError;
@@ -45,7 +45,7 @@ pub(super) enum Event {
     /// A host's model list, for reconciliation.
     Listed {
         host: String,
-        result: Result<HashSet<String>, OllamaError>,
+        result: Result<Listed, OllamaError>,
     },
 }
 
@@ -93,6 +93,23 @@ pub fn request_forget(state_dir: &Path, drop: &str, host: Option<&str>) -> Resul
         .collect();
     durable::write_atomic(&dir.join(file), format!("{drop}\n{host}").as_bytes())
         .map_err(|e| DaemonError::State(e.to_string()))
+}
+
+/// Says why a drop is registered again on a host.
+fn report_drift(drop: &str, host: &str, d: &Drift) {
+    match d {
+        Drift::Missing(name) => {
+            info!(drop = %drop, host = %host, "{name} missing on the host; registering it again")
+        }
+        Drift::Replaced {
+            name,
+            registered,
+            found,
+        } => {
+            let short = |d: &str| d.chars().take(12).collect::<String>();
+            warn!(drop = %drop, host = %host, "{name} was replaced on the host (digest {} where kvant registered {}); registering kvant's version again (`kvant forget {drop} --host {host}` keeps the replacement)", short(found), short(registered));
+        }
+    }
 }
 
 /// True when `rec` has outputs to register on hosts.
@@ -237,7 +254,7 @@ impl Fleet {
                 host.busy = true;
                 let (client, url) = (host.client.clone(), host.url.clone());
                 self.tasks.spawn(async move {
-                    let result = list_names(&client).await;
+                    let result = list_models(&client).await;
                     Event::Listed { host: url, result }
                 });
                 continue;
@@ -296,17 +313,20 @@ impl Fleet {
                 };
                 h.busy = false;
                 match result {
-                    Ok(names) => {
+                    Ok(listed) => {
                         h.failures = 0;
                         h.next_reconcile = Instant::now() + interval;
+                        debug!(host = %host, "reconciled: the host lists {} models", listed.len());
+                        let owners = owners(st.drops.values(), &host);
                         for (drop, rec) in st.drops.iter_mut() {
-                            if let Some(missing) = missing_models(rec, &host, &names) {
-                                info!(drop = %drop, host = %host, "{missing} missing on the host; registering it again");
-                                if let Some(r) = rec.hosts.get_mut(&host) {
-                                    r.step = HostStep::Pending;
-                                }
-                                derive_step(rec, &urls);
+                            let Some(d) = drift(rec, &host, &listed, &owners) else {
+                                continue;
+                            };
+                            report_drift(drop, &host, &d);
+                            if let Some(r) = rec.hosts.get_mut(&host) {
+                                r.step = HostStep::Pending;
                             }
+                            derive_step(rec, &urls);
                         }
                     }
                     Err(e) => {
@@ -441,6 +461,11 @@ impl Fleet {
         let urls = self.urls();
         let mut changed = false;
         for e in rd.flatten() {
+            // A request still being written (`kvant forget` writes it
+            // atomically) is taken on the next pass, once renamed.
+            if durable::is_temp_name(&e.file_name()) {
+                continue;
+            }
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             let (drop, host) = text.split_once('\n').unwrap_or((text.as_str(), ""));
             if let Some(rec) = st.drops.get_mut(drop) {

@@ -53,10 +53,7 @@ fn take_retry_requests(state_dir: &Path, st: &mut State) -> bool {
     for e in rd.flatten() {
         // A request still being written (`kvant retry` writes it
         // atomically) is taken on the next pass, not removed under it.
-        if e.file_name()
-            .to_string_lossy()
-            .ends_with(durable::TEMP_SUFFIX)
-        {
+        if durable::is_temp_name(&e.file_name()) {
             continue;
         }
         let name = std::fs::read_to_string(e.path()).unwrap_or_default();

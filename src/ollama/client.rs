@@ -6,16 +6,58 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, LOCATION};
+use reqwest::Method;
 use serde_json::{json, Value};
+use url::Url;
 
 use super::connection::ClientOptions;
+use super::proxy::{without_credentials, ProxyRules};
+use super::redirect::{next_hop, same_origin, Hop, MAX_REDIRECTS};
 use super::OllamaError;
 
-/// A client for one Ollama server.
+/// A client for one Ollama server. Proxies come from the environment
+/// ([`ProxyRules`]); redirects follow [`super::redirect`]'s rules.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
+    /// The configured base URL, whose origin alone gets `headers`.
+    origin: Option<Url>,
+    /// The host's extra headers (values marked sensitive).
+    headers: HeaderMap,
     http: reqwest::Client,
+}
+
+/// What a request carries; re-sendable, since a 307/308 sends it again.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Empty,
+    Json(&'a Value),
+    /// A file streamed from disk (opened again for each hop).
+    File(&'a Path),
+}
+
+/// `req` with `payload` as its body (a file is opened afresh, so each hop
+/// streams it from the start).
+async fn attach(
+    req: reqwest::RequestBuilder,
+    payload: Payload<'_>,
+) -> Result<reqwest::RequestBuilder, OllamaError> {
+    Ok(match payload {
+        Payload::Empty => req,
+        Payload::Json(v) => req.json(v),
+        Payload::File(path) => {
+            let io = |e| OllamaError::Io {
+                path: path.to_owned(),
+                source: e,
+            };
+            let file = tokio::fs::File::open(path).await.map_err(io)?;
+            let len = file.metadata().await.map_err(io)?.len();
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+            req.header(CONTENT_LENGTH, len)
+                .body(reqwest::Body::wrap_stream(stream))
+        }
+    })
 }
 
 /// Ollama's version as (major, minor, patch).
@@ -40,24 +82,46 @@ impl Client {
     pub fn new(base: &str) -> Client {
         Self::with_options(base, &ClientOptions::default()).unwrap_or_else(|_| Client {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::default(),
+            origin: Url::parse(base).ok(),
+            headers: HeaderMap::new(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
         })
     }
 
     /// A client for `base` sending `options`' headers and trusting its CA
     /// file besides the system's roots (see [`ClientOptions`]).
     pub fn with_options(base: &str, options: &ClientOptions) -> Result<Client, OllamaError> {
+        let base = base.trim_end_matches('/');
+        let setup = |reason: String| OllamaError::Setup {
+            reason: format!("{base}: {reason}"),
+        };
+        let origin = Url::parse(base).map_err(|e| setup(format!("not a URL: {e}")))?;
+        let rules = ProxyRules::from_env().map_err(setup)?;
+        if let Some(p) = rules.proxy_for(&origin) {
+            tracing::debug!(host = %base, "through the proxy {}", without_credentials(&p));
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .default_headers(options.header_map()?);
+            .redirect(reqwest::redirect::Policy::none());
+        builder = if rules.is_empty() {
+            builder.no_proxy()
+        } else {
+            builder.proxy(reqwest::Proxy::custom(move |u| rules.proxy_for(u)))
+        };
         for cert in options.certificates()? {
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder.build().map_err(|e| OllamaError::Setup {
-            reason: format!("{base}: cannot set up the HTTP client: {e}"),
-        })?;
+        let http = builder
+            .build()
+            .map_err(|e| setup(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
+            base: base.to_owned(),
+            origin: Some(origin),
+            headers: options.header_map()?,
             http,
         })
     }
@@ -74,16 +138,72 @@ impl Client {
     fn connect_err(&self, endpoint: &str, e: reqwest::Error) -> OllamaError {
         // A server that accepts and never answers (or answers a byte a
         // minute) ends in a timeout: say so, `kvant status` shows it.
-        let reason = if e.is_timeout() {
+        let mut reason = if e.is_timeout() {
             format!("Ollama not answering ({e})")
         } else {
             format!("{e}")
         };
+        // reqwest's own line only says the request failed; the causes say
+        // why (refused, DNS, certificate, a proxy refusing the tunnel).
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !reason.contains(&text) {
+                reason = format!("{reason}: {text}");
+            }
+            cause = c.source();
+        }
         OllamaError::Connect {
             endpoint: endpoint.to_owned(),
             url: self.base.clone(),
             reason,
         }
+    }
+
+    /// One request, following redirects as [`super::redirect`] says; the
+    /// host's headers go only to its own origin.
+    async fn send(
+        &self,
+        method: Method,
+        endpoint: &str,
+        payload: Payload<'_>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, OllamaError> {
+        let mut url = Url::parse(&self.url(endpoint)).map_err(|e| OllamaError::Setup {
+            reason: format!("{}: not a URL: {e}", self.base),
+        })?;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(timeout);
+            if self.origin.as_ref().is_some_and(|o| same_origin(o, &url)) {
+                req = req.headers(self.headers.clone());
+            }
+            req = attach(req, payload).await?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.connect_err(endpoint, e))?;
+            let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+            match next_hop(&method, &url, resp.status(), location) {
+                None => return Ok(resp),
+                Some(Hop::Follow(next)) => {
+                    tracing::debug!(host = %self.base, "{} redirected to {next}", url.path());
+                    url = next;
+                }
+                Some(Hop::Refuse(reason)) => {
+                    return Err(OllamaError::Redirect {
+                        endpoint: endpoint.to_owned(),
+                        reason,
+                    })
+                }
+            }
+        }
+        Err(OllamaError::Redirect {
+            endpoint: endpoint.to_owned(),
+            reason: format!("{}: more than {MAX_REDIRECTS} redirects", self.base),
+        })
     }
 
     /// Turns a non-success response into Ollama's error.
@@ -115,13 +235,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<reqwest::Response, OllamaError> {
         let resp = self
-            .http
-            .post(self.url(endpoint))
-            .timeout(timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.connect_err(endpoint, e))?;
+            .send(Method::POST, endpoint, Payload::Json(body), timeout)
+            .await?;
         self.check(endpoint, resp).await
     }
 
@@ -137,12 +252,8 @@ impl Client {
     /// `GET endpoint`, decoded as JSON (Ollama's error on failure).
     async fn get_json(&self, endpoint: &str, timeout: Duration) -> Result<Value, OllamaError> {
         let resp = self
-            .http
-            .get(self.url(endpoint))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.connect_err(endpoint, e))?;
+            .send(Method::GET, endpoint, Payload::Empty, timeout)
+            .await?;
         self.check(endpoint, resp)
             .await?
             .json()
@@ -167,12 +278,8 @@ impl Client {
     pub async fn blob_exists(&self, sha256_hex: &str) -> Result<bool, OllamaError> {
         let ep = format!("/api/blobs/sha256:{sha256_hex}");
         let resp = self
-            .http
-            .head(self.url(&ep))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| self.connect_err(&ep, e))?;
+            .send(Method::HEAD, &ep, Payload::Empty, Duration::from_secs(30))
+            .await?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -188,21 +295,13 @@ impl Client {
             path: path.to_owned(),
             source: e,
         };
-        let file = tokio::fs::File::open(path).await.map_err(io)?;
-        let len = file.metadata().await.map_err(io)?.len();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let len = std::fs::metadata(path).map_err(io)?.len();
         // Ten minutes plus a second per MiB: slow links pass, a server
         // that stopped reading does not hold the registration for ever.
         let timeout = Duration::from_secs(600 + len / (1 << 20));
         let resp = self
-            .http
-            .post(self.url(&ep))
-            .timeout(timeout)
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .map_err(|e| self.connect_err(&ep, e))?;
+            .send(Method::POST, &ep, Payload::File(path), timeout)
+            .await?;
         self.check(&ep, resp).await.map(|_| ())
     }
 
@@ -290,14 +389,15 @@ impl Client {
     /// `DELETE /api/delete`; a model that is already gone is success.
     pub async fn delete(&self, name: &str) -> Result<(), OllamaError> {
         let ep = "/api/delete";
+        let body = json!({ "model": name });
         let resp = self
-            .http
-            .delete(self.url(ep))
-            .timeout(Duration::from_secs(60))
-            .json(&json!({ "model": name }))
-            .send()
-            .await
-            .map_err(|e| self.connect_err(ep, e))?;
+            .send(
+                Method::DELETE,
+                ep,
+                Payload::Json(&body),
+                Duration::from_secs(60),
+            )
+            .await?;
         if resp.status().as_u16() == 404 {
             return Ok(());
         }

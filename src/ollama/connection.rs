@@ -3,11 +3,10 @@
 //! Caddy) and an extra CA certificate for https.
 //!
 //! TLS is rustls with the system's root certificates (no OpenSSL); proxies
-//! come from `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` and `NO_PROXY`, as curl
-//! reads them (reqwest's defaults); redirects are followed (at most 10),
-//! and reqwest drops `Authorization` when a redirect leaves the host.
-//! Header values are marked sensitive, so no `Debug` output or log line
-//! ever shows them.
+//! come from the environment as Go's `net/http` reads them
+//! ([`super::ProxyRules`]); redirects follow [`super::redirect`], and these
+//! headers are sent only to the host's own origin. Header values are marked
+//! sensitive, so no `Debug` output or log line ever shows them.
 
 use std::path::PathBuf;
 

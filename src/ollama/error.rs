@@ -57,6 +57,15 @@ pub enum OllamaError {
         /// What went wrong.
         reason: String,
     },
+    /// A redirect kvant does not follow (a 301/302/303 answer to an
+    /// upload, too many hops).
+    #[error("{endpoint}: {reason}")]
+    Redirect {
+        /// Endpoint called.
+        endpoint: String,
+        /// Which host redirected where, and why it is refused.
+        reason: String,
+    },
     /// The model name is not one Ollama accepts.
     #[error("'{0}' is not a valid Ollama model name")]
     InvalidName(String),
@@ -76,6 +85,7 @@ impl OllamaError {
             OllamaError::Io { .. }
             | OllamaError::InvalidName(_)
             | OllamaError::Setup { .. }
+            | OllamaError::Redirect { .. }
             | OllamaError::Smoke { .. } => false,
         }
     }

@@ -53,6 +53,30 @@ impl Daemon {
         Self::spawn(cmd, dir, env)
     }
 
+    /// `kvant watch --config dir/config.toml`, the config naming `dir`'s
+    /// folders, every URL of `hosts` (`ollama = [...]`), `types =
+    /// ["q8_0"]`, `settle = 1`, then `extra_toml`.
+    pub fn start_with_config(
+        dir: &Path,
+        hosts: &[&str],
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let list: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+        let config = format!(
+            "inbox = {:?}\noutput = {:?}\nstate_dir = {:?}\nollama = [{}]\ntypes = [\"q8_0\"]\nsettle = 1\n{extra_toml}",
+            dir.join("inbox"),
+            dir.join("out"),
+            dir.join("state"),
+            list.join(", ")
+        );
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvant"));
+        cmd.arg("watch").arg("--config").arg(path);
+        Self::spawn(cmd, dir, env)
+    }
+
     /// Started as systemd starts a `WatchdogSec=` service: `WATCHDOG_USEC`
     /// and `WATCHDOG_PID` naming the daemon's own pid (a shell exports its
     /// pid and `exec`s kvant, which keeps it).
@@ -161,9 +185,26 @@ pub fn wait_until(
             "timed out waiting for {what}; state: {:#?}\nlog:\n{}",
             st.drops
                 .iter()
-                .map(|(n, r)| (n, r.step, r.crashes, r.error.clone()))
+                .map(|(n, r)| (n, r.step, r.crashes, r.error.clone(), &r.hosts))
                 .collect::<Vec<_>>(),
             daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Waits until `done` holds for the daemon's log, returning it; fails
+/// with the log after `secs`.
+pub fn wait_for_log(daemon: &Daemon, secs: u64, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let log = daemon.log();
+        if done(&log) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}; log:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -213,14 +254,21 @@ pub fn drop_file(dir: &Path, fixture: &str, name: &str) {
 /// `kvant retry <drop>` against the test's state folder; fails the test
 /// with kvant's stderr when it does not succeed.
 pub fn kvant_retry(dir: &Path, drop: &str) {
+    kvant_on_state(dir, &["retry", drop]);
+}
+
+/// `kvant <args…> --state-dir <dir>/state` (retry, forget); fails the
+/// test with kvant's stderr when it does not succeed.
+pub fn kvant_on_state(dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_kvant"))
-        .args(["retry", drop, "--state-dir"])
+        .args(args)
+        .arg("--state-dir")
         .arg(dir.join("state"))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kvant retry {drop}: {}",
+        "kvant {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod browser;
+pub mod cli;
 pub mod daemon;
 pub mod edit;
 pub mod emulator;
@@ -13,4 +14,5 @@ pub mod ggml_cpu;
 pub mod llama;
 pub mod llama_tools;
 pub mod logits;
+pub mod py_server;
 pub mod quantize;

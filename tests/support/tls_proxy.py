@@ -6,12 +6,12 @@ request (401 otherwise, as an nginx auth_request setup answers), and
 forwards everything else to the upstream Ollama, streaming both ways.
 
     python3 tls_proxy.py --upstream http://127.0.0.1:PORT --token T --dir DIR
-writes DIR/port once listening.
+writes DIR/port once listening. `--name N` adds N to the certificate's
+names (for a test that reaches it by a made-up name, through a proxy).
 """
 
 import argparse
 import datetime
-import http.client
 import http.server
 import ipaddress
 import os
@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from serve_local import forward, serve
 
-def make_certs(d):
+
+def make_certs(d, extra_names):
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kvant test CA")])
@@ -56,6 +58,7 @@ def make_certs(d):
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                + [x509.DNSName(n) for n in extra_names]
             ),
             critical=False,
         )
@@ -83,9 +86,10 @@ def main():
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--dir", required=True)
+    ap.add_argument("--name", action="append", default=[])
     args = ap.parse_args()
     up = urllib.parse.urlsplit(args.upstream)
-    make_certs(args.dir)
+    make_certs(args.dir, args.name)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -93,7 +97,7 @@ def main():
         def log_message(self, fmt, *a):
             sys.stderr.write("proxy: " + (fmt % a) + "\n")
 
-        def forward(self):
+        def handle_one(self):
             if self.headers.get("Authorization") != "Bearer " + args.token:
                 body = b'{"error":"unauthorized"}'
                 self.send_response(401)
@@ -103,59 +107,13 @@ def main():
                 if self.command != "HEAD":
                     self.wfile.write(body)
                 return
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=600)
-            length = int(self.headers.get("Content-Length") or 0)
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", up.netloc)
-            for k in ("Content-Type", "Content-Length", "Accept"):
-                if self.headers.get(k) is not None:
-                    conn.putheader(k, self.headers[k])
-            conn.endheaders()
-            left = length
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                conn.send(chunk)
-                left -= len(chunk)
-            resp = conn.getresponse()
-            self.send_response(resp.status)
-            # Every body is delimited (length or chunks): rustls rightly
-            # refuses a body that ends with a TLS close without close_notify.
-            sized = resp.getheader("Content-Length") is not None
-            for k, v in resp.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection"):
-                    self.send_header(k, v)
-            if not sized:
-                self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                while True:
-                    chunk = resp.read1(1 << 16)
-                    if not chunk:
-                        break
-                    if sized:
-                        self.wfile.write(chunk)
-                    else:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
-                if not sized:
-                    self.wfile.write(b"0\r\n\r\n")
-            conn.close()
-            self.close_connection = True
+            forward(self, up, self.path)
 
-        do_GET = do_POST = do_HEAD = do_DELETE = forward
+        do_GET = do_POST = do_HEAD = do_DELETE = handle_one
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(args.dir, "server.pem"))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    tmp = os.path.join(args.dir, "port.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{srv.server_address[1]}\n")
-    os.replace(tmp, os.path.join(args.dir, "port"))
-    srv.serve_forever()
+    serve(Handler, args.dir, ctx)
 
 
 if __name__ == "__main__":
