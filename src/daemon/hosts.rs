@@ -503,7 +503,8 @@ fn prune_list(cfg: &DaemonConfig, st: &State, host: &str, drop: &str) -> Vec<Str
     let excess = versions.len().saturating_sub(keep);
     let mut tags = Vec::new();
     for old in &versions[..excess] {
-        for o in &rec.outputs {
+        // An adapter drop's adapter file is an output without tags.
+        for o in rec.outputs.iter().filter(|o| !o.tags.is_empty()) {
             tags.push(format!("{model}:{}-{old}", o.file_type));
         }
     }

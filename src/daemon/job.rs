@@ -79,6 +79,23 @@ pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> 
         system: s.system.clone(),
         parameters,
         license: s.license.clone(),
+        adapter: None,
+    }
+}
+
+/// The drop's `types` from its kvant.toml in `dir`, else `default_types`.
+fn drop_types(
+    settings: &ModelSettings,
+    default_types: &[FileType],
+    dir: &Path,
+) -> Result<Vec<FileType>, String> {
+    match &settings.types {
+        Some(names) => names
+            .iter()
+            .map(|n| n.parse::<FileType>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display())),
+        None => Ok(default_types.to_vec()),
     }
 }
 
@@ -97,13 +114,17 @@ pub fn convert_drop(
     let settings = settings::load(&dir).map_err(|e| e.to_string())?;
     match settings.adapter.as_deref() {
         None | Some("merged") => {}
-        // Registering a fine-tune as an adapter layer on its base is not
-        // wired into the daemon yet: refuse rather than silently merge.
         Some("lora") => {
-            return Err(format!(
-                "{}: adapter = \"lora\" is not supported by the daemon yet; remove it to register the adapter merged, or write the adapter GGUF with kvant convert --as-adapter",
-                dir.join("kvant.toml").display()
-            ))
+            let types = drop_types(&settings, default_types, &dir)?;
+            return super::adapter_job::convert_lora_drop(
+                output,
+                &types,
+                &dir,
+                content_sha,
+                &settings,
+                progress,
+                cancel,
+            );
         }
         Some(other) => {
             return Err(format!(
@@ -119,14 +140,7 @@ pub fn convert_drop(
             .clone()
             .unwrap_or_else(|| convert::default_name(&paths.checkpoint)),
     );
-    let types: Vec<FileType> = match &settings.types {
-        Some(names) => names
-            .iter()
-            .map(|n| n.parse::<FileType>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))?,
-        None => default_types.to_vec(),
-    };
+    let types = drop_types(&settings, default_types, &dir)?;
     let out_dir = output.join(&model);
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let outputs: Vec<OutputSpec> = types
@@ -157,9 +171,31 @@ pub fn convert_drop(
         .version
         .clone()
         .unwrap_or_else(|| format!("v{}", &content_sha[..content_sha.len().min(8)]));
+    let records = record_outputs(&report, &settings, &model, &version_label, None)?;
+    let report_path = out_dir.join(format!("{model}.report.json"));
+    write_report(&report_path, drop, &report, None)?;
+    Ok(Converted {
+        model,
+        version_label,
+        outputs: records,
+    })
+}
+
+/// Writes each output's Modelfile beside it (with an `ADAPTER` line when
+/// `adapter` is given, relative to the output's folder) and returns the
+/// outputs' journal records, tagged `<model>:<type>` and
+/// `<model>:<type>-<version>`.
+pub(super) fn record_outputs(
+    report: &ConvertReport,
+    settings: &ModelSettings,
+    model: &str,
+    version_label: &str,
+    adapter: Option<&str>,
+) -> Result<Vec<OutputRecord>, String> {
     let mut records = Vec::new();
     for out in &report.outputs {
-        let mf = modelfile_for(&out.path, &report, &settings);
+        let mut mf = modelfile_for(&out.path, report, settings);
+        mf.adapter = adapter.map(str::to_owned);
         let text = mf.render().map_err(|e| format!("Modelfile: {e}"))?;
         let mf_path = out.path.with_extension("Modelfile");
         write_atomic(&mf_path, text.as_bytes())
@@ -175,13 +211,7 @@ pub fn convert_drop(
             registered: false,
         });
     }
-    let report_path = out_dir.join(format!("{model}.report.json"));
-    write_report(&report_path, drop, &report, None)?;
-    Ok(Converted {
-        model,
-        version_label,
-        outputs: records,
-    })
+    Ok(records)
 }
 
 /// Writes `<model>.report.json`: source, hyper-parameters, per-tensor

@@ -8,6 +8,8 @@
 //! * `run` — the loop: intake, one conversion at a time, registrations
 //!   with retries (where a retry happens: `run::finish_registration`);
 //! * `job` / `publish` — converting one drop, registering its outputs;
+//! * `adapter_job` — a LoRA adapter drop registered as its base plus an
+//!   adapter layer (`adapter = "lora"`);
 //! * `isolate` — each conversion in a child process, with limits, so a
 //!   crash or hang fails one drop, never the daemon;
 //! * `notify` — systemd readiness, status and watchdog;
@@ -16,6 +18,7 @@
 //! It parses no formats itself: it calls `convert` and `ollama` like any
 //! other caller.
 
+mod adapter_job;
 mod config;
 mod error;
 mod host_state;

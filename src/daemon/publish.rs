@@ -80,6 +80,7 @@ pub fn registration_from_modelfile(
             "template" => reg.template = Some(c.args),
             "system" => reg.system = Some(c.args),
             "license" => reg.license = Some(c.args),
+            "adapter" => reg.adapter = Some(super::adapter_job::adapter_layer(&mf_path, &c.args)?),
             "parameter" => {
                 let (k, v) = c.args.split_once(' ').unwrap_or((c.args.as_str(), ""));
                 match k {
@@ -119,6 +120,7 @@ pub async fn publish(
             continue;
         };
         let mut reg = registration_from_modelfile(&out.path, &out.sha256, first, true)?;
+        super::adapter_job::use_journaled_digest(&mut reg, outputs)?;
         reg.template_mode = options.template_mode;
         reg.smoke_policy = options.smoke_policy;
         registered.push(register(client, &reg).await?);

@@ -57,6 +57,15 @@ pub enum OllamaError {
         /// What went wrong.
         reason: String,
     },
+    /// The server's version cannot do what is asked (a LoRA adapter it
+    /// cannot run); final.
+    #[error("{url}: {reason}")]
+    Unsupported {
+        /// Base URL.
+        url: String,
+        /// What it cannot do, and what to do instead.
+        reason: String,
+    },
     /// The model name is not one Ollama accepts.
     #[error("'{0}' is not a valid Ollama model name")]
     InvalidName(String),
@@ -76,7 +85,8 @@ impl OllamaError {
             OllamaError::Io { .. }
             | OllamaError::InvalidName(_)
             | OllamaError::Setup { .. }
-            | OllamaError::Smoke { .. } => false,
+            | OllamaError::Smoke { .. }
+            | OllamaError::Unsupported { .. } => false,
         }
     }
 }
