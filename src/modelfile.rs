@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn an_adapter_follows_from_and_parses_back() {
+        let m = Modelfile {
+            adapter: Some("./ft-lora.gguf".into()),
+            ..sample()
+        };
+        let text = m.render().unwrap();
+        assert!(
+            text.starts_with("FROM ./az-gpt-q4_k_m.gguf\nADAPTER ./ft-lora.gguf\n"),
+            "{text}"
+        );
+        let cmds = parse(&text).unwrap();
+        assert_eq!(cmds[1].name, "adapter");
+        assert_eq!(cmds[1].args, "./ft-lora.gguf");
+    }
+
+    #[test]
     fn triple_quotes_cannot_be_written() {
         let m = Modelfile {
             system: Some("a \"\"\" b".into()),

@@ -265,12 +265,44 @@ fn adapters_llama_cpp_cannot_apply_are_refused_and_the_daemon_goes_on() {
         assert!(e.contains(drop), "names the drop: {e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }
-    // The daemon keeps serving: the next drop is registered.
-    drop_folder(dir.path(), "hf-llama-az", "hf-llama-az");
-    wait_for(dir.path(), &["hf-llama-az"], Step::Registered, &daemon, 600);
+    // The daemon keeps serving: the next adapter drop, whose base is
+    // named in its kvant.toml (read in place), is registered, and so is
+    // its base, which no drop registered, sharing the fine-tune's blob.
+    let base = fixtures::path("hf-qwen2-az");
+    drop_adapter(
+        dir.path(),
+        "lora-qwen2-rslora",
+        &format!(
+            "adapter = \"lora\"\nbase = {:?}\n",
+            base.display().to_string()
+        ),
+    );
+    let st = wait_for(
+        dir.path(),
+        &["lora-qwen2-rslora"],
+        Step::Registered,
+        &daemon,
+        600,
+    );
     let listed = tags(&emu.url);
-    assert!(listed.iter().any(|m| m["name"] == "hf-llama-az:q8_0"));
+    for name in ["lora-qwen2-rslora:q8_0", "hf-qwen2-az:q8_0"] {
+        assert!(
+            listed.iter().any(|m| m["name"] == name),
+            "{name}: {listed:?}"
+        );
+    }
     assert!(!listed
         .iter()
         .any(|m| m["name"].as_str().unwrap_or("").starts_with("dora")));
+    let ft = manifest(&emu, "lora-qwen2-rslora", "q8_0");
+    assert!(layer_digest(&ft, ADAPTER_LAYER).is_some(), "{ft}");
+    assert_eq!(
+        layer_digest(&ft, MODEL_LAYER),
+        layer_digest(&manifest(&emu, "hf-qwen2-az", "q8_0"), MODEL_LAYER)
+    );
+    let held = &st.drops["lora-qwen2-rslora"].hosts[&emu.url].models;
+    assert!(
+        held.iter().any(|m| m.name == "hf-qwen2-az:q8_0"),
+        "the base is journaled with the drop: {held:?}"
+    );
 }

@@ -26,6 +26,11 @@
 //! and registration ([`use_journaled_digest`]) uploads it under the digest
 //! journaled when it was written. Every file appears by rename when
 //! complete.
+//!
+//! Registering, per host and type: `<model>:<type>` is created from the
+//! base GGUF plus the adapter layer; then the base itself as
+//! `<base>:<type>` unless the host lists that name already (the base's own
+//! drop, or an earlier adapter of it, registered it): it shares the blob.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +43,10 @@ use super::settings::ModelSettings;
 use super::state::OutputRecord;
 use crate::convert::{self, convert_as_adapter, ConvertRequest, OutputSpec, Progress};
 use crate::gguf::GgufFile;
-use crate::ollama::{sanitize_model_name, AdapterLayer, OllamaError, Registration};
+use crate::ollama::{
+    listed, register, sanitize_model_name, AdapterLayer, Client, OllamaError, Registered,
+    Registration,
+};
 use crate::quant::FileType;
 
 /// The journal's `file_type` of the adapter output.
@@ -171,4 +179,34 @@ pub(super) fn use_journaled_digest(
         })?;
     layer.sha256 = journaled.sha256.clone();
     Ok(())
+}
+
+/// `<base>:<type>` for a base output of an adapter drop (its file is
+/// `<base>-<type>.gguf`, [`convert_lora_drop`]).
+fn base_tag(out: &OutputRecord) -> Option<String> {
+    let stem = out.path.file_name()?.to_str()?;
+    let base = stem.strip_suffix(&format!("-{}.gguf", out.file_type))?;
+    Some(format!("{base}:{}", out.file_type))
+}
+
+/// After `fine_tune` (base + adapter) is registered from `out`, registers
+/// the base alone as `<base>:<type>` when the host does not list that name
+/// yet; what the server reported, if it was registered.
+pub(super) async fn register_base_if_missing(
+    client: &Client,
+    fine_tune: &Registration,
+    out: &OutputRecord,
+) -> Result<Option<Registered>, OllamaError> {
+    let Some(name) = fine_tune.adapter.as_ref().and_then(|_| base_tag(out)) else {
+        return Ok(None);
+    };
+    if listed(client, &name).await?.is_some() {
+        return Ok(None);
+    }
+    let base = Registration {
+        name,
+        adapter: None,
+        ..fine_tune.clone()
+    };
+    register(client, &base).await.map(Some)
 }

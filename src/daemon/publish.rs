@@ -125,6 +125,10 @@ pub async fn publish(
         reg.smoke_policy = options.smoke_policy;
         registered.push(register(client, &reg).await?);
         names.push(first.clone());
+        if let Some(base) = super::adapter_job::register_base_if_missing(client, &reg, out).await? {
+            names.push(base.name.clone());
+            registered.push(base);
+        }
         for tag in rest {
             client.copy(first, tag).await?;
             names.push(tag.clone());
