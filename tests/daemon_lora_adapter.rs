@@ -115,8 +115,10 @@ const ADAPTER_LAYER: &str = "application/vnd.ollama.image.adapter";
 fn a_lora_drop_is_registered_as_its_base_plus_an_adapter_layer() {
     let dir = setup();
     let emu = Emulator::start(&[]);
-    // A host whose version no longer creates adapter models.
+    // A host whose version no longer creates adapter models, and one
+    // from before the JSON create (the adapter goes in the Modelfile).
     let newer = Emulator::start(&["--emulate-version", "0.34.1"]);
+    let legacy = Emulator::start(&["--emulate-version", "0.5.4"]);
     // The base lies beside the adapter (fixtures README), here as its own
     // drop in the inbox.
     drop_folder(dir.path(), "hf-llama-az", "hf-llama-az");
@@ -124,18 +126,26 @@ fn a_lora_drop_is_registered_as_its_base_plus_an_adapter_layer() {
     let daemon = Daemon::start(
         dir.path(),
         &emu.url,
-        &["--ollama", &newer.url, "--types", "q8_0"],
+        &[
+            "--ollama",
+            &newer.url,
+            "--ollama",
+            &legacy.url,
+            "--types",
+            "q8_0",
+        ],
     );
     wait_for(dir.path(), &["hf-llama-az"], Step::Registered, &daemon, 600);
     let st = wait_until(
         dir.path(),
         &daemon,
         600,
-        "lora-llama-az registered on 0.12.6 and refused on 0.34.1",
+        "lora-llama-az registered on 0.12.6 and 0.5.4, refused on 0.34.1",
         |st| {
             st.drops.get("lora-llama-az").is_some_and(|r| {
                 let step = |u: &str| r.hosts.get(u).map(|h| h.step);
                 step(&emu.url) == Some(HostStep::Registered)
+                    && step(&legacy.url) == Some(HostStep::Registered)
                     && step(&newer.url) == Some(HostStep::Failed)
             })
         },
@@ -216,6 +226,16 @@ fn a_lora_drop_is_registered_as_its_base_plus_an_adapter_layer() {
         "the adapter changes every generation"
     );
 
+    // The legacy create (a Modelfile with ADAPTER @sha256:…) stores the
+    // same layers.
+    let old = manifest(&legacy, "lora-llama-az", "q8_0");
+    assert_eq!(
+        layer_digest(&old, ADAPTER_LAYER),
+        Some(adapter_digest.clone())
+    );
+    assert_eq!(layer_digest(&old, MODEL_LAYER), Some(base_digest.clone()));
+    assert!(legacy.log().contains("/api/create"), "{}", legacy.log());
+
     // The host that cannot take adapters: refused with one line, nothing
     // uploaded there for the fine-tune.
     let refused = st.drops["lora-llama-az"].hosts[&newer.url]
@@ -245,7 +265,8 @@ fn a_lora_drop_is_registered_as_its_base_plus_an_adapter_layer() {
 #[test]
 fn adapters_llama_cpp_cannot_apply_are_refused_and_the_daemon_goes_on() {
     let dir = setup();
-    let emu = Emulator::start(&[]);
+    // Ollama ≥ 0.30 rewrites every imported GGUF (llama-quantize COPY).
+    let emu = Emulator::start(&["--emulate-version", "0.33.0"]);
     drop_adapter(dir.path(), "dora-llama-az", "adapter = \"lora\"\n");
     drop_adapter(dir.path(), "lora-llama-head", "adapter = \"lora\"\n");
     let daemon = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
