@@ -327,3 +327,71 @@ fn adapters_llama_cpp_cannot_apply_are_refused_and_the_daemon_goes_on() {
         "the base is journaled with the drop: {held:?}"
     );
 }
+
+#[test]
+fn an_adapter_file_damaged_while_the_daemon_was_down_is_written_again() {
+    use sha2::{Digest, Sha256};
+    let dir = setup();
+    let mut emu = Emulator::start(&[]);
+    emu.stop(); // Ollama down: the drop is converted and waits for it.
+    let base = fixtures::path("hf-llama-az");
+    drop_adapter(
+        dir.path(),
+        "lora-llama-az",
+        &format!(
+            "adapter = \"lora\"\nbase = {:?}\n",
+            base.display().to_string()
+        ),
+    );
+    let daemon = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
+    let st = wait_for(
+        dir.path(),
+        &["lora-llama-az"],
+        Step::Converted,
+        &daemon,
+        300,
+    );
+    daemon.kill9();
+    let journaled = st.drops["lora-llama-az"]
+        .outputs
+        .iter()
+        .find(|o| o.tags.is_empty())
+        .expect("the adapter is journaled as an output")
+        .clone();
+    let len = std::fs::metadata(&journaled.path).unwrap().len() as usize;
+    std::fs::write(&journaled.path, vec![0x5a; len]).unwrap();
+
+    emu.resume();
+    let daemon = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
+    let st = wait_for(
+        dir.path(),
+        &["lora-llama-az"],
+        Step::Registered,
+        &daemon,
+        600,
+    );
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("converting drop=lora-llama-az").count(),
+        2,
+        "converted again after the restart: {log}"
+    );
+    let bytes = std::fs::read(&journaled.path).unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        journaled.sha256,
+        "rewritten"
+    );
+    let again = st.drops["lora-llama-az"]
+        .outputs
+        .iter()
+        .find(|o| o.tags.is_empty())
+        .unwrap();
+    assert_eq!(again.sha256, journaled.sha256);
+    let ft = manifest(&emu, "lora-llama-az", "q8_0");
+    assert_eq!(
+        layer_digest(&ft, ADAPTER_LAYER),
+        Some(format!("sha256:{}", journaled.sha256)),
+        "the registered adapter is the good one"
+    );
+}

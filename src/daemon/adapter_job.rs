@@ -76,7 +76,8 @@ pub(super) fn convert_lora_drop(
     let lora = convert_as_adapter(dir, &lora_path, Some(&model), dir.parent())
         .map_err(|e| e.to_string())?;
     let base_model = sanitize_model_name(&convert::default_name(&lora.base));
-    info!(drop = %dir.display(), base = %lora.base.display(), "adapter written; converting its base {base_model}");
+    let drop_name = dir.file_name().unwrap_or_default().to_string_lossy();
+    info!(drop = %drop_name, base = %lora.base.display(), "adapter written; converting its base {base_model}");
     let req = ConvertRequest {
         source: lora.base.clone(),
         outputs: types
