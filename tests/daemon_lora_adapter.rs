@@ -269,10 +269,12 @@ fn adapters_llama_cpp_cannot_apply_are_refused_and_the_daemon_goes_on() {
     let emu = Emulator::start(&["--emulate-version", "0.33.0"]);
     drop_adapter(dir.path(), "dora-llama-az", "adapter = \"lora\"\n");
     drop_adapter(dir.path(), "lora-llama-head", "adapter = \"lora\"\n");
+    // Not an adapter at all.
+    drop_adapter(dir.path(), "hf-gpt2-az", "adapter = \"lora\"\n");
     let daemon = Daemon::start(dir.path(), &emu.url, &["--types", "q8_0"]);
     let st = wait_for(
         dir.path(),
-        &["dora-llama-az", "lora-llama-head"],
+        &["dora-llama-az", "lora-llama-head", "hf-gpt2-az"],
         Step::Failed,
         &daemon,
         300,
@@ -280,9 +282,11 @@ fn adapters_llama_cpp_cannot_apply_are_refused_and_the_daemon_goes_on() {
     for (drop, what) in [
         ("dora-llama-az", "DoRA"),
         ("lora-llama-head", "whole modules"),
+        ("hf-gpt2-az", "not a LoRA adapter folder"),
     ] {
         let e = st.drops[drop].error.clone().unwrap_or_default();
-        assert!(e.contains(what) && e.contains("merged"), "{drop}: {e}");
+        assert!(e.contains(what), "{drop}: {e}");
+        assert!(drop == "hf-gpt2-az" || e.contains("merged"), "{drop}: {e}");
         assert!(e.contains(drop), "names the drop: {e}");
         assert!(!e.contains('\n'), "one line: {e}");
     }

@@ -63,6 +63,14 @@ pub(super) fn convert_lora_drop(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Converted, String> {
+    if !crate::adapter::is_adapter_folder(dir) {
+        return Err(format!(
+            "{}: adapter = \"lora\", but {} is not a LoRA adapter folder (no {})",
+            dir.join("kvant.toml").display(),
+            dir.display(),
+            crate::adapter::CONFIG_NAME
+        ));
+    }
     let model = sanitize_model_name(
         &settings
             .name

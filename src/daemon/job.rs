@@ -114,7 +114,7 @@ pub fn convert_drop(
     let settings = settings::load(&dir).map_err(|e| e.to_string())?;
     match settings.adapter.as_deref() {
         None | Some("merged") => {}
-        Some("lora") => {
+        Some("lora") if drop.is_dir() => {
             let types = drop_types(&settings, default_types, &dir)?;
             return super::adapter_job::convert_lora_drop(
                 output,
@@ -125,6 +125,13 @@ pub fn convert_drop(
                 progress,
                 cancel,
             );
+        }
+        Some("lora") => {
+            return Err(format!(
+                "{}: adapter = \"lora\" applies to a LoRA adapter folder, not to {}",
+                dir.join("kvant.toml").display(),
+                drop.display()
+            ))
         }
         Some(other) => {
             return Err(format!(
