@@ -99,7 +99,7 @@ pub(super) fn check_supported(
         None => Ok(()),
         Some(reason) => Err(OllamaError::Unsupported {
             url: url.to_owned(),
-            reason: format!("{reason}; register the adapter merged instead (remove adapter = \"lora\" from its kvant.toml)"),
+            reason: format!("{reason}; register the fine-tune merged into its base instead"),
         }),
     }
 }
