@@ -21,6 +21,9 @@ pub struct Modelfile {
     pub parameters: Vec<(String, String)>,
     /// `LICENSE`.
     pub license: Option<String>,
+    /// `ADAPTER` (a relative path to a GGUF LoRA adapter applied on top
+    /// of `FROM`).
+    pub adapter: Option<String>,
 }
 
 /// A Modelfile that cannot be written or parsed.
@@ -72,6 +75,9 @@ impl Modelfile {
     /// The Modelfile text.
     pub fn render(&self) -> Result<String, ModelfileError> {
         let mut out = format!("FROM {}\n", quote("FROM", &self.from)?);
+        if let Some(a) = &self.adapter {
+            out.push_str(&format!("ADAPTER {}\n", quote("ADAPTER", a)?));
+        }
         if let Some(t) = &self.template {
             // Always triple-quoted: templates are full of quotes and braces.
             if t.contains("\"\"\"") {
@@ -216,6 +222,7 @@ mod tests {
                 ("stop".into(), "User: ".into()),
             ],
             license: Some("MIT".into()),
+            adapter: None,
         }
     }
 
@@ -239,6 +246,22 @@ mod tests {
                 ("license", "MIT"),
             ]
         );
+    }
+
+    #[test]
+    fn an_adapter_follows_from_and_parses_back() {
+        let m = Modelfile {
+            adapter: Some("./ft-lora.gguf".into()),
+            ..sample()
+        };
+        let text = m.render().unwrap();
+        assert!(
+            text.starts_with("FROM ./az-gpt-q4_k_m.gguf\nADAPTER ./ft-lora.gguf\n"),
+            "{text}"
+        );
+        let cmds = parse(&text).unwrap();
+        assert_eq!(cmds[1].name, "adapter");
+        assert_eq!(cmds[1].args, "./ft-lora.gguf");
     }
 
     #[test]

@@ -536,7 +536,12 @@ fn prune_list(cfg: &DaemonConfig, st: &State, host: &str, drop: &str) -> Vec<Str
     versions.push(label);
     let mut tags = Vec::new();
     for old in excess_versions(&versions, keep, rec.best_version.as_deref()) {
-        for o in rec.outputs.iter().filter(|o| o.publish) {
+        // An adapter drop's adapter file is an output without tags.
+        for o in rec
+            .outputs
+            .iter()
+            .filter(|o| o.publish && !o.tags.is_empty())
+        {
             tags.push(format!("{model}:{}-{old}", o.file_type));
         }
     }

@@ -88,6 +88,7 @@ pub fn modelfile_for(gguf: &Path, report: &ConvertReport, s: &ModelSettings) -> 
         system: s.system.clone(),
         parameters,
         license: s.license.clone(),
+        adapter: None,
     }
 }
 
@@ -104,7 +105,37 @@ pub fn convert_drop(
     let drop = job.drop.as_path();
     let dir = drop_dir(drop);
     let settings = settings::load(&dir).map_err(|e| e.to_string())?;
-    check_adapter_mode(&settings, &dir)?;
+    let choices = requested_types(&settings, &job.types, &dir)?;
+    match settings.adapter.as_deref() {
+        None | Some("merged") => {}
+        Some("lora") if drop.is_dir() => {
+            // An adapter layer is registered as it is: nothing to measure
+            // or choose among, so `auto` is the usual mix.
+            let types = fixed_types(&choices);
+            return super::adapter_job::convert_lora_drop(
+                &job.output,
+                &types,
+                &dir,
+                &job.content_sha,
+                &settings,
+                progress,
+                cancel,
+            );
+        }
+        Some("lora") => {
+            return Err(format!(
+                "{}: adapter = \"lora\" applies to a LoRA adapter folder, not to {}",
+                dir.join("kvant.toml").display(),
+                drop.display()
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "{}: adapter = \"{other}\": expected \"merged\" or \"lora\"",
+                dir.join("kvant.toml").display()
+            ))
+        }
+    }
     let paths = convert::locate(drop).map_err(|e| e.to_string())?;
     let model = sanitize_model_name(
         &settings
@@ -112,7 +143,6 @@ pub fn convert_drop(
             .clone()
             .unwrap_or_else(|| convert::default_name(&paths.checkpoint)),
     );
-    let choices = requested_types(&settings, &job.types, &dir)?;
     let out_dir = job.output.join(&model);
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let req = ConvertRequest {
@@ -168,7 +198,14 @@ pub fn convert_drop(
             .unwrap_or("");
         best_version = history::record(&out_dir, &model, &version_label, first, q);
     }
-    let records = write_outputs(report, &settings, quality.as_ref(), &model, &version_label)?;
+    let records = record_outputs(
+        report,
+        &settings,
+        quality.as_ref(),
+        &model,
+        &version_label,
+        None,
+    )?;
     let report_path = out_dir.join(format!("{model}.report.json"));
     let quality_json = match &quality {
         Some(q) => json!(q),
@@ -199,20 +236,14 @@ pub fn convert_drop(
     })
 }
 
-/// Registering a fine-tune as an adapter layer on its base is not wired
-/// into the daemon yet: refuse rather than silently merge.
-fn check_adapter_mode(settings: &ModelSettings, dir: &Path) -> Result<(), String> {
-    match settings.adapter.as_deref() {
-        None | Some("merged") => Ok(()),
-        Some("lora") => Err(format!(
-            "{}: adapter = \"lora\" is not supported by the daemon yet; remove it to register the adapter merged, or write the adapter GGUF with kvant convert --as-adapter",
-            dir.join("kvant.toml").display()
-        )),
-        Some(other) => Err(format!(
-            "{}: adapter = \"{other}\": expected \"merged\" or \"lora\"",
-            dir.join("kvant.toml").display()
-        )),
+/// The named mixes of `choices`, `auto` as the usual mix (for drops that
+/// are not measured).
+fn fixed_types(choices: &[TypeChoice]) -> Vec<FileType> {
+    let (mut fixed, auto) = TypeChoice::split(choices);
+    if auto && !fixed.contains(&measure::DEFAULT_AUTO_FALLBACK) {
+        fixed.push(measure::DEFAULT_AUTO_FALLBACK);
     }
+    fixed
 }
 
 /// The drop's `types` (its kvant.toml), else the daemon's.
@@ -252,14 +283,18 @@ fn gate_log(drop: &str, q: &QualityReport) {
     }
 }
 
-/// Each output's Modelfile (with the measured numbers as a comment line)
-/// and its journal record, gated by its verdict.
-fn write_outputs(
+/// Writes each output's Modelfile beside it (the measured numbers as a
+/// comment line; an `ADAPTER` line when `adapter` is given, relative to
+/// the output's folder) and returns the outputs' journal records, tagged
+/// `<model>:<type>` and `<model>:<type>-<version>` and gated by their
+/// verdicts.
+pub(super) fn record_outputs(
     report: &ConvertReport,
     settings: &ModelSettings,
     quality: Option<&QualityReport>,
     model: &str,
     version_label: &str,
+    adapter: Option<&str>,
 ) -> Result<Vec<OutputRecord>, String> {
     let mut records = Vec::new();
     for out in &report.outputs {
@@ -269,7 +304,8 @@ fn write_outputs(
                 .find(|t| t.quality.file_type == out.file_type)
                 .map(|t| (q, t))
         });
-        let mf = modelfile_for(&out.path, report, settings);
+        let mut mf = modelfile_for(&out.path, report, settings);
+        mf.adapter = adapter.map(str::to_owned);
         let mut text = mf.render().map_err(|e| format!("Modelfile: {e}"))?;
         if let Some((q, t)) = measured {
             text = format!("{}\n{text}", modelfile_comment(&t.quality, &q.text));

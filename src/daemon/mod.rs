@@ -10,6 +10,8 @@
 //! * `job` / `publish` — converting one drop, registering its outputs;
 //! * `quality_settings` — the held-out text and budget a drop is gated by
 //!   (the measuring itself is `crate::measure`);
+//! * `adapter_job` — a LoRA adapter drop registered as its base plus an
+//!   adapter layer (`adapter = "lora"`);
 //! * `isolate` — each conversion in a child process, with limits, so a
 //!   crash or hang fails one drop, never the daemon;
 //! * `notify` — systemd readiness, status and watchdog;
@@ -18,6 +20,7 @@
 //! It parses no formats itself: it calls `convert` and `ollama` like any
 //! other caller.
 
+mod adapter_job;
 mod config;
 mod error;
 mod history;

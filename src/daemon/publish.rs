@@ -83,6 +83,7 @@ pub fn registration_from_modelfile(
             "template" => reg.template = Some(c.args),
             "system" => reg.system = Some(c.args),
             "license" => reg.license = Some(c.args),
+            "adapter" => reg.adapter = Some(super::adapter_job::adapter_layer(&mf_path, &c.args)?),
             "parameter" => {
                 let (k, v) = c.args.split_once(' ').unwrap_or((c.args.as_str(), ""));
                 match k {
@@ -123,10 +124,15 @@ pub async fn publish(
             continue;
         };
         let mut reg = registration_from_modelfile(&out.path, &out.sha256, first, true)?;
+        super::adapter_job::use_journaled_digest(&mut reg, outputs)?;
         reg.template_mode = options.template_mode;
         reg.smoke_policy = options.smoke_policy;
         registered.push(register(client, &reg).await?);
         names.push(first.clone());
+        if let Some(base) = super::adapter_job::register_base_if_missing(client, &reg, out).await? {
+            names.push(base.name.clone());
+            registered.push(base);
+        }
         for tag in rest {
             client.copy(first, tag).await?;
             names.push(tag.clone());

@@ -9,7 +9,7 @@
 //! license = "MIT"                 # LICENSE
 //! n_head = 4                      # for a bare state_dict
 //! base = "../hf-llama-az"         # a LoRA adapter's base (see crate::adapter)
-//! adapter = "merged"              # a LoRA adapter drop merged ("lora" is refused for now)
+//! adapter = "merged"              # a LoRA adapter drop merged, or "lora": its base plus an Ollama adapter layer
 //! template_mode = "native"        # auto | go | native (default: the daemon's)
 //! eval_text = "heldout.txt"       # quality keys: see `quality_settings`
 //! max_kld = 0.05
@@ -46,9 +46,8 @@ pub struct ModelSettings {
     /// A LoRA adapter drop's base model (a path, relative to the drop);
     /// read by the adapter's base search.
     pub base: Option<std::path::PathBuf>,
-    /// `"merged"` (the default) for a LoRA adapter drop; `"lora"`
-    /// (register it as an adapter layer on its base) is refused until the
-    /// daemon supports it.
+    /// `"merged"` (the default) for a LoRA adapter drop, or `"lora"`:
+    /// registered as its base plus an adapter layer (`adapter_job`).
     pub adapter: Option<String>,
     /// Go or native chat templates for this model (default: the daemon's).
     pub template_mode: Option<crate::ollama::TemplateMode>,

@@ -117,6 +117,7 @@ fn modelfile_seeds(fixtures: &Path) -> Result<Vec<Vec<u8>>, String> {
                 ("stop".into(), "</s>".into()),
             ],
             license: Some("MIT".into()),
+            adapter: None,
         };
         out.push(m.render().map_err(|e| e.to_string())?.into_bytes());
     }

@@ -66,6 +66,15 @@ pub enum OllamaError {
         /// Which host redirected where, and why it is refused.
         reason: String,
     },
+    /// The server's version cannot do what is asked (a LoRA adapter it
+    /// cannot run); final.
+    #[error("{url}: {reason}")]
+    Unsupported {
+        /// Base URL.
+        url: String,
+        /// What it cannot do, and what to do instead.
+        reason: String,
+    },
     /// The model name is not one Ollama accepts.
     #[error("'{0}' is not a valid Ollama model name")]
     InvalidName(String),
@@ -86,7 +95,8 @@ impl OllamaError {
             | OllamaError::InvalidName(_)
             | OllamaError::Setup { .. }
             | OllamaError::Redirect { .. }
-            | OllamaError::Smoke { .. } => false,
+            | OllamaError::Smoke { .. }
+            | OllamaError::Unsupported { .. } => false,
         }
     }
 }

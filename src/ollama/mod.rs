@@ -4,6 +4,7 @@
 //!
 //! This module must not know GGUF internals or the watched folder.
 
+mod adapter;
 mod client;
 mod connection;
 mod error;
@@ -15,6 +16,7 @@ mod register;
 pub mod retry;
 mod template_mode;
 
+pub use adapter::{adapter_unsupported, AdapterLayer};
 pub use client::{Client, Version, JSON_CREATE};
 pub use connection::{parse_header_lines, ClientOptions};
 pub use error::OllamaError;

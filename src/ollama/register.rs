@@ -7,10 +7,11 @@
 //! [`CHAT_SMOKE_TOKENS`]; a base model must return text from
 //! `/api/generate`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use super::adapter::{self, AdapterLayer};
 use super::client::{Client, Version, JSON_CREATE};
 use super::names::is_valid_name;
 use super::template_mode::{choose_template, TemplateMode, NATIVE_JINJA};
@@ -76,6 +77,8 @@ pub struct Registration {
     pub template_mode: TemplateMode,
     /// What a failed chat smoke test does.
     pub smoke_policy: SmokePolicy,
+    /// A LoRA adapter applied on top of `gguf` (one adapter layer).
+    pub adapter: Option<AdapterLayer>,
 }
 
 /// What the server reported after registration.
@@ -160,6 +163,7 @@ impl Registration {
             system: self.system.clone(),
             parameters: params,
             license: self.license.clone(),
+            adapter: self.adapter.as_ref().map(adapter::legacy_reference),
         }
         .render()
         .map_err(|e| OllamaError::Protocol {
@@ -180,10 +184,20 @@ fn mentions_tools(jinja: &str) -> bool {
 
 /// Uploads the blob unless the server has it; whether it was uploaded.
 async fn ensure_blob(client: &Client, reg: &Registration) -> Result<bool, OllamaError> {
-    if client.blob_exists(&reg.sha256).await? {
+    let uploaded = ensure_file(client, &reg.gguf, &reg.sha256).await?;
+    if let Some(layer) = &reg.adapter {
+        ensure_file(client, &layer.path, &layer.sha256).await?;
+    }
+    Ok(uploaded)
+}
+
+/// Uploads one file unless the server has its blob; whether it was
+/// uploaded.
+async fn ensure_file(client: &Client, path: &Path, sha256: &str) -> Result<bool, OllamaError> {
+    if client.blob_exists(sha256).await? {
         return Ok(false);
     }
-    match client.upload_blob(&reg.gguf, &reg.sha256).await {
+    match client.upload_blob(path, sha256).await {
         // A mismatch can come from bytes damaged in transit: upload
         // once more; a second mismatch means the file itself differs.
         Err(OllamaError::Api {
@@ -191,7 +205,7 @@ async fn ensure_blob(client: &Client, reg: &Registration) -> Result<bool, Ollama
             message,
             ..
         }) if message.contains("digest mismatch") => {
-            client.upload_blob(&reg.gguf, &reg.sha256).await?;
+            client.upload_blob(path, sha256).await?;
         }
         other => other?,
     }
@@ -226,6 +240,9 @@ fn create_body(
     }
     if let Some(l) = &reg.license {
         b["license"] = json!(l);
+    }
+    if let Some(layer) = &reg.adapter {
+        adapter::add_to_json_create(&mut b, layer);
     }
     Ok(b)
 }
@@ -284,6 +301,9 @@ pub async fn register(client: &Client, reg: &Registration) -> Result<Registered,
         return Err(OllamaError::InvalidName(reg.name.clone()));
     }
     let version = client.version().await?;
+    if let Some(layer) = &reg.adapter {
+        adapter::check_supported(client.base(), version, layer)?;
+    }
     let uploaded = ensure_blob(client, reg).await?;
     let choice = choose_template(
         reg.template_mode,
@@ -304,6 +324,9 @@ pub async fn register(client: &Client, reg: &Registration) -> Result<Registered,
         });
     };
     let show = client.show(&reg.name).await?;
+    if reg.adapter.is_some() {
+        adapter::check_shown(&reg.name, &show)?;
+    }
     let detail = |k: &str| {
         show.get("details")
             .and_then(|d| d.get(k))
