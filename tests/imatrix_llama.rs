@@ -259,3 +259,130 @@ fn both_forms_drive_kvant_quantize_and_llama_model_quantize() {
         }
     }
 }
+
+fn kvant_ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvant"))
+        .args(args)
+        .output()
+        .expect("running kvant");
+    assert!(
+        out.status.success(),
+        "kvant failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Mean KLD of `model` against the F32 base file, by llama-perplexity and
+/// by `kvant eval` on the same file.
+fn kld_both(model: &Path, base_file: &Path) -> (f64, f64) {
+    let heldout = support::fixtures::path("nanogpt-k256/heldout.txt");
+    let out = support::llama_tools::perplexity(
+        model,
+        &heldout,
+        128,
+        4,
+        &[&"--kl-divergence-base", &base_file, &"--kl-divergence"],
+    );
+    let llama = support::llama_tools::summary_value(&out, "Mean    KLD").0;
+    let json = kvant_ok(&[&"eval", &model, &"--base-logits", &base_file, &"--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("kvant eval --json");
+    (v["kld"]["kld"]["value"].as_f64().expect("kld"), llama)
+}
+
+/// `kvant convert --calibration` computes the importance matrix from the
+/// checkpoint's own weights in the same run: the statistics equal `kvant
+/// imatrix` on the F32 GGUF, the files equal llama.cpp's
+/// `llama_model_quantize` given that imatrix byte for byte, and the
+/// imatrix lowers Q2_K's KL-divergence as llama-perplexity measures it.
+#[test]
+fn convert_with_calibration_quantizes_as_llama_model_quantize_given_its_imatrix() {
+    let Files { dir, f32, text, .. } = files();
+    let src = support::fixtures::path("nanogpt-k256");
+    let (calibrated, plain) = (dir.join("calibrated"), dir.join("plain"));
+    let saved = dir.join("calibrated-imatrix.gguf");
+    kvant_ok(&[
+        &"convert",
+        &src,
+        &"--type",
+        &"q4_k_m,q2_k",
+        &"--output-dir",
+        &calibrated,
+        &"--calibration",
+        text,
+        &"--eval-ctx",
+        &N_CTX,
+        &"--save-imatrix",
+        &saved,
+    ]);
+    kvant_ok(&[
+        &"convert",
+        &src,
+        &"--type",
+        &"q4_k_m,q2_k",
+        &"--output-dir",
+        &plain,
+    ]);
+    // The same sums as `kvant imatrix` on the F32 file, same chunking
+    // (8 chunks of 128, the calibration default).
+    let from_gguf = dir.join("from-gguf-imatrix.gguf");
+    kvant_ok(&[
+        &"imatrix",
+        f32,
+        &"--text",
+        text,
+        &"-c",
+        &N_CTX,
+        &"--chunks",
+        &"8",
+        &"-o",
+        &from_gguf,
+    ]);
+    let (a, b) = (raw_gguf(&saved), raw_gguf(&from_gguf));
+    assert_eq!((a.1, a.2), (b.1, b.2), "chunk count and size");
+    assert_eq!(a.0, b.0, "the checkpoint's imatrix is the F32 GGUF's");
+
+    let base_file = dir.join("f32-base.kld");
+    support::llama_tools::perplexity(
+        f32,
+        &support::fixtures::path("nanogpt-k256/heldout.txt"),
+        128,
+        4,
+        &[&"--kl-divergence-base", &base_file],
+    );
+    for (ft, name) in [(FileType::Q4_K_M, "q4_k_m"), (FileType::Q2_K, "q2_k")] {
+        let ours = calibrated.join(format!("nanogpt-k256-{name}.gguf"));
+        let theirs = dir.join(format!("llama-calibrated-{name}.gguf"));
+        support::quantize::llama_model_quantize(f32, &theirs, ft, Some(&saved));
+        let (x, y) = (
+            GgufFile::open(&ours).expect("kvant's output"),
+            GgufFile::open(&theirs).expect("llama's output"),
+        );
+        for t in &x.tensors {
+            let u = y.tensor(&t.info.name).expect("same tensors");
+            assert!(
+                x.tensor_data(t) == y.tensor_data(u),
+                "{name}: {} differs from llama_model_quantize with kvant's imatrix",
+                t.info.name
+            );
+        }
+        let with = kld_both(&ours, &base_file);
+        let without = kld_both(&plain.join(format!("nanogpt-k256-{name}.gguf")), &base_file);
+        eprintln!(
+            "{name}: mean KLD with imatrix kvant {:.6} llama {:.6}; without kvant {:.6} llama {:.6}",
+            with.0, with.1, without.0, without.1
+        );
+        for (k, l) in [with, without] {
+            assert!(
+                (k - l).abs() <= 0.02 * l + 1e-5,
+                "{name}: kvant eval {k} vs llama-perplexity {l}"
+            );
+        }
+        if ft == FileType::Q2_K {
+            assert!(
+                with.1 < without.1,
+                "the imatrix lowers Q2_K's KLD: {with:?} vs {without:?}"
+            );
+        }
+    }
+}
