@@ -13,6 +13,7 @@ use crate::arch::ArchPlan;
 use crate::gguf::{GgufWriter, TensorInfo};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
+use crate::tokenizer::{discover, gguf_vocab};
 
 /// The base of `adapter`, located and opened.
 struct Base {
@@ -81,6 +82,59 @@ pub(super) fn run_merged(
         "merged_tensors": merge.n_edits(),
     });
     Ok(report)
+}
+
+/// One tensor of a model in f32: GGUF name, GGUF shape, elements.
+type F32Tensor = (String, Vec<u64>, Vec<f32>);
+
+/// The fine-tuned model of the adapter folder `dir` as the merged
+/// conversion makes it before quantizing: each planned tensor in f32 with
+/// the adapter merged in, handed to `take` one at a time (the reference a
+/// measured conversion compares with), and the family's metadata. The
+/// second result is the vocabulary's `tokenizer.ggml.*` keys (the
+/// adapter's own tokenizer when it saved one, else the base's).
+pub(crate) fn merged_f32<R>(
+    dir: &Path,
+    n_head: Option<usize>,
+    take: impl FnOnce(
+        crate::gguf::Metadata,
+        &mut dyn Iterator<Item = Result<F32Tensor, ConvertError>>,
+    ) -> R,
+) -> Result<(R, crate::gguf::Metadata), ConvertError> {
+    let adapter = adapter::open(dir)?;
+    let mut base = open_base(&adapter, None)?;
+    let untie = adapter::replace_tensors(&mut base.ck, &adapter.pieces, &adapter.dir)?;
+    let req = ConvertRequest {
+        n_head,
+        ..Default::default()
+    };
+    let mut plan = plan_for(&base.ck, base.config.as_ref(), &req, &base.paths)?;
+    let merge = adapter::plan_merge(
+        &base.ck,
+        &plan,
+        &adapter.pieces,
+        &adapter.config,
+        &adapter.weights,
+        untie,
+    )?;
+    merge.untie(&mut plan);
+    let merging = Merging {
+        merge: &merge,
+        adapter: &adapter,
+    };
+    let mut files = match discover(&adapter.dir) {
+        f if f.tokenizer_json.is_some() => f,
+        _ => discover(&base.paths.dir),
+    };
+    files.config_json = base.config.clone();
+    let vocab = gguf_vocab(&files, plan.n_vocab)?.metadata;
+    let mut metadata = plan.metadata.clone();
+    metadata.set("general.architecture", plan.arch);
+    let mut tensors = plan.tensors.iter().map(|t| {
+        let data = super::checkpoint::materialize(&base.ck, t, Some(&merging))?;
+        Ok((t.name.clone(), t.ne.clone(), data))
+    });
+    Ok((take(metadata, &mut tensors), vocab))
 }
 
 /// What [`convert_as_adapter`] wrote and found.

@@ -99,11 +99,8 @@ struct Job<'a> {
 impl Job<'_> {
     fn run(&self, req: &ConvertRequest) -> Result<MeasuredConversion, ConvertError> {
         let (fixed, auto) = TypeChoice::split(self.choices);
-        let adapter = convert::locate(&req.source)
-            .map(|p| crate::adapter::is_adapter_folder(&p.checkpoint))
-            .unwrap_or(false);
-        let not_measured = not_measured_reason(&self.opts.eval_text, adapter);
-        let calibrate = self.opts.calibration.path().is_some() && req.imatrix.is_none() && !adapter;
+        let not_measured = not_measured_reason(&self.opts.eval_text);
+        let calibrate = self.opts.calibration.path().is_some() && req.imatrix.is_none();
         if not_measured.is_some() && !calibrate {
             return self.unmeasured(req, fixed, auto, not_measured);
         }
@@ -393,12 +390,7 @@ impl Job<'_> {
     }
 }
 
-fn not_measured_reason(eval_text: &TextSource, adapter: bool) -> Option<NotMeasured> {
-    if adapter {
-        return Some(NotMeasured {
-            reason: "not measured: adapter drops are not measured yet".into(),
-        });
-    }
+fn not_measured_reason(eval_text: &TextSource) -> Option<NotMeasured> {
     match eval_text {
         TextSource::Missing { looked_for } => Some(NotMeasured {
             reason: format!(

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::arch::HParamOverrides;
-use crate::convert::{locate, source_vocab, ConvertError, ConvertRequest};
+use crate::convert::{locate, merged_f32, source_vocab, ConvertError, ConvertRequest};
 use crate::eval::forward::Model;
 use crate::eval::{chunk_bos_of, ChunkPlan, MeasureError};
 use crate::gguf::{GgufFile, Metadata};
@@ -36,7 +36,12 @@ impl Reference {
         }
         let overrides = HParamOverrides { n_head: req.n_head };
         let model = Model::from_checkpoint(&req.source, &overrides).map_err(MeasureError::from)?;
-        let vocab = source_vocab(&paths, req.tokenizer.as_deref(), model.n_vocab())?;
+        let vocab = if crate::adapter::is_adapter_folder(&paths.checkpoint) {
+            // The fine-tune's vocabulary, as the merged conversion writes it.
+            merged_f32(&paths.checkpoint, req.n_head, |_, _| ())?.1
+        } else {
+            source_vocab(&paths, req.tokenizer.as_deref(), model.n_vocab())?
+        };
         Ok(Reference { model, vocab })
     }
 

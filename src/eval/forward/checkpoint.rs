@@ -1,13 +1,14 @@
 //! A checkpoint's own tensors as a model: the family's plan (`arch`)
 //! names and lays them out as the GGUF file would, and each is made in
-//! f32 exactly as conversion makes it (`convert::materialize`), so the
-//! same graphs evaluate the full-precision source.
+//! f32 exactly as conversion makes it (`convert::materialize`; a LoRA
+//! adapter folder merged into its base), so the same graphs evaluate the
+//! full-precision source.
 
 use std::path::Path;
 
 use super::weights::Store;
 use crate::arch::{self, HParamOverrides};
-use crate::convert::{locate, materialize, read_json, ConvertError};
+use crate::convert::{locate, materialize, merged_f32, read_json, ConvertError};
 use crate::eval::EvalError;
 use crate::source;
 
@@ -17,6 +18,12 @@ pub(crate) fn store(path: &Path, overrides: &HParamOverrides) -> Result<Store, E
     let paths = locate(path)?;
     if paths.is_gguf {
         return Ok(Store::gguf(crate::gguf::GgufFile::open(path)?));
+    }
+    if crate::adapter::is_adapter_folder(&paths.checkpoint) {
+        let (store, _vocab) = merged_f32(&paths.checkpoint, overrides.n_head, |md, tensors| {
+            Store::owned(tensors.map(|t| t.map_err(EvalError::from)), md)
+        })?;
+        return store;
     }
     let ck = source::open(&paths.checkpoint).map_err(ConvertError::from)?;
     let sidecar = match &paths.sidecar_config {
