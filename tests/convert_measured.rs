@@ -27,6 +27,24 @@ fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kvant eval MODEL [--base BASE] --text TEXT -c 64 --chunks 4 --json`.
+fn eval_json(model: &Path, base: Option<&Path>, text: &Path) -> serde_json::Value {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &model];
+    if let Some(b) = &base {
+        args.extend([&"--base" as &dyn AsRef<std::ffi::OsStr>, b]);
+    }
+    args.extend([
+        &"--text" as &dyn AsRef<std::ffi::OsStr>,
+        &text,
+        &"-c",
+        &"64",
+        &"--chunks",
+        &"4",
+        &"--json",
+    ]);
+    serde_json::from_str(&ok(&args)).expect("kvant eval --json")
+}
+
 /// The table row of `ty` (`Q8_0`), split on whitespace.
 fn row<'a>(table: &'a str, ty: &str) -> Vec<&'a str> {
     table
@@ -57,20 +75,7 @@ fn a_merged_adapter_is_measured_against_its_own_full_precision_weights() {
     let f32 = dir.path().join("merged-f32.gguf");
     ok(&[&"convert", &adapter, &"--type", &"f32", &"-o", &f32]);
     let q = dir.path().join("lora-llama-az-q4_k_m.gguf");
-    let json = ok(&[
-        &"eval",
-        &q,
-        &"--base",
-        &f32,
-        &"--text",
-        &text,
-        &"-c",
-        &"64",
-        &"--chunks",
-        &"4",
-        &"--json",
-    ]);
-    let e: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let e = eval_json(&q, Some(&f32), &text);
     let cells = row(&table, "Q4_K_M");
     // type, size, unit, bits/w, PPL, ΔPPL, %, mean KLD, …
     let ppl: f64 = cells[4].parse().expect("PPL cell");
@@ -90,18 +95,7 @@ fn a_merged_adapter_is_measured_against_its_own_full_precision_weights() {
     let base = fixtures::path("hf-llama-az");
     let base_f32 = dir.path().join("base-f32.gguf");
     ok(&[&"convert", &base, &"--type", &"f32", &"-o", &base_f32]);
-    let base_json = ok(&[
-        &"eval",
-        &base_f32,
-        &"--text",
-        &text,
-        &"-c",
-        &"64",
-        &"--chunks",
-        &"4",
-        &"--json",
-    ]);
-    let b: serde_json::Value = serde_json::from_str(&base_json).expect("json");
+    let b = eval_json(&base_f32, None, &text);
     let merged_ppl = e["kld"]["ppl_base"]["value"].as_f64().expect("ppl_base");
     let base_ppl = b["perplexity"]["value"].as_f64().expect("ppl");
     assert!(

@@ -116,6 +116,22 @@ fn assert_close(what: &str, kvant: &[f32], llama: &[f32]) {
     );
 }
 
+/// Every tensor of kvant's file `ours` has llama.cpp's bytes in `theirs`.
+fn assert_same_tensors(ours: &Path, theirs: &Path, what: &str) {
+    let (a, b) = (
+        GgufFile::open(ours).expect("kvant's output"),
+        GgufFile::open(theirs).expect("llama's output"),
+    );
+    for t in &a.tensors {
+        let u = b.tensor(&t.info.name).expect("same tensors");
+        assert!(
+            a.tensor_data(t) == b.tensor_data(u),
+            "{what}: {} differs from llama_model_quantize's",
+            t.info.name
+        );
+    }
+}
+
 struct Files {
     _dir: tempfile::TempDir,
     dir: PathBuf,
@@ -245,18 +261,7 @@ fn both_forms_drive_kvant_quantize_and_llama_model_quantize() {
         assert!(st.success(), "kvant quantize --imatrix {format} failed");
         let theirs = dir.join(format!("llama-q4_k_m-{format}.gguf"));
         support::quantize::llama_model_quantize(f32, &theirs, FileType::Q4_K_M, Some(im));
-        let (a, b) = (
-            GgufFile::open(&ours).expect("kvant's output"),
-            GgufFile::open(&theirs).expect("llama's output"),
-        );
-        for t in &a.tensors {
-            let u = b.tensor(&t.info.name).expect("same tensors");
-            assert!(
-                a.tensor_data(t) == b.tensor_data(u),
-                "{format}: {} differs between kvant quantize and llama_model_quantize",
-                t.info.name
-            );
-        }
+        assert_same_tensors(&ours, &theirs, &format!("{format} (kvant quantize)"));
     }
 }
 
@@ -354,18 +359,11 @@ fn convert_with_calibration_quantizes_as_llama_model_quantize_given_its_imatrix(
         let ours = calibrated.join(format!("nanogpt-k256-{name}.gguf"));
         let theirs = dir.join(format!("llama-calibrated-{name}.gguf"));
         support::quantize::llama_model_quantize(f32, &theirs, ft, Some(&saved));
-        let (x, y) = (
-            GgufFile::open(&ours).expect("kvant's output"),
-            GgufFile::open(&theirs).expect("llama's output"),
+        assert_same_tensors(
+            &ours,
+            &theirs,
+            &format!("{name} (kvant convert --calibration)"),
         );
-        for t in &x.tensors {
-            let u = y.tensor(&t.info.name).expect("same tensors");
-            assert!(
-                x.tensor_data(t) == y.tensor_data(u),
-                "{name}: {} differs from llama_model_quantize with kvant's imatrix",
-                t.info.name
-            );
-        }
         let with = kld_both(&ours, &base_file);
         let without = kld_both(&plain.join(format!("nanogpt-k256-{name}.gguf")), &base_file);
         eprintln!(

@@ -38,15 +38,16 @@ fn open_base(adapter: &Adapter, inbox: Option<&Path>) -> Result<Base, ConvertErr
     Ok(Base { paths, ck, config })
 }
 
-/// Converts the adapter folder `dir` merged into its base: every
-/// requested output is the fine-tuned model.
-pub(super) fn run_merged(
-    req: &ConvertRequest,
-    dir: &Path,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Result<ConvertReport, ConvertError> {
-    let started = Instant::now();
+/// An adapter, its base, the base's plan with the tensors the adapter
+/// replaces untied, and what the merge changes.
+struct MergedBase {
+    adapter: Adapter,
+    base: Base,
+    plan: ArchPlan,
+    merge: adapter::Merge,
+}
+
+fn open_merged(dir: &Path, req: &ConvertRequest) -> Result<MergedBase, ConvertError> {
     let adapter = adapter::open(dir)?;
     let mut base = open_base(&adapter, None)?;
     let untie = adapter::replace_tensors(&mut base.ck, &adapter.pieces, &adapter.dir)?;
@@ -60,6 +61,29 @@ pub(super) fn run_merged(
         untie,
     )?;
     merge.untie(&mut plan);
+    Ok(MergedBase {
+        adapter,
+        base,
+        plan,
+        merge,
+    })
+}
+
+/// Converts the adapter folder `dir` merged into its base: every
+/// requested output is the fine-tuned model.
+pub(super) fn run_merged(
+    req: &ConvertRequest,
+    dir: &Path,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<ConvertReport, ConvertError> {
+    let started = Instant::now();
+    let MergedBase {
+        adapter,
+        base,
+        plan,
+        merge,
+    } = open_merged(dir, req)?;
     let merging = Merging {
         merge: &merge,
         adapter: &adapter,
@@ -101,23 +125,16 @@ pub(crate) fn merged_f32<R>(
         &mut dyn Iterator<Item = Result<F32Tensor, ConvertError>>,
     ) -> R,
 ) -> Result<(R, crate::gguf::Metadata), ConvertError> {
-    let adapter = adapter::open(dir)?;
-    let mut base = open_base(&adapter, None)?;
-    let untie = adapter::replace_tensors(&mut base.ck, &adapter.pieces, &adapter.dir)?;
     let req = ConvertRequest {
         n_head,
         ..Default::default()
     };
-    let mut plan = plan_for(&base.ck, base.config.as_ref(), &req, &base.paths)?;
-    let merge = adapter::plan_merge(
-        &base.ck,
-        &plan,
-        &adapter.pieces,
-        &adapter.config,
-        &adapter.weights,
-        untie,
-    )?;
-    merge.untie(&mut plan);
+    let MergedBase {
+        adapter,
+        base,
+        plan,
+        merge,
+    } = open_merged(dir, &req)?;
     let merging = Merging {
         merge: &merge,
         adapter: &adapter,
