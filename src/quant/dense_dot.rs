@@ -264,6 +264,177 @@ pub fn vec_dot2(ty: Dense, w: &[f32], a0: &[f32], a1: &[f32]) -> [f32; 2] {
     [vec_dot(ty, w, a0), vec_dot(ty, w, a1)]
 }
 
+/// Weight rows per parallel task of [`tinyblas_matmul`]: their widened
+/// f32 form (≤ 768 KiB for rows of 3072) stays in L2 while every token
+/// streams past.
+const TINYBLAS_ROWS_PER_TASK: usize = 64;
+
+/// llamafile's `tinyBLAS` order for one output (what ggml-cpu runs for F32,
+/// F16 and BF16 weights and two or more tokens, rows a multiple of 8): one
+/// eight-lane multiply-add accumulator over the row, the lanes summed as
+/// its `hsum`, `(a0+a4, a1+a5, a2+a6, a3+a7)` then `(t0+t2)+(t1+t3)`. The
+/// scalar yardstick of [`tinyblas_matmul`].
+pub fn tinyblas_dot_ref(w: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (w, a) in w.chunks_exact(8).zip(a.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = w[l].mul_add(a[l], acc[l]);
+        }
+    }
+    let t = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// `out[t·n_out + r] = W[r] · round(x[t])` in tinyBLAS's order
+/// ([`tinyblas_dot_ref`] for every output, bit for bit): `w` holds `n_out`
+/// little-endian rows of `n_in` elements of `ty` (`n_in` a multiple of 8),
+/// `x` is `n_tokens × n_in` f32. The activations are rounded to `ty` once;
+/// weight rows run in parallel tasks of [`TINYBLAS_ROWS_PER_TASK`], each
+/// widening its rows once and sweeping them with the AVX2 tile kernel
+/// (four rows × three tokens per step, so each load serves several
+/// products) when the CPU has it.
+///
+/// # Panics
+/// If the buffers do not have the sizes the shape implies: a programming
+/// error, never input data.
+pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32], out: &mut [f32]) {
+    use rayon::prelude::*;
+    assert!(n_in.is_multiple_of(8) && n_in > 0, "rows of {n_in}");
+    assert_eq!(w.len(), n_out * n_in * ty.size());
+    let n_tokens = x.len() / n_in;
+    assert_eq!(out.len(), n_tokens * n_out);
+    if n_out == 0 || n_tokens == 0 {
+        return;
+    }
+    let acts: Vec<f32> = match ty {
+        Dense::F32 => x.to_vec(),
+        _ => x.par_iter().map(|&v| ty.round(v)).collect(),
+    };
+    let mut by_row = vec![0f32; n_out * n_tokens];
+    let row_bytes = n_in * ty.size();
+    by_row
+        .par_chunks_mut(TINYBLAS_ROWS_PER_TASK * n_tokens)
+        .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
+        .for_each_init(Vec::new, |rows, (o, wb)| {
+            ty.widen(wb, rows);
+            tinyblas_block(rows, &acts, n_in, o);
+        });
+    super::dot::transpose_rows(&by_row, n_tokens, out);
+}
+
+/// One task: `o[r·n_tokens + t] = rows[r] · acts[t]`.
+fn tinyblas_block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA are present (checked just above).
+            unsafe { tiles::block(rows, acts, n_in, o) };
+            return;
+        }
+    }
+    let n_tokens = acts.len() / n_in;
+    for (r, wr) in rows.chunks_exact(n_in).enumerate() {
+        for (t, at) in acts.chunks_exact(n_in).enumerate() {
+            o[r * n_tokens + t] = tinyblas_dot_ref(wr, at);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use std::arch::x86_64::*;
+
+    /// Rows and tokens of the largest tile: 12 accumulators plus four
+    /// weight vectors fit the 16 ymm registers.
+    const RM: usize = 4;
+    const RN: usize = 3;
+
+    /// [`super::tinyblas_block`] with AVX2: tiles of up to RM rows × RN
+    /// tokens, each output its own eight-lane accumulator.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut [f32]) {
+        let n_rows = rows.len() / n_in;
+        let n_tokens = acts.len() / n_in;
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let nt = (n_tokens - t0).min(RN);
+            let mut r0 = 0;
+            while r0 < n_rows {
+                let nr = (n_rows - r0).min(RM);
+                let w = rows.as_ptr().add(r0 * n_in);
+                let a = acts.as_ptr().add(t0 * n_in);
+                let mut res = [[0f32; RN]; RM];
+                match (nr, nt) {
+                    (4, 3) => tile::<4, 3>(w, a, n_in, &mut res),
+                    (4, 2) => tile::<4, 2>(w, a, n_in, &mut res),
+                    (4, 1) => tile::<4, 1>(w, a, n_in, &mut res),
+                    (3, 3) => tile::<3, 3>(w, a, n_in, &mut res),
+                    (3, 2) => tile::<3, 2>(w, a, n_in, &mut res),
+                    (3, 1) => tile::<3, 1>(w, a, n_in, &mut res),
+                    (2, 3) => tile::<2, 3>(w, a, n_in, &mut res),
+                    (2, 2) => tile::<2, 2>(w, a, n_in, &mut res),
+                    (2, 1) => tile::<2, 1>(w, a, n_in, &mut res),
+                    (1, 3) => tile::<1, 3>(w, a, n_in, &mut res),
+                    (1, 2) => tile::<1, 2>(w, a, n_in, &mut res),
+                    _ => tile::<1, 1>(w, a, n_in, &mut res),
+                }
+                for (i, line) in res.iter().enumerate().take(nr) {
+                    let at = (r0 + i) * n_tokens + t0;
+                    o[at..at + nt].copy_from_slice(&line[..nt]);
+                }
+                r0 += nr;
+            }
+            t0 += nt;
+        }
+    }
+
+    /// M rows (stride `n`) against N tokens (stride `n`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const M: usize, const N: usize>(
+        w: *const f32,
+        a: *const f32,
+        n: usize,
+        res: &mut [[f32; RN]; RM],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); N]; M];
+        let mut k = 0;
+        while k < n {
+            let mut av = [_mm256_setzero_ps(); N];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(a.add(j * n + k));
+            }
+            for (i, line) in acc.iter_mut().enumerate() {
+                let wv = _mm256_loadu_ps(w.add(i * n + k));
+                for (s, &x) in line.iter_mut().zip(&av) {
+                    *s = _mm256_fmadd_ps(wv, x, *s);
+                }
+            }
+            k += 8;
+        }
+        for (line, out) in acc.iter().zip(res.iter_mut()) {
+            for (&s, o) in line.iter().zip(out.iter_mut()) {
+                *o = hsum(s);
+            }
+        }
+    }
+
+    /// tinyBLAS's `hsum`: `(a0+a4, …, a3+a7)`, then `(t0+t2) + (t1+t3)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +446,44 @@ mod tests {
                 (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    /// The tiled tinyBLAS product equals the scalar tinyBLAS order bit for
+    /// bit at every position, for shapes that do and do not fill the
+    /// tiles and the tasks, and stays near the double-summed reference.
+    #[test]
+    fn tinyblas_matmul_equals_the_scalar_order() {
+        for ty in [Dense::F32, Dense::F16, Dense::BF16] {
+            for (n_in, n_out, n_tokens) in [(8, 1, 2), (64, 7, 5), (768, 70, 13), (40, 130, 4)] {
+                let wf = row(n_in * n_out, 5);
+                let mut w = vec![0u8; wf.len() * ty.size()];
+                ty.encode(&wf, &mut w);
+                let mut wide = Vec::new();
+                ty.widen(&w, &mut wide);
+                let x = row(n_in * n_tokens, 6);
+                let mut out = vec![0f32; n_out * n_tokens];
+                tinyblas_matmul(ty, &w, n_in, n_out, &x, &mut out);
+                for t in 0..n_tokens {
+                    let a: Vec<f32> = x[t * n_in..][..n_in].iter().map(|&v| ty.round(v)).collect();
+                    for r in 0..n_out {
+                        let wr = &wide[r * n_in..][..n_in];
+                        let want = tinyblas_dot_ref(wr, &a);
+                        let got = out[t * n_out + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty:?} {n_in}x{n_out} r={r} t={t}"
+                        );
+                        let scale: f64 = wr
+                            .iter()
+                            .zip(&a)
+                            .map(|(p, q)| f64::from((p * q).abs()))
+                            .sum();
+                        assert!(f64::from((got - vec_dot_ref(wr, &a)).abs()) <= 1e-6 * scale);
+                    }
+                }
+            }
+        }
     }
 
     /// The AVX2 and portable versions agree bit for bit, the two-token

@@ -118,18 +118,52 @@ impl ActRow {
 
 /// `out[t] = w · acts[t]` for every activation row given (at most
 /// [`TOKENS`]); `block` is 32 (legacy) or 256 (K-quants).
+///
+/// On CPUs with AVX-512BW the integer sums are formed 32 lanes at a time
+/// and folded to the AVX2 kernel's eight lanes before the float steps:
+/// integer sums are exact, so both give the same bits.
 pub fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
     debug_assert!(acts.len() <= TOKENS && out.len() >= acts.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { avx2::dot_tokens(w, acts, block, out) };
-            return;
+        match simd_level() {
+            // SAFETY: the CPU has AVX-512F/BW, AVX2 and FMA (simd_level).
+            Simd::Avx512 => return unsafe { avx512::dot_tokens(w, acts, block, out) },
+            // SAFETY: the CPU has AVX2 and FMA (simd_level).
+            Simd::Avx2 => return unsafe { avx2::dot_tokens(w, acts, block, out) },
+            Simd::None => {}
         }
     }
     portable_dot_tokens(w, acts, block, out);
+}
+
+/// The widest kernel the CPU runs.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_level() -> Simd {
+    use std::arch::is_x86_feature_detected as has;
+    if !(has!("avx2") && has!("fma")) {
+        Simd::None
+    } else if has!("avx512f") && has!("avx512bw") {
+        Simd::Avx512
+    } else {
+        Simd::Avx2
+    }
+}
+
+/// The AVX2 kernel alone, for the test that the AVX-512 one equals it.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn dot_tokens_avx2(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+    assert_ne!(simd_level(), Simd::None);
+    // SAFETY: the CPU has AVX2 and FMA (asserted above).
+    unsafe { avx2::dot_tokens(w, acts, block, out) }
 }
 
 /// The minimum terms of block `b` for one token: legacy `m · s`, or the
@@ -173,6 +207,61 @@ pub fn portable_dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &m
     }
 }
 
+/// The 32-element-block kernel, instantiated once per instruction set
+/// (`$block_sum` forms one block's exact integer sum in eight lanes):
+/// eight blocks' totals at a time become one vector, scaled by the eight
+/// blocks' `dw · da` and added into eight float lanes (Q8_1's `m · s`
+/// into eight more); leftover blocks are summed one by one. Integer sums
+/// are exact, so every instruction set gives the same bits.
+#[cfg(target_arch = "x86_64")]
+macro_rules! legacy_kernel {
+    ($features:literal, $block_sum:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
+            let nb = w.d.len();
+            let nb8 = nb / 8 * 8;
+            let wq = w.q.as_ptr();
+            let with_min = !acts[0].s.is_empty();
+            for t in 0..T {
+                let a = acts[t];
+                let aq = a.q.as_ptr();
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = _mm256_setzero_ps();
+                let mut b = 0;
+                while b < nb8 {
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for (j, s) in v.iter_mut().enumerate() {
+                        let at = (b + j) * QK8;
+                        *s = $block_sum(wq.add(at), aq.add(at));
+                    }
+                    let scale = _mm256_mul_ps(
+                        _mm256_loadu_ps(w.d[b..b + 8].as_ptr()),
+                        _mm256_loadu_ps(a.d[b..b + 8].as_ptr()),
+                    );
+                    acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(totals8(v)), acc);
+                    if with_min {
+                        mins = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(w.m[b..b + 8].as_ptr()),
+                            _mm256_loadu_ps(a.s[b..b + 8].as_ptr()),
+                            mins,
+                        );
+                    }
+                    b += 8;
+                }
+                let mut rest = 0f32;
+                for b in nb8..nb {
+                    let isum = total($block_sum(wq.add(b * QK8), aq.add(b * QK8)));
+                    rest += (w.d[b] * a.d[b]) * isum as f32;
+                    if with_min {
+                        rest += w.m[b] * a.s[b];
+                    }
+                }
+                out[t] = (hsum(acc) + hsum(mins)) + rest;
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -181,23 +270,88 @@ mod avx2 {
     /// Horizontal sum of eight floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
     }
 
+    /// [`min_term`] with the K-quants' sixteen `bsums · min` products in
+    /// one `madd` (an exact integer sum, so the same value).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn min_term_simd(w: &Unpacked, a: &ActRow, b: usize) -> f32 {
+        if w.mins.is_empty() {
+            return if a.s.is_empty() { 0.0 } else { w.m[b] * a.s[b] };
+        }
+        if w.m[b] == 0.0 {
+            return 0.0;
+        }
+        let bs = _mm256_loadu_si256(a.bsums[16 * b..16 * b + 16].as_ptr().cast());
+        let mn = _mm256_loadu_si256(w.mins[16 * b..16 * b + 16].as_ptr().cast());
+        let p = _mm256_madd_epi16(bs, mn);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        -(w.m[b] * a.d[b]) * _mm_cvtsi128_si32(s) as f32
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        match acts.len() {
-            4 => dot_n::<4>(w, acts, block, out),
-            3 => dot_n::<3>(w, acts, block, out),
-            2 => dot_n::<2>(w, acts, block, out),
-            1 => dot_n::<1>(w, acts, block, out),
+        match (block == QK8, acts.len()) {
+            (true, 4) => legacy_n::<4>(w, acts, out),
+            (true, 3) => legacy_n::<3>(w, acts, out),
+            (true, 2) => legacy_n::<2>(w, acts, out),
+            (true, 1) => legacy_n::<1>(w, acts, out),
+            (false, 4) => dot_n::<4>(w, acts, block, out),
+            (false, 3) => dot_n::<3>(w, acts, block, out),
+            (false, 2) => dot_n::<2>(w, acts, block, out),
+            (false, 1) => dot_n::<1>(w, acts, block, out),
             _ => {}
         }
     }
+
+    /// The exact integer sum of one 32-element block, in eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_sum(w: *const i16, a: *const i16) -> __m256i {
+        let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
+        let p2 = _mm256_madd_epi16(
+            _mm256_loadu_si256(w.add(16).cast()),
+            _mm256_loadu_si256(a.add(16).cast()),
+        );
+        _mm256_add_epi32(p, p2)
+    }
+
+    /// Eight vectors' lane totals as one vector (`out[j] = Σ v[j]`): exact
+    /// integer sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn totals8(v: [__m256i; 8]) -> __m256i {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        let lo = _mm256_hadd_epi32(h01, h23);
+        let hi = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(lo, hi),
+            _mm256_permute2x128_si256::<0x31>(lo, hi),
+        )
+    }
+
+    /// Lane total of eight i32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn total(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    legacy_kernel!("avx2,fma", block_sum);
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -225,11 +379,149 @@ mod avx2 {
                 let a = acts[t];
                 let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
                 acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                extra[t] += min_term(w, a, b);
+                extra[t] += min_term_simd(w, a, b);
             }
         }
         for t in 0..T {
             out[t] = hsum(acc[t]) + extra[t];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{hsum, min_term_simd};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        match (block == QK8, acts.len()) {
+            (true, 4) => legacy_n::<4>(w, acts, out),
+            (true, 3) => legacy_n::<3>(w, acts, out),
+            (true, 2) => legacy_n::<2>(w, acts, out),
+            (true, 1) => legacy_n::<1>(w, acts, out),
+            (false, 4) => dot_n::<4>(w, acts, block, out),
+            (false, 3) => dot_n::<3>(w, acts, block, out),
+            (false, 2) => dot_n::<2>(w, acts, block, out),
+            (false, 1) => dot_n::<1>(w, acts, block, out),
+            _ => {}
+        }
+    }
+
+    /// [`super::avx2::block_sum`] with one 512-bit `madd`, folded to eight
+    /// lanes (the same integers).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn block_sum(w: *const i16, a: *const i16) -> __m256i {
+        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64::<1>(p))
+    }
+
+    use super::avx2::{total, totals8};
+    legacy_kernel!("avx512f,avx512bw,avx2,fma", block_sum);
+
+    /// The AVX2 kernel's arithmetic with 32-element integer steps: lane
+    /// `l` and lane `l + 8` of the 512-bit sums hold the pairs the AVX2
+    /// kernel's lane `l` adds, so folding the halves gives its exact
+    /// integers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn dot_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut extra = [0f32; T];
+        let nb = w.d.len();
+        let wq = w.q.as_ptr();
+        for b in 0..nb {
+            let base = b * block;
+            let mut isum = [_mm512_setzero_si512(); T];
+            let mut k = 0;
+            while k < block {
+                let wv = _mm512_loadu_si512(wq.add(base + k).cast());
+                for t in 0..T {
+                    let av = _mm512_loadu_si512(acts[t].q.as_ptr().add(base + k).cast());
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(wv, av));
+                }
+                k += 32;
+            }
+            for t in 0..T {
+                let a = acts[t];
+                let s8 = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum[t]),
+                    _mm512_extracti64x4_epi64::<1>(isum[t]),
+                );
+                let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s8), acc[t]);
+                extra[t] += min_term_simd(w, a, b);
+            }
+        }
+        for t in 0..T {
+            out[t] = hsum(acc[t]) + extra[t];
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn row(n: usize, seed: u32, max: i16) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 16;
+                (h % (2 * max as u32 + 1)) as i16 - max
+            })
+            .collect()
+    }
+
+    /// The AVX-512 kernel (where the CPU has it) and the vectorized
+    /// minimum terms give the AVX2 kernel's bits, and both stay near the
+    /// portable kernel, for legacy and K-quant layouts.
+    #[test]
+    fn wide_kernels_equal_the_avx2_kernel() {
+        for (block, with_mins, with_s) in
+            [(32, false, false), (32, false, true), (256, true, false)]
+        {
+            let n = if block == QK8 { 20 * block } else { 4 * block };
+            let nb = n / block;
+            let mut w = Unpacked::default();
+            w.reset(n, nb);
+            w.q = row(n, 1, 4000);
+            w.d = (0..nb).map(|b| 0.01 + b as f32 * 1e-3).collect();
+            w.m = (0..nb).map(|b| if b == 1 { 0.0 } else { 0.02 }).collect();
+            if with_mins {
+                w.mins = row(16 * nb, 2, 63);
+            }
+            let acts: Vec<ActRow> = (0..TOKENS as u32)
+                .map(|t| ActRow {
+                    q: row(n, 10 + t, 127),
+                    d: (0..nb).map(|b| 0.03 - b as f32 * 1e-3).collect(),
+                    s: if with_s { vec![0.5; nb] } else { Vec::new() },
+                    bsums: if with_mins {
+                        row(16 * nb, 20 + t, 2000)
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            for k in 1..=TOKENS {
+                let refs: Vec<&ActRow> = acts[..k].iter().collect();
+                let (mut fast, mut avx2, mut portable) =
+                    ([0f32; TOKENS], [0f32; TOKENS], [0f32; TOKENS]);
+                dot_tokens(&w, &refs, block, &mut fast);
+                dot_tokens_avx2(&w, &refs, block, &mut avx2);
+                portable_dot_tokens(&w, &refs, block, &mut portable);
+                for t in 0..k {
+                    assert_eq!(fast[t].to_bits(), avx2[t].to_bits(), "block {block} t {t}");
+                    let tol = 1e-5 * portable[t].abs().max(1.0);
+                    assert!(
+                        (avx2[t] - portable[t]).abs() <= tol,
+                        "{} vs {}",
+                        avx2[t],
+                        portable[t]
+                    );
+                }
+            }
         }
     }
 }
