@@ -207,15 +207,16 @@ pub fn portable_dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &m
     }
 }
 
-/// The 32-element-block kernel, instantiated once per instruction set
-/// (`$block_sum` forms one block's exact integer sum in eight lanes):
-/// eight blocks' totals at a time become one vector, scaled by the eight
-/// blocks' `dw · da` and added into eight float lanes (Q8_1's `m · s`
-/// into eight more); leftover blocks are summed one by one. Integer sums
-/// are exact, so every instruction set gives the same bits.
+/// The 32-element-block kernel, instantiated once per instruction set:
+/// `$step` adds one block's exact integer pair sums, converted to float
+/// and times the block's `dw · da`, into sixteen float lanes (lanes 0–7
+/// from elements 0–15, 8–15 from 16–31, in both instruction sets),
+/// `$finish` folds the lanes; Q8_1's `m · s` terms go into eight lanes of
+/// their own, eight blocks at a time. Every instruction set performs the
+/// same float operations on the same integers, so gives the same bits.
 #[cfg(target_arch = "x86_64")]
 macro_rules! legacy_kernel {
-    ($features:literal, $block_sum:ident) => {
+    ($features:literal, $zero:ident, $step:ident, $finish:ident) => {
         #[target_feature(enable = $features)]
         unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
             let nb = w.d.len();
@@ -225,38 +226,26 @@ macro_rules! legacy_kernel {
             for t in 0..T {
                 let a = acts[t];
                 let aq = a.q.as_ptr();
-                let mut acc = _mm256_setzero_ps();
+                let mut acc = $zero();
+                for b in 0..nb {
+                    let at = b * QK8;
+                    $step(&mut acc, wq.add(at), aq.add(at), w.d[b] * a.d[b]);
+                }
                 let mut mins = _mm256_setzero_ps();
-                let mut b = 0;
-                while b < nb8 {
-                    let mut v = [_mm256_setzero_si256(); 8];
-                    for (j, s) in v.iter_mut().enumerate() {
-                        let at = (b + j) * QK8;
-                        *s = $block_sum(wq.add(at), aq.add(at));
-                    }
-                    let scale = _mm256_mul_ps(
-                        _mm256_loadu_ps(w.d[b..b + 8].as_ptr()),
-                        _mm256_loadu_ps(a.d[b..b + 8].as_ptr()),
-                    );
-                    acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(totals8(v)), acc);
-                    if with_min {
+                let mut rest = 0f32;
+                if with_min {
+                    for b in (0..nb8).step_by(8) {
                         mins = _mm256_fmadd_ps(
                             _mm256_loadu_ps(w.m[b..b + 8].as_ptr()),
                             _mm256_loadu_ps(a.s[b..b + 8].as_ptr()),
                             mins,
                         );
                     }
-                    b += 8;
-                }
-                let mut rest = 0f32;
-                for b in nb8..nb {
-                    let isum = total($block_sum(wq.add(b * QK8), aq.add(b * QK8)));
-                    rest += (w.d[b] * a.d[b]) * isum as f32;
-                    if with_min {
+                    for b in nb8..nb {
                         rest += w.m[b] * a.s[b];
                     }
                 }
-                out[t] = (hsum(acc) + hsum(mins)) + rest;
+                out[t] = $finish(acc) + (hsum(mins) + rest);
             }
         }
     };
@@ -312,46 +301,35 @@ mod avx2 {
         }
     }
 
-    /// The exact integer sum of one 32-element block, in eight i32 lanes.
+    /// Sixteen float lanes of the legacy kernel.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_sum(w: *const i16, a: *const i16) -> __m256i {
+    pub unsafe fn zero16() -> [__m256; 2] {
+        [_mm256_setzero_ps(); 2]
+    }
+
+    /// One 32-element block into the sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn step16(acc: &mut [__m256; 2], w: *const i16, a: *const i16, scale: f32) {
+        let s = _mm256_set1_ps(scale);
         let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
         let p2 = _mm256_madd_epi16(
             _mm256_loadu_si256(w.add(16).cast()),
             _mm256_loadu_si256(a.add(16).cast()),
         );
-        _mm256_add_epi32(p, p2)
+        acc[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[0]);
+        acc[1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p2), acc[1]);
     }
 
-    /// Eight vectors' lane totals as one vector (`out[j] = Σ v[j]`): exact
-    /// integer sums.
+    /// Lanes 0–7 plus lanes 8–15, then [`hsum`].
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn totals8(v: [__m256i; 8]) -> __m256i {
-        let h01 = _mm256_hadd_epi32(v[0], v[1]);
-        let h23 = _mm256_hadd_epi32(v[2], v[3]);
-        let h45 = _mm256_hadd_epi32(v[4], v[5]);
-        let h67 = _mm256_hadd_epi32(v[6], v[7]);
-        let lo = _mm256_hadd_epi32(h01, h23);
-        let hi = _mm256_hadd_epi32(h45, h67);
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(lo, hi),
-            _mm256_permute2x128_si256::<0x31>(lo, hi),
-        )
+    unsafe fn finish16(acc: [__m256; 2]) -> f32 {
+        hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 
-    /// Lane total of eight i32.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn total(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
-
-    legacy_kernel!("avx2,fma", block_sum);
+    legacy_kernel!("avx2,fma", zero16, step16, finish16);
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -409,17 +387,30 @@ mod avx512 {
         }
     }
 
-    /// [`super::avx2::block_sum`] with one 512-bit `madd`, folded to eight
-    /// lanes (the same integers).
+    /// The sixteen lanes in one register.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn block_sum(w: *const i16, a: *const i16) -> __m256i {
-        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
-        _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64::<1>(p))
+    unsafe fn zero16() -> __m512 {
+        _mm512_setzero_ps()
     }
 
-    use super::avx2::{total, totals8};
-    legacy_kernel!("avx512f,avx512bw,avx2,fma", block_sum);
+    /// [`super::avx2`]'s `step16` with one 512-bit `madd`: lane `l` holds
+    /// the same pair sum as lane `l` of its two halves.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn step16(acc: &mut __m512, w: *const i16, a: *const i16, scale: f32) {
+        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *acc = _mm512_fmadd_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(p), *acc);
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn finish16(acc: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+        hsum(_mm256_add_ps(_mm512_castps512_ps256(acc), hi))
+    }
+
+    legacy_kernel!("avx512f,avx512bw,avx2,fma", zero16, step16, finish16);
 
     /// The AVX2 kernel's arithmetic with 32-element integer steps: lane
     /// `l` and lane `l + 8` of the 512-bit sums hold the pairs the AVX2
