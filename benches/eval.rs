@@ -25,6 +25,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::args::{has, value};
 use support::bench_model;
 use support::measure::{measure, run_measured, Measured, MEASURE_FLAG};
 
@@ -102,13 +103,8 @@ fn main() {
         run_measured(&args[2], &args[3], &args[4..]);
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let quick = has(&args, "--quick");
+    let flag = |name: &str| value(&args, name);
     let threads = flag("--threads").unwrap_or_else(|| "2".into());
     let chunks = flag("--chunks").unwrap_or_else(|| "8".into());
     let tools = llama_tools();

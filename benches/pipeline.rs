@@ -26,6 +26,7 @@ use std::process::Command;
 
 use kvant::gguf::GgufFile;
 use kvant::quant::FileType;
+use support::args::{has, value};
 use support::bench_model;
 use support::measure::{measure, run_measured, MEASURE_FLAG};
 
@@ -80,13 +81,8 @@ fn main() {
         llama_quantize(&args[2], &args[3], ftype, threads);
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let quick = has(&args, "--quick");
+    let flag = |name: &str| value(&args, name);
     let threads: usize = flag("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
     let types: Vec<FileType> = flag("--types")
         .unwrap_or_else(|| "q8_0,q6_k,q4_k_m,q5_k_m,q4_0,q3_k_m,q2_k".into())

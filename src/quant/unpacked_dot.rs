@@ -251,6 +251,48 @@ macro_rules! legacy_kernel {
     };
 }
 
+/// The super-block kernel (also the generic path for any block of a
+/// multiple of 32), instantiated once per instruction set: `$step` adds 32
+/// elements' exact pair sums into the integer lanes, `$fold` brings them
+/// to eight lanes; per block the eight lanes, converted to float and
+/// times `dw · da`, go into eight float lanes with FMA, the minimum terms
+/// into a scalar.
+#[cfg(target_arch = "x86_64")]
+macro_rules! kquant_kernel {
+    ($features:literal, $zero:ident, $step:ident, $fold:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn dot_n<const T: usize>(
+            w: &Unpacked,
+            acts: &[&ActRow],
+            block: usize,
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut extra = [0f32; T];
+            let wq = w.q.as_ptr();
+            for b in 0..w.d.len() {
+                let base = b * block;
+                let mut isum = [$zero(); T];
+                for k in (0..block).step_by(32) {
+                    for (t, s) in isum.iter_mut().enumerate() {
+                        $step(s, wq.add(base + k), acts[t].q.as_ptr().add(base + k));
+                    }
+                }
+                for t in 0..T {
+                    let a = acts[t];
+                    let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
+                    let sum = _mm256_cvtepi32_ps($fold(isum[t]));
+                    acc[t] = _mm256_fmadd_ps(scale, sum, acc[t]);
+                    extra[t] += min_term_simd(w, a, b);
+                }
+            }
+            for t in 0..T {
+                out[t] = hsum(acc[t]) + extra[t];
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -331,39 +373,32 @@ mod avx2 {
 
     legacy_kernel!("avx2,fma", zero16, step16, finish16);
 
+    /// Eight i32 lanes of a K-quant super-block's integer sums.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut extra = [0f32; T];
-        let nb = w.d.len();
-        let wq = w.q.as_ptr();
-        for b in 0..nb {
-            let base = b * block;
-            let mut isum = [_mm256_setzero_si256(); T];
-            let mut k = 0;
-            while k < block {
-                let wv = _mm256_loadu_si256(wq.add(base + k).cast());
-                let wv2 = _mm256_loadu_si256(wq.add(base + k + 16).cast());
-                for t in 0..T {
-                    let ap = acts[t].q.as_ptr().add(base + k);
-                    let p = _mm256_madd_epi16(wv, _mm256_loadu_si256(ap.cast()));
-                    let p2 = _mm256_madd_epi16(wv2, _mm256_loadu_si256(ap.add(16).cast()));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p, p2));
-                }
-                k += 32;
-            }
-            for t in 0..T {
-                let a = acts[t];
-                let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                extra[t] += min_term_simd(w, a, b);
-            }
-        }
-        for t in 0..T {
-            out[t] = hsum(acc[t]) + extra[t];
-        }
+    unsafe fn isum_zero() -> __m256i {
+        _mm256_setzero_si256()
     }
+
+    /// 32 elements' pair sums into the eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m256i, w: *const i16, a: *const i16) {
+        let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
+        let p2 = _mm256_madd_epi16(
+            _mm256_loadu_si256(w.add(16).cast()),
+            _mm256_loadu_si256(a.add(16).cast()),
+        );
+        *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(p, p2));
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isum_fold(isum: __m256i) -> __m256i {
+        isum
+    }
+
+    kquant_kernel!("avx2,fma", isum_zero, isum_step, isum_fold);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -412,44 +447,33 @@ mod avx512 {
 
     legacy_kernel!("avx512f,avx512bw,avx2,fma", zero16, step16, finish16);
 
-    /// The AVX2 kernel's arithmetic with 32-element integer steps: lane
-    /// `l` and lane `l + 8` of the 512-bit sums hold the pairs the AVX2
-    /// kernel's lane `l` adds, so folding the halves gives its exact
-    /// integers.
+    /// The K-quant kernel's integer sums in sixteen lanes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn dot_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut extra = [0f32; T];
-        let nb = w.d.len();
-        let wq = w.q.as_ptr();
-        for b in 0..nb {
-            let base = b * block;
-            let mut isum = [_mm512_setzero_si512(); T];
-            let mut k = 0;
-            while k < block {
-                let wv = _mm512_loadu_si512(wq.add(base + k).cast());
-                for t in 0..T {
-                    let av = _mm512_loadu_si512(acts[t].q.as_ptr().add(base + k).cast());
-                    isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(wv, av));
-                }
-                k += 32;
-            }
-            for t in 0..T {
-                let a = acts[t];
-                let s8 = _mm256_add_epi32(
-                    _mm512_castsi512_si256(isum[t]),
-                    _mm512_extracti64x4_epi64::<1>(isum[t]),
-                );
-                let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s8), acc[t]);
-                extra[t] += min_term_simd(w, a, b);
-            }
-        }
-        for t in 0..T {
-            out[t] = hsum(acc[t]) + extra[t];
-        }
+    unsafe fn isum_zero() -> __m512i {
+        _mm512_setzero_si512()
     }
+
+    /// 32 elements' pair sums with one 512-bit `madd`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m512i, w: *const i16, a: *const i16) {
+        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *isum = _mm512_add_epi32(*isum, p);
+    }
+
+    /// Lane `l` plus lane `l + 8`: the pairs the AVX2 kernel's lane `l`
+    /// adds, so the same exact integers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn isum_fold(isum: __m512i) -> __m256i {
+        _mm256_add_epi32(
+            _mm512_castsi512_si256(isum),
+            _mm512_extracti64x4_epi64::<1>(isum),
+        )
+    }
+
+    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, isum_fold);
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
