@@ -315,6 +315,11 @@ pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32]
         Dense::F32 => x.to_vec(),
         _ => x.par_iter().map(|&v| ty.round(v)).collect(),
     };
+    let kernel = TinyblasKernel::detect();
+    let acts = match kernel {
+        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
+        _ => acts,
+    };
     let mut by_row = vec![0f32; n_out * n_tokens];
     let row_bytes = n_in * ty.size();
     by_row
@@ -322,21 +327,71 @@ pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32]
         .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
         .for_each_init(Vec::new, |rows, (o, wb)| {
             ty.widen(wb, rows);
-            tinyblas_block(rows, &acts, n_in, o);
+            tinyblas_block(kernel, rows, &acts, n_in, n_tokens, o);
         });
     super::dot::transpose_rows(&by_row, n_tokens, out);
 }
 
-/// One task: `o[r·n_tokens + t] = rows[r] · acts[t]`.
-fn tinyblas_block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// Which tile kernel runs the tinyBLAS-order product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TinyblasKernel {
+    /// Two tokens' eight-lane accumulators side by side in one 512-bit
+    /// register (activations laid out by [`pair_tokens`]).
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl TinyblasKernel {
+    fn detect() -> TinyblasKernel {
+        #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: AVX2 and FMA are present (checked just above).
-            unsafe { tiles::block(rows, acts, n_in, o) };
-            return;
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                return if has!("avx512f") {
+                    TinyblasKernel::Avx512
+                } else {
+                    TinyblasKernel::Avx2
+                };
+            }
         }
+        TinyblasKernel::Portable
+    }
+}
+
+/// Tokens interleaved in pairs for the AVX-512 kernel: pair `p`'s
+/// `c`-th 16 values are token `2p`'s elements `8c..8c+8` then token
+/// `2p+1`'s (zeros past the last token).
+fn pair_tokens(acts: &[f32], n_in: usize) -> Vec<f32> {
+    let n_tokens = acts.len() / n_in;
+    let mut out = vec![0f32; n_tokens.div_ceil(2) * 2 * n_in];
+    for (t, a) in acts.chunks_exact(n_in).enumerate() {
+        let pair = &mut out[(t / 2) * 2 * n_in..][..2 * n_in];
+        for (c, chunk) in a.chunks_exact(8).enumerate() {
+            pair[16 * c + 8 * (t % 2)..][..8].copy_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// One task: `o[r·n_tokens + t] = rows[r] · acts[t]` (`acts` laid out for
+/// `kernel`).
+fn tinyblas_block(
+    kernel: TinyblasKernel,
+    rows: &[f32],
+    acts: &[f32],
+    n_in: usize,
+    n_tokens: usize,
+    o: &mut [f32],
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` found AVX-512F, AVX2 and FMA.
+        TinyblasKernel::Avx512 => return unsafe { tiles512::block(rows, acts, n_in, n_tokens, o) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` found AVX2 and FMA.
+        TinyblasKernel::Avx2 => return unsafe { tiles::block(rows, acts, n_in, o) },
+        _ => {}
     }
     let n_tokens = acts.len() / n_in;
     for (r, wr) in rows.chunks_exact(n_in).enumerate() {
@@ -428,10 +483,106 @@ mod tiles {
     /// tinyBLAS's `hsum`: `(a0+a4, …, a3+a7)`, then `(t0+t2) + (t1+t3)`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub unsafe fn hsum(v: __m256) -> f32 {
         let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
         _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles512 {
+    use super::tiles::hsum;
+    use std::arch::x86_64::*;
+
+    /// Rows and token pairs of the largest tile: 16 accumulators (32
+    /// outputs), four weight and four activation registers.
+    const RM: usize = 4;
+    const RP: usize = 4;
+
+    /// [`super::tinyblas_block`] with AVX-512: every output keeps its own
+    /// eight lanes (half a register), so the sums are the AVX2 kernel's.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn block(rows: &[f32], pairs: &[f32], n_in: usize, n_tokens: usize, o: &mut [f32]) {
+        let n_rows = rows.len() / n_in;
+        let n_pairs = n_tokens.div_ceil(2);
+        let mut p0 = 0;
+        while p0 < n_pairs {
+            let np = (n_pairs - p0).min(RP);
+            let mut r0 = 0;
+            while r0 < n_rows {
+                let nr = (n_rows - r0).min(RM);
+                let w = rows.as_ptr().add(r0 * n_in);
+                let a = pairs.as_ptr().add(p0 * 2 * n_in);
+                let mut res = [[[0f32; 2]; RP]; RM];
+                match (nr, np) {
+                    (4, 4) => tile::<4, 4>(w, a, n_in, &mut res),
+                    (4, 3) => tile::<4, 3>(w, a, n_in, &mut res),
+                    (4, 2) => tile::<4, 2>(w, a, n_in, &mut res),
+                    (4, 1) => tile::<4, 1>(w, a, n_in, &mut res),
+                    (3, 4) => tile::<3, 4>(w, a, n_in, &mut res),
+                    (3, 3) => tile::<3, 3>(w, a, n_in, &mut res),
+                    (3, 2) => tile::<3, 2>(w, a, n_in, &mut res),
+                    (3, 1) => tile::<3, 1>(w, a, n_in, &mut res),
+                    (2, 4) => tile::<2, 4>(w, a, n_in, &mut res),
+                    (2, 3) => tile::<2, 3>(w, a, n_in, &mut res),
+                    (2, 2) => tile::<2, 2>(w, a, n_in, &mut res),
+                    (2, 1) => tile::<2, 1>(w, a, n_in, &mut res),
+                    (1, 4) => tile::<1, 4>(w, a, n_in, &mut res),
+                    (1, 3) => tile::<1, 3>(w, a, n_in, &mut res),
+                    (1, 2) => tile::<1, 2>(w, a, n_in, &mut res),
+                    _ => tile::<1, 1>(w, a, n_in, &mut res),
+                }
+                for (i, line) in res.iter().enumerate().take(nr) {
+                    for (j, pair) in line.iter().enumerate().take(np) {
+                        for (h, &v) in pair.iter().enumerate() {
+                            let t = 2 * (p0 + j) + h;
+                            if t < n_tokens {
+                                o[(r0 + i) * n_tokens + t] = v;
+                            }
+                        }
+                    }
+                }
+                r0 += nr;
+            }
+            p0 += np;
+        }
+    }
+
+    /// M rows (stride `n`) against P token pairs (stride `2n`): each
+    /// weight vector broadcast to both halves, each pair's two tokens in
+    /// one load.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile<const M: usize, const P: usize>(
+        w: *const f32,
+        a: *const f32,
+        n: usize,
+        res: &mut [[[f32; 2]; RP]; RM],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); P]; M];
+        let mut k = 0;
+        while k < n {
+            let mut av = [_mm512_setzero_ps(); P];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(a.add(j * 2 * n + 2 * k));
+            }
+            for (i, line) in acc.iter_mut().enumerate() {
+                let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
+                    w.add(i * n + k).cast(),
+                )));
+                for (s, &x) in line.iter_mut().zip(&av) {
+                    *s = _mm512_fmadd_ps(wv, x, *s);
+                }
+            }
+            k += 8;
+        }
+        for (line, out) in acc.iter().zip(res.iter_mut()) {
+            for (&s, o) in line.iter().zip(out.iter_mut()) {
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+                *o = [hsum(_mm512_castps512_ps256(s)), hsum(hi)];
+            }
+        }
     }
 }
 
@@ -446,6 +597,23 @@ mod tests {
                 (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    /// Every tile kernel this CPU can run, the portable one included.
+    fn kernels() -> Vec<TinyblasKernel> {
+        let best = TinyblasKernel::detect();
+        [
+            TinyblasKernel::Avx512,
+            TinyblasKernel::Avx2,
+            TinyblasKernel::Portable,
+        ]
+        .into_iter()
+        .filter(|k| match best {
+            TinyblasKernel::Avx512 => true,
+            TinyblasKernel::Avx2 => *k != TinyblasKernel::Avx512,
+            TinyblasKernel::Portable => *k == TinyblasKernel::Portable,
+        })
+        .collect()
     }
 
     /// The tiled tinyBLAS product equals the scalar tinyBLAS order bit for
@@ -463,6 +631,18 @@ mod tests {
                 let x = row(n_in * n_tokens, 6);
                 let mut out = vec![0f32; n_out * n_tokens];
                 tinyblas_matmul(ty, &w, n_in, n_out, &x, &mut out);
+                let acts: Vec<f32> = x.iter().map(|&v| ty.round(v)).collect();
+                for kernel in kernels() {
+                    let layout = match kernel {
+                        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
+                        _ => acts.clone(),
+                    };
+                    let mut by_row = vec![0f32; n_out * n_tokens];
+                    tinyblas_block(kernel, &wide, &layout, n_in, n_tokens, &mut by_row);
+                    let mut direct = vec![0f32; n_out * n_tokens];
+                    crate::quant::dot::transpose_rows(&by_row, n_tokens, &mut direct);
+                    assert_eq!(direct, out, "{kernel:?} {ty:?} {n_in}x{n_out}");
+                }
                 for t in 0..n_tokens {
                     let a: Vec<f32> = x[t * n_in..][..n_in].iter().map(|&v| ty.round(v)).collect();
                     for r in 0..n_out {
