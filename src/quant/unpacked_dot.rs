@@ -223,14 +223,18 @@ macro_rules! legacy_kernel {
             let nb8 = nb / 8 * 8;
             let wq = w.q.as_ptr();
             let with_min = !acts[0].s.is_empty();
+            // Tokens side by side: T independent accumulator chains (one
+            // alone would wait on its FMA's latency every block).
+            let mut acc = [$zero(); T];
+            for b in 0..nb {
+                let at = b * QK8;
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let a = acts[t];
+                    $step(acc, wq.add(at), a.q.as_ptr().add(at), w.d[b] * a.d[b]);
+                }
+            }
             for t in 0..T {
                 let a = acts[t];
-                let aq = a.q.as_ptr();
-                let mut acc = $zero();
-                for b in 0..nb {
-                    let at = b * QK8;
-                    $step(&mut acc, wq.add(at), aq.add(at), w.d[b] * a.d[b]);
-                }
                 let mut mins = _mm256_setzero_ps();
                 let mut rest = 0f32;
                 if with_min {
@@ -245,7 +249,7 @@ macro_rules! legacy_kernel {
                         rest += w.m[b] * a.s[b];
                     }
                 }
-                out[t] = $finish(acc) + (hsum(mins) + rest);
+                out[t] = $finish(acc[t]) + (hsum(mins) + rest);
             }
         }
     };
