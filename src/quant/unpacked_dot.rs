@@ -297,6 +297,28 @@ macro_rules! kquant_kernel {
     };
 }
 
+/// `dot_tokens` of one instruction set: the legacy or the K-quant kernel,
+/// instantiated for the number of tokens.
+#[cfg(target_arch = "x86_64")]
+macro_rules! token_dispatch {
+    ($features:literal) => {
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+            match (block == QK8, acts.len()) {
+                (true, 4) => legacy_n::<4>(w, acts, out),
+                (true, 3) => legacy_n::<3>(w, acts, out),
+                (true, 2) => legacy_n::<2>(w, acts, out),
+                (true, 1) => legacy_n::<1>(w, acts, out),
+                (false, 4) => dot_n::<4>(w, acts, block, out),
+                (false, 3) => dot_n::<3>(w, acts, block, out),
+                (false, 2) => dot_n::<2>(w, acts, block, out),
+                (false, 1) => dot_n::<1>(w, acts, block, out),
+                _ => {}
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -332,20 +354,7 @@ mod avx2 {
         -(w.m[b] * a.d[b]) * _mm_cvtsi128_si32(s) as f32
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        match (block == QK8, acts.len()) {
-            (true, 4) => legacy_n::<4>(w, acts, out),
-            (true, 3) => legacy_n::<3>(w, acts, out),
-            (true, 2) => legacy_n::<2>(w, acts, out),
-            (true, 1) => legacy_n::<1>(w, acts, out),
-            (false, 4) => dot_n::<4>(w, acts, block, out),
-            (false, 3) => dot_n::<3>(w, acts, block, out),
-            (false, 2) => dot_n::<2>(w, acts, block, out),
-            (false, 1) => dot_n::<1>(w, acts, block, out),
-            _ => {}
-        }
-    }
+    token_dispatch!("avx2,fma");
 
     /// Sixteen float lanes of the legacy kernel.
     #[inline]
@@ -411,20 +420,7 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        match (block == QK8, acts.len()) {
-            (true, 4) => legacy_n::<4>(w, acts, out),
-            (true, 3) => legacy_n::<3>(w, acts, out),
-            (true, 2) => legacy_n::<2>(w, acts, out),
-            (true, 1) => legacy_n::<1>(w, acts, out),
-            (false, 4) => dot_n::<4>(w, acts, block, out),
-            (false, 3) => dot_n::<3>(w, acts, block, out),
-            (false, 2) => dot_n::<2>(w, acts, block, out),
-            (false, 1) => dot_n::<1>(w, acts, block, out),
-            _ => {}
-        }
-    }
+    token_dispatch!("avx512f,avx512bw,avx2,fma");
 
     /// The sixteen lanes in one register.
     #[inline]
