@@ -17,70 +17,18 @@
 //! Run: `cargo bench --bench pipeline` (`-- --quick` for a 4-layer model,
 //! `-- --types q4_k_m,q8_0` to choose types, `-- --threads N`).
 
-#[path = "support/torch_zip.rs"]
-mod torch_zip;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use kvant::gguf::GgufFile;
 use kvant::quant::FileType;
-
-struct Measured {
-    seconds: f64,
-    peak_rss_mib: f64,
-}
-
-/// Runs `cmd`, returning wall time and the child's peak RSS.
-///
-/// The child is started by a fresh, small copy of this binary (`--measure`)
-/// rather than by this process: Linux carries the RSS high-water mark of
-/// the process that execs into the child's `ru_maxrss`, and this process
-/// has held a whole checkpoint and two compared outputs, which would hide
-/// any child's peak below that.
-fn measure(cmd: &mut Command) -> Measured {
-    let report = tempfile::NamedTempFile::new().expect("temp file");
-    let started = Instant::now();
-    let status = Command::new(std::env::current_exe().expect("self"))
-        .arg("--measure")
-        .arg(report.path())
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .status()
-        .expect("spawn");
-    let seconds = started.elapsed().as_secs_f64();
-    assert!(status.success(), "{cmd:?} failed: {status}");
-    let kib: f64 = std::fs::read_to_string(report.path())
-        .expect("peak RSS report")
-        .trim()
-        .parse()
-        .expect("peak RSS in KiB");
-    Measured {
-        seconds,
-        peak_rss_mib: kib / 1024.0,
-    }
-}
-
-/// Child mode (`--measure REPORT PROGRAM ARGS...`): runs the program,
-/// writes its peak RSS in KiB (`wait4`'s `ru_maxrss`) to REPORT, and
-/// exits non-zero if the program failed.
-fn run_measured(report: &str, program: &str, args: &[String]) {
-    // Reaped below with wait4, which also reports the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(program).args(args).spawn().expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: plain syscall on our own child; `usage` is a valid out pointer.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed");
-    std::fs::write(report, usage.ru_maxrss.to_string()).expect("writing the report");
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        std::process::exit(1);
-    }
-}
+use support::args::{has, value};
+use support::bench_model;
+use support::measure::{measure, run_measured, MEASURE_FLAG};
 
 /// Child mode: quantize with llama.cpp, exactly as llama-quantize does.
 fn llama_quantize(input: &str, output: &str, ftype: u32, threads: i32) {
@@ -96,12 +44,6 @@ fn llama_quantize(input: &str, output: &str, ftype: u32, threads: i32) {
         let rc = llama_model_quantize(inp.as_ptr(), out.as_ptr(), &params);
         assert_eq!(rc, 0, "llama_model_quantize failed");
     }
-}
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("KVANT_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
 }
 
 fn identical_tensors(a: &Path, b: &Path) -> (usize, usize, bool) {
@@ -129,7 +71,7 @@ fn identical_tensors(a: &Path, b: &Path) -> (usize, usize, bool) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--measure") {
+    if args.get(1).map(String::as_str) == Some(MEASURE_FLAG) {
         run_measured(&args[2], &args[3], &args[4..]);
         return;
     }
@@ -139,58 +81,20 @@ fn main() {
         llama_quantize(&args[2], &args[3], ftype, threads);
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let quick = has(&args, "--quick");
+    let flag = |name: &str| value(&args, name);
     let threads: usize = flag("--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
     let types: Vec<FileType> = flag("--types")
         .unwrap_or_else(|| "q8_0,q6_k,q4_k_m,q5_k_m,q4_0,q3_k_m,q2_k".into())
         .split(',')
         .map(|t| t.parse().expect("type"))
         .collect();
-    let (n_layer, n_embd, vocab, block) = if quick {
-        (4, 768, 50304, 1024)
-    } else {
-        (12, 768, 50304, 1024)
-    };
+    let (n_layer, n_embd, vocab, block) = bench_model::shape(quick);
 
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work dir");
-    let ckpt = work.join("ckpt.pt");
-    let specs = torch_zip::nanogpt_specs(n_layer, n_embd, vocab, block);
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    torch_zip::write(
-        &ckpt,
-        &specs,
-        &[
-            ("n_layer", n_layer as i64),
-            ("n_head", 12),
-            ("n_embd", n_embd as i64),
-            ("block_size", block as i64),
-            ("bias", 1),
-            ("vocab_size", vocab as i64),
-        ],
-        |_, buf| {
-            for x in buf.iter_mut() {
-                // xorshift: fast, deterministic weights around N(0, 0.02)-ish.
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *x = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.08;
-            }
-        },
-    )
-    .expect("writing the checkpoint");
-    std::fs::copy(
-        fixtures().join("tokenizers/az_bpe_tokenizer.json"),
-        work.join("tokenizer.json"),
-    )
-    .expect("copying the fixture tokenizer (set KVANT_FIXTURES)");
+    let ckpt = bench_model::write_checkpoint(&work, quick);
     let ckpt_mib = std::fs::metadata(&ckpt).expect("ckpt").len() as f64 / (1024.0 * 1024.0);
     let kvant = env!("CARGO_BIN_EXE_kvant");
     println!("model: n_layer {n_layer}, n_embd {n_embd}, vocab {vocab}, ctx {block}; ckpt.pt {ckpt_mib:.0} MiB; threads {threads}");
@@ -203,6 +107,7 @@ fn main() {
             .arg("-o")
             .arg(&f16)
             .args(["--type", "f16", "--threads", &threads.to_string()]),
+        None,
     );
     println!(
         "convert ckpt.pt -> F16: {:.2} s, peak RSS {:.0} MiB ({:.0}% of the checkpoint)",
@@ -219,6 +124,7 @@ fn main() {
             .arg("-o")
             .arg(&f32)
             .args(["--type", "f32", "--threads", &threads.to_string()]),
+        None,
     );
     let f32_mb = std::fs::metadata(&f32).expect("f32").len() as f64 / 1e6;
     let me = std::env::current_exe().expect("self");
@@ -237,6 +143,7 @@ fn main() {
                 .arg("-o")
                 .arg(&ko)
                 .args(["--type", &ft.name(), "--threads", &threads.to_string()]),
+            None,
         );
         let l = measure(
             Command::new(&me)
@@ -245,6 +152,7 @@ fn main() {
                 .arg(&lo)
                 .arg(ft.llama_ftype().to_string())
                 .arg(threads.to_string()),
+            None,
         );
         let (same, total, types_ok) = identical_tensors(&ko, &lo);
         println!(

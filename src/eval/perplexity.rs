@@ -158,9 +158,19 @@ pub fn score_chunk(
     targets: &[u32],
     sums: &mut NllSums,
 ) {
-    for k in plan.scored_positions() {
-        let row = &logits[k * n_vocab..(k + 1) * n_vocab];
-        sums.add(token_nll(row, targets[k + 1] as usize));
+    use rayon::prelude::*;
+    // Each position's softmax is independent: computed in parallel, added
+    // in position order (the same sums as one by one).
+    let nlls: Vec<f64> = plan
+        .scored_positions()
+        .into_par_iter()
+        .map(|k| {
+            let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+            token_nll(row, targets[k + 1] as usize)
+        })
+        .collect();
+    for nll in nlls {
+        sums.add(nll);
     }
 }
 

@@ -58,6 +58,24 @@ fn cvtps_epi32(v: f32) -> i32 {
 
 /// The rounded 32-bit integers of one Q8_0/Q8_1 block and its `d`.
 fn round_block(x: &[f32]) -> (f32, [i32; QK8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: the CPU has SSE4.1 (checked just above).
+        return unsafe { round_block_sse41(x) };
+    }
+    round_block_any(x)
+}
+
+/// [`round_block_any`] with `roundss` for the rounding instead of a libm
+/// `rintf` call (the same ties-to-even result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn round_block_sse41(x: &[f32]) -> (f32, [i32; QK8]) {
+    round_block_any(x)
+}
+
+#[inline(always)]
+fn round_block_any(x: &[f32]) -> (f32, [i32; QK8]) {
     let max = abs_max(x);
     let d = max / 127.0;
     let id = if max != 0.0 { 127.0 / max } else { 0.0 };

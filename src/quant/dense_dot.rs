@@ -264,6 +264,328 @@ pub fn vec_dot2(ty: Dense, w: &[f32], a0: &[f32], a1: &[f32]) -> [f32; 2] {
     [vec_dot(ty, w, a0), vec_dot(ty, w, a1)]
 }
 
+/// Weight rows per parallel task of [`tinyblas_matmul`]: their widened
+/// f32 form (≤ 768 KiB for rows of 3072) stays in L2 while every token
+/// streams past.
+const TINYBLAS_ROWS_PER_TASK: usize = 64;
+
+/// llamafile's `tinyBLAS` order for one output (what ggml-cpu runs for F32,
+/// F16 and BF16 weights and two or more tokens, rows a multiple of 8): one
+/// eight-lane multiply-add accumulator over the row, the lanes summed as
+/// its `hsum`, `(a0+a4, a1+a5, a2+a6, a3+a7)` then `(t0+t2)+(t1+t3)`. The
+/// scalar yardstick of [`tinyblas_matmul`].
+pub fn tinyblas_dot_ref(w: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (w, a) in w.chunks_exact(8).zip(a.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = w[l].mul_add(a[l], acc[l]);
+        }
+    }
+    let t = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// `out[t·n_out + r] = W[r] · round(x[t])` in tinyBLAS's order
+/// ([`tinyblas_dot_ref`] for every output, bit for bit): `w` holds `n_out`
+/// little-endian rows of `n_in` elements of `ty` (`n_in` a multiple of 8),
+/// `x` is `n_tokens × n_in` f32. The activations are rounded to `ty` once;
+/// weight rows run in parallel tasks of [`TINYBLAS_ROWS_PER_TASK`], each
+/// widening its rows once and sweeping them with the AVX2 tile kernel
+/// (four rows × three tokens per step, so each load serves several
+/// products) when the CPU has it.
+///
+/// # Panics
+/// If the buffers do not have the sizes the shape implies: a programming
+/// error, never input data.
+pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32], out: &mut [f32]) {
+    use rayon::prelude::*;
+    assert!(n_in.is_multiple_of(8) && n_in > 0, "rows of {n_in}");
+    assert_eq!(w.len(), n_out * n_in * ty.size());
+    let n_tokens = x.len() / n_in;
+    assert_eq!(out.len(), n_tokens * n_out);
+    if n_out == 0 || n_tokens == 0 {
+        return;
+    }
+    let acts: Vec<f32> = match ty {
+        Dense::F32 => x.to_vec(),
+        _ => x.par_iter().map(|&v| ty.round(v)).collect(),
+    };
+    let kernel = TinyblasKernel::detect();
+    let acts = match kernel {
+        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
+        _ => acts,
+    };
+    let mut by_row = vec![0f32; n_out * n_tokens];
+    let row_bytes = n_in * ty.size();
+    by_row
+        .par_chunks_mut(TINYBLAS_ROWS_PER_TASK * n_tokens)
+        .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
+        .for_each_init(Vec::new, |rows, (o, wb)| {
+            ty.widen(wb, rows);
+            tinyblas_block(kernel, rows, &acts, n_in, n_tokens, o);
+        });
+    super::dot::transpose_rows(&by_row, n_tokens, out);
+}
+
+/// Which tile kernel runs the tinyBLAS-order product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TinyblasKernel {
+    /// Two tokens' eight-lane accumulators side by side in one 512-bit
+    /// register (activations laid out by [`pair_tokens`]).
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl TinyblasKernel {
+    fn detect() -> TinyblasKernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                return if has!("avx512f") {
+                    TinyblasKernel::Avx512
+                } else {
+                    TinyblasKernel::Avx2
+                };
+            }
+        }
+        TinyblasKernel::Portable
+    }
+}
+
+/// Tokens interleaved in pairs for the AVX-512 kernel: pair `p`'s
+/// `c`-th 16 values are token `2p`'s elements `8c..8c+8` then token
+/// `2p+1`'s (zeros past the last token).
+fn pair_tokens(acts: &[f32], n_in: usize) -> Vec<f32> {
+    let n_tokens = acts.len() / n_in;
+    let mut out = vec![0f32; n_tokens.div_ceil(2) * 2 * n_in];
+    for (t, a) in acts.chunks_exact(n_in).enumerate() {
+        let pair = &mut out[(t / 2) * 2 * n_in..][..2 * n_in];
+        for (c, chunk) in a.chunks_exact(8).enumerate() {
+            pair[16 * c + 8 * (t % 2)..][..8].copy_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// One task: `o[r·n_tokens + t] = rows[r] · acts[t]` (`acts` laid out for
+/// `kernel`).
+fn tinyblas_block(
+    kernel: TinyblasKernel,
+    rows: &[f32],
+    acts: &[f32],
+    n_in: usize,
+    n_tokens: usize,
+    o: &mut [f32],
+) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` found AVX-512F, AVX2 and FMA.
+        TinyblasKernel::Avx512 => return unsafe { tiles512::block(rows, acts, n_in, n_tokens, o) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect` found AVX2 and FMA.
+        TinyblasKernel::Avx2 => return unsafe { tiles::block(rows, acts, n_in, o) },
+        _ => {}
+    }
+    let n_tokens = acts.len() / n_in;
+    for (r, wr) in rows.chunks_exact(n_in).enumerate() {
+        for (t, at) in acts.chunks_exact(n_in).enumerate() {
+            o[r * n_tokens + t] = tinyblas_dot_ref(wr, at);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use std::arch::x86_64::*;
+
+    /// Rows and tokens of the largest tile: 12 accumulators plus four
+    /// weight vectors fit the 16 ymm registers.
+    const RM: usize = 4;
+    const RN: usize = 3;
+
+    /// [`super::tinyblas_block`] with AVX2: tiles of up to RM rows × RN
+    /// tokens, each output its own eight-lane accumulator.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut [f32]) {
+        let n_rows = rows.len() / n_in;
+        let n_tokens = acts.len() / n_in;
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let nt = (n_tokens - t0).min(RN);
+            let mut r0 = 0;
+            while r0 < n_rows {
+                let nr = (n_rows - r0).min(RM);
+                let w = rows.as_ptr().add(r0 * n_in);
+                let a = acts.as_ptr().add(t0 * n_in);
+                let mut res = [[0f32; RN]; RM];
+                match (nr, nt) {
+                    (4, 3) => tile::<4, 3>(w, a, n_in, &mut res),
+                    (4, 2) => tile::<4, 2>(w, a, n_in, &mut res),
+                    (4, 1) => tile::<4, 1>(w, a, n_in, &mut res),
+                    (3, 3) => tile::<3, 3>(w, a, n_in, &mut res),
+                    (3, 2) => tile::<3, 2>(w, a, n_in, &mut res),
+                    (3, 1) => tile::<3, 1>(w, a, n_in, &mut res),
+                    (2, 3) => tile::<2, 3>(w, a, n_in, &mut res),
+                    (2, 2) => tile::<2, 2>(w, a, n_in, &mut res),
+                    (2, 1) => tile::<2, 1>(w, a, n_in, &mut res),
+                    (1, 3) => tile::<1, 3>(w, a, n_in, &mut res),
+                    (1, 2) => tile::<1, 2>(w, a, n_in, &mut res),
+                    _ => tile::<1, 1>(w, a, n_in, &mut res),
+                }
+                for (i, line) in res.iter().enumerate().take(nr) {
+                    let at = (r0 + i) * n_tokens + t0;
+                    o[at..at + nt].copy_from_slice(&line[..nt]);
+                }
+                r0 += nr;
+            }
+            t0 += nt;
+        }
+    }
+
+    /// M rows (stride `n`) against N tokens (stride `n`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const M: usize, const N: usize>(
+        w: *const f32,
+        a: *const f32,
+        n: usize,
+        res: &mut [[f32; RN]; RM],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); N]; M];
+        let mut k = 0;
+        while k < n {
+            let mut av = [_mm256_setzero_ps(); N];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(a.add(j * n + k));
+            }
+            for (i, line) in acc.iter_mut().enumerate() {
+                let wv = _mm256_loadu_ps(w.add(i * n + k));
+                for (s, &x) in line.iter_mut().zip(&av) {
+                    *s = _mm256_fmadd_ps(wv, x, *s);
+                }
+            }
+            k += 8;
+        }
+        for (line, out) in acc.iter().zip(res.iter_mut()) {
+            for (&s, o) in line.iter().zip(out.iter_mut()) {
+                *o = hsum(s);
+            }
+        }
+    }
+
+    /// tinyBLAS's `hsum`: `(a0+a4, …, a3+a7)`, then `(t0+t2) + (t1+t3)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn hsum(v: __m256) -> f32 {
+        let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles512 {
+    use super::tiles::hsum;
+    use std::arch::x86_64::*;
+
+    /// Rows and token pairs of the largest tile: 16 accumulators (32
+    /// outputs), four weight and four activation registers.
+    const RM: usize = 4;
+    const RP: usize = 4;
+
+    /// [`super::tinyblas_block`] with AVX-512: every output keeps its own
+    /// eight lanes (half a register), so the sums are the AVX2 kernel's.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn block(rows: &[f32], pairs: &[f32], n_in: usize, n_tokens: usize, o: &mut [f32]) {
+        let n_rows = rows.len() / n_in;
+        let n_pairs = n_tokens.div_ceil(2);
+        let mut p0 = 0;
+        while p0 < n_pairs {
+            let np = (n_pairs - p0).min(RP);
+            let mut r0 = 0;
+            while r0 < n_rows {
+                let nr = (n_rows - r0).min(RM);
+                let w = rows.as_ptr().add(r0 * n_in);
+                let a = pairs.as_ptr().add(p0 * 2 * n_in);
+                let mut res = [[[0f32; 2]; RP]; RM];
+                match (nr, np) {
+                    (4, 4) => tile::<4, 4>(w, a, n_in, &mut res),
+                    (4, 3) => tile::<4, 3>(w, a, n_in, &mut res),
+                    (4, 2) => tile::<4, 2>(w, a, n_in, &mut res),
+                    (4, 1) => tile::<4, 1>(w, a, n_in, &mut res),
+                    (3, 4) => tile::<3, 4>(w, a, n_in, &mut res),
+                    (3, 3) => tile::<3, 3>(w, a, n_in, &mut res),
+                    (3, 2) => tile::<3, 2>(w, a, n_in, &mut res),
+                    (3, 1) => tile::<3, 1>(w, a, n_in, &mut res),
+                    (2, 4) => tile::<2, 4>(w, a, n_in, &mut res),
+                    (2, 3) => tile::<2, 3>(w, a, n_in, &mut res),
+                    (2, 2) => tile::<2, 2>(w, a, n_in, &mut res),
+                    (2, 1) => tile::<2, 1>(w, a, n_in, &mut res),
+                    (1, 4) => tile::<1, 4>(w, a, n_in, &mut res),
+                    (1, 3) => tile::<1, 3>(w, a, n_in, &mut res),
+                    (1, 2) => tile::<1, 2>(w, a, n_in, &mut res),
+                    _ => tile::<1, 1>(w, a, n_in, &mut res),
+                }
+                for (i, line) in res.iter().enumerate().take(nr) {
+                    for (j, pair) in line.iter().enumerate().take(np) {
+                        for (h, &v) in pair.iter().enumerate() {
+                            let t = 2 * (p0 + j) + h;
+                            if t < n_tokens {
+                                o[(r0 + i) * n_tokens + t] = v;
+                            }
+                        }
+                    }
+                }
+                r0 += nr;
+            }
+            p0 += np;
+        }
+    }
+
+    /// M rows (stride `n`) against P token pairs (stride `2n`): each
+    /// weight vector broadcast to both halves, each pair's two tokens in
+    /// one load.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile<const M: usize, const P: usize>(
+        w: *const f32,
+        a: *const f32,
+        n: usize,
+        res: &mut [[[f32; 2]; RP]; RM],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); P]; M];
+        let mut k = 0;
+        while k < n {
+            let mut av = [_mm512_setzero_ps(); P];
+            for (j, v) in av.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(a.add(j * 2 * n + 2 * k));
+            }
+            for (i, line) in acc.iter_mut().enumerate() {
+                let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
+                    w.add(i * n + k).cast(),
+                )));
+                for (s, &x) in line.iter_mut().zip(&av) {
+                    *s = _mm512_fmadd_ps(wv, x, *s);
+                }
+            }
+            k += 8;
+        }
+        for (line, out) in acc.iter().zip(res.iter_mut()) {
+            for (&s, o) in line.iter().zip(out.iter_mut()) {
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+                *o = [hsum(_mm512_castps512_ps256(s)), hsum(hi)];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +597,73 @@ mod tests {
                 (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    /// Every tile kernel this CPU can run, the portable one included.
+    fn kernels() -> Vec<TinyblasKernel> {
+        let best = TinyblasKernel::detect();
+        [
+            TinyblasKernel::Avx512,
+            TinyblasKernel::Avx2,
+            TinyblasKernel::Portable,
+        ]
+        .into_iter()
+        .filter(|k| match best {
+            TinyblasKernel::Avx512 => true,
+            TinyblasKernel::Avx2 => *k != TinyblasKernel::Avx512,
+            TinyblasKernel::Portable => *k == TinyblasKernel::Portable,
+        })
+        .collect()
+    }
+
+    /// The tiled tinyBLAS product equals the scalar tinyBLAS order bit for
+    /// bit at every position, for shapes that do and do not fill the
+    /// tiles and the tasks, and stays near the double-summed reference.
+    #[test]
+    fn tinyblas_matmul_equals_the_scalar_order() {
+        for ty in [Dense::F32, Dense::F16, Dense::BF16] {
+            for (n_in, n_out, n_tokens) in [(8, 1, 2), (64, 7, 5), (768, 70, 13), (40, 130, 4)] {
+                let wf = row(n_in * n_out, 5);
+                let mut w = vec![0u8; wf.len() * ty.size()];
+                ty.encode(&wf, &mut w);
+                let mut wide = Vec::new();
+                ty.widen(&w, &mut wide);
+                let x = row(n_in * n_tokens, 6);
+                let mut out = vec![0f32; n_out * n_tokens];
+                tinyblas_matmul(ty, &w, n_in, n_out, &x, &mut out);
+                let acts: Vec<f32> = x.iter().map(|&v| ty.round(v)).collect();
+                for kernel in kernels() {
+                    let layout = match kernel {
+                        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
+                        _ => acts.clone(),
+                    };
+                    let mut by_row = vec![0f32; n_out * n_tokens];
+                    tinyblas_block(kernel, &wide, &layout, n_in, n_tokens, &mut by_row);
+                    let mut direct = vec![0f32; n_out * n_tokens];
+                    crate::quant::dot::transpose_rows(&by_row, n_tokens, &mut direct);
+                    assert_eq!(direct, out, "{kernel:?} {ty:?} {n_in}x{n_out}");
+                }
+                for t in 0..n_tokens {
+                    let a: Vec<f32> = x[t * n_in..][..n_in].iter().map(|&v| ty.round(v)).collect();
+                    for r in 0..n_out {
+                        let wr = &wide[r * n_in..][..n_in];
+                        let want = tinyblas_dot_ref(wr, &a);
+                        let got = out[t * n_out + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty:?} {n_in}x{n_out} r={r} t={t}"
+                        );
+                        let scale: f64 = wr
+                            .iter()
+                            .zip(&a)
+                            .map(|(p, q)| f64::from((p * q).abs()))
+                            .sum();
+                        assert!(f64::from((got - vec_dot_ref(wr, &a)).abs()) <= 1e-6 * scale);
+                    }
+                }
+            }
+        }
     }
 
     /// The AVX2 and portable versions agree bit for bit, the two-token

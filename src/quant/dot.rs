@@ -180,9 +180,10 @@ pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 
     }
 }
 
-/// Weight rows per parallel task: their unpacked form (a few KiB each)
-/// stays in L1/L2 while every token streams past them.
-const ROWS_PER_TASK: usize = 8;
+/// Weight rows per parallel task: their unpacked form (2 bytes an element,
+/// ≤ 192 KiB for rows of 3072) stays in L2 while every token streams past
+/// them; more rows per task means fewer passes over the activations.
+const ROWS_PER_TASK: usize = 32;
 
 /// `out[t * n_out + r] = dot(weight row r, activation row t)`: `w` holds
 /// `n_out` rows of `n_in` elements of `weight`, `x` is `n_tokens × n_in`
@@ -246,14 +247,67 @@ pub fn matmul(
             by_row
                 .par_chunks_mut(chunk)
                 .zip(w.par_chunks(ROWS_PER_TASK * row_bytes))
-                .for_each(|(o, wb)| quant_rows(fam, block, wb, row_bytes, &acts, n_in, o));
+                .for_each_init(Vec::new, |rows, (o, wb)| {
+                    quant_rows(fam, block, wb, row_bytes, &acts, n_in, rows, o)
+                });
         }
     }
-    for (r, row) in by_row.chunks_exact(n_tokens).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            out[t * n_out + r] = v;
+    transpose_rows(&by_row, n_tokens, out);
+    Ok(())
+}
+
+/// `out[t·n_out + r] = by_row[r·n_tokens + t]`, eight rows at a time so
+/// that each token's writes are one contiguous run.
+pub(super) fn transpose_rows(by_row: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let n_out = by_row.len() / n_tokens;
+    const ROWS: usize = 8;
+    for (g, group) in by_row.chunks(ROWS * n_tokens).enumerate() {
+        let k = group.len() / n_tokens;
+        for (t, o) in out.chunks_exact_mut(n_out).enumerate() {
+            let o = &mut o[g * ROWS..g * ROWS + k];
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = group[i * n_tokens + t];
+            }
         }
     }
+}
+
+/// The F32/F16/BF16 product as ggml-cpu runs it for two or more tokens
+/// (llamafile's `tinyBLAS`, taken when `n_in` is a multiple of 8): same
+/// layout as [`matmul`], but each output is one eight-lane accumulator
+/// over the row summed as tinyBLAS's `hsum` (see
+/// `dense_dot::tinyblas_matmul`), not `vec_dot`'s four accumulators. The
+/// order shows at the 1e-3 level of a model's logits.
+///
+/// # Errors
+/// [`QuantError::Unsupported`] for a weight type that is not F32, F16 or
+/// BF16, [`QuantError::BadRowLength`] when `n_in` is not a multiple of 8
+/// or a buffer does not have the size the shape implies.
+pub fn matmul_tinyblas(
+    weight: GgmlType,
+    w: &[u8],
+    n_out: usize,
+    n_in: usize,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let Some(Family::Dense(d)) = family(weight) else {
+        return Err(QuantError::Unsupported(weight));
+    };
+    if n_in == 0
+        || !n_in.is_multiple_of(8)
+        || w.len() != n_out * n_in * d.size()
+        || x.len() != n_in * n_tokens
+        || out.len() != n_out * n_tokens
+    {
+        return Err(QuantError::BadRowLength {
+            ty: weight,
+            block: 8,
+            n_per_row: n_in,
+        });
+    }
+    dense_dot::tinyblas_matmul(d, w, n_in, n_out, x, out);
     Ok(())
 }
 
@@ -286,9 +340,11 @@ fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, 
     }
 }
 
-/// One task of quantized rows: unpack each weight row once, then sweep
-/// the tokens [`TOKENS`] at a time over all of the task's rows, so a group
-/// of activation rows stays in L1 while it meets every weight row.
+/// One task of quantized rows: unpack each weight row once (into `rows`,
+/// the worker's buffers, reused from task to task), then sweep the tokens
+/// [`TOKENS`] at a time over all of the task's rows, so a group of
+/// activation rows stays in L1 while it meets every weight row.
+#[allow(clippy::too_many_arguments)]
 fn quant_rows(
     fam: Family,
     block: usize,
@@ -296,26 +352,29 @@ fn quant_rows(
     row_bytes: usize,
     acts: &[ActRow],
     n_in: usize,
+    rows: &mut Vec<Unpacked>,
     o: &mut [f32],
 ) {
     let n_tokens = acts.len();
-    let rows: Vec<Unpacked> = wb
-        .chunks_exact(row_bytes)
-        .map(|r| {
-            let mut u = Unpacked::default();
-            match fam {
-                Family::Legacy(l) => legacy_dot::unpack(l, n_in, r, &mut u),
-                Family::K(k) => kquants_dot::unpack(k, n_in, r, &mut u),
-                Family::Dense(_) => unreachable!("dense rows take dense_rows"),
-            }
-            u
-        })
-        .collect();
+    let n_rows = wb.len() / row_bytes;
+    rows.resize_with(n_rows.max(rows.len()), Unpacked::default);
+    for (r, u) in wb.chunks_exact(row_bytes).zip(rows.iter_mut()) {
+        match fam {
+            Family::Legacy(l) => legacy_dot::unpack(l, n_in, r, u),
+            Family::K(k) => kquants_dot::unpack(k, n_in, r, u),
+            Family::Dense(_) => unreachable!("dense rows take dense_rows"),
+        }
+    }
+    let rows = &rows[..n_rows];
     let mut res = [0f32; TOKENS];
     for (t0, group) in acts.chunks(TOKENS).enumerate() {
-        let refs: Vec<&ActRow> = group.iter().collect();
+        let mut refs = [&group[0]; TOKENS];
+        for (slot, a) in refs.iter_mut().zip(group) {
+            *slot = a;
+        }
+        let refs = &refs[..group.len()];
         for (r, u) in rows.iter().enumerate() {
-            dot_tokens(u, &refs, block, &mut res);
+            dot_tokens(u, refs, block, &mut res);
             let at = r * n_tokens + t0 * TOKENS;
             o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
         }

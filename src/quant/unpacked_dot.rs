@@ -118,18 +118,52 @@ impl ActRow {
 
 /// `out[t] = w · acts[t]` for every activation row given (at most
 /// [`TOKENS`]); `block` is 32 (legacy) or 256 (K-quants).
+///
+/// On CPUs with AVX-512BW the integer sums are formed 32 lanes at a time
+/// and folded to the AVX2 kernel's eight lanes before the float steps:
+/// integer sums are exact, so both give the same bits.
 pub fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
     debug_assert!(acts.len() <= TOKENS && out.len() >= acts.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { avx2::dot_tokens(w, acts, block, out) };
-            return;
+        match simd_level() {
+            // SAFETY: the CPU has AVX-512F/BW, AVX2 and FMA (simd_level).
+            Simd::Avx512 => return unsafe { avx512::dot_tokens(w, acts, block, out) },
+            // SAFETY: the CPU has AVX2 and FMA (simd_level).
+            Simd::Avx2 => return unsafe { avx2::dot_tokens(w, acts, block, out) },
+            Simd::None => {}
         }
     }
     portable_dot_tokens(w, acts, block, out);
+}
+
+/// The widest kernel the CPU runs.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_level() -> Simd {
+    use std::arch::is_x86_feature_detected as has;
+    if !(has!("avx2") && has!("fma")) {
+        Simd::None
+    } else if has!("avx512f") && has!("avx512bw") {
+        Simd::Avx512
+    } else {
+        Simd::Avx2
+    }
+}
+
+/// The AVX2 kernel alone, for the test that the AVX-512 one equals it.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn dot_tokens_avx2(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+    assert_ne!(simd_level(), Simd::None);
+    // SAFETY: the CPU has AVX2 and FMA (asserted above).
+    unsafe { avx2::dot_tokens(w, acts, block, out) }
 }
 
 /// The minimum terms of block `b` for one token: legacy `m · s`, or the
@@ -173,6 +207,118 @@ pub fn portable_dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &m
     }
 }
 
+/// The 32-element-block kernel, instantiated once per instruction set:
+/// `$step` adds one block's exact integer pair sums, converted to float
+/// and times the block's `dw · da`, into sixteen float lanes (lanes 0–7
+/// from elements 0–15, 8–15 from 16–31, in both instruction sets),
+/// `$finish` folds the lanes; Q8_1's `m · s` terms go into eight lanes of
+/// their own, eight blocks at a time. Every instruction set performs the
+/// same float operations on the same integers, so gives the same bits.
+#[cfg(target_arch = "x86_64")]
+macro_rules! legacy_kernel {
+    ($features:literal, $zero:ident, $step:ident, $finish:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
+            let nb = w.d.len();
+            let nb8 = nb / 8 * 8;
+            let wq = w.q.as_ptr();
+            let with_min = !acts[0].s.is_empty();
+            // Tokens side by side: T independent accumulator chains (one
+            // alone would wait on its FMA's latency every block).
+            let mut acc = [$zero(); T];
+            for b in 0..nb {
+                let at = b * QK8;
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let a = acts[t];
+                    $step(acc, wq.add(at), a.q.as_ptr().add(at), w.d[b] * a.d[b]);
+                }
+            }
+            for t in 0..T {
+                let a = acts[t];
+                let mut mins = _mm256_setzero_ps();
+                let mut rest = 0f32;
+                if with_min {
+                    for b in (0..nb8).step_by(8) {
+                        mins = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(w.m[b..b + 8].as_ptr()),
+                            _mm256_loadu_ps(a.s[b..b + 8].as_ptr()),
+                            mins,
+                        );
+                    }
+                    for b in nb8..nb {
+                        rest += w.m[b] * a.s[b];
+                    }
+                }
+                out[t] = $finish(acc[t]) + (hsum(mins) + rest);
+            }
+        }
+    };
+}
+
+/// The super-block kernel (also the generic path for any block of a
+/// multiple of 32), instantiated once per instruction set: `$step` adds 32
+/// elements' exact pair sums into the integer lanes, `$fold` brings them
+/// to eight lanes; per block the eight lanes, converted to float and
+/// times `dw · da`, go into eight float lanes with FMA, the minimum terms
+/// into a scalar.
+#[cfg(target_arch = "x86_64")]
+macro_rules! kquant_kernel {
+    ($features:literal, $zero:ident, $step:ident, $fold:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn dot_n<const T: usize>(
+            w: &Unpacked,
+            acts: &[&ActRow],
+            block: usize,
+            out: &mut [f32],
+        ) {
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut extra = [0f32; T];
+            let wq = w.q.as_ptr();
+            for b in 0..w.d.len() {
+                let base = b * block;
+                let mut isum = [$zero(); T];
+                for k in (0..block).step_by(32) {
+                    for (t, s) in isum.iter_mut().enumerate() {
+                        $step(s, wq.add(base + k), acts[t].q.as_ptr().add(base + k));
+                    }
+                }
+                for t in 0..T {
+                    let a = acts[t];
+                    let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
+                    let sum = _mm256_cvtepi32_ps($fold(isum[t]));
+                    acc[t] = _mm256_fmadd_ps(scale, sum, acc[t]);
+                    extra[t] += min_term_simd(w, a, b);
+                }
+            }
+            for t in 0..T {
+                out[t] = hsum(acc[t]) + extra[t];
+            }
+        }
+    };
+}
+
+/// `dot_tokens` of one instruction set: the legacy or the K-quant kernel,
+/// instantiated for the number of tokens.
+#[cfg(target_arch = "x86_64")]
+macro_rules! token_dispatch {
+    ($features:literal) => {
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+            match (block == QK8, acts.len()) {
+                (true, 4) => legacy_n::<4>(w, acts, out),
+                (true, 3) => legacy_n::<3>(w, acts, out),
+                (true, 2) => legacy_n::<2>(w, acts, out),
+                (true, 1) => legacy_n::<1>(w, acts, out),
+                (false, 4) => dot_n::<4>(w, acts, block, out),
+                (false, 3) => dot_n::<3>(w, acts, block, out),
+                (false, 2) => dot_n::<2>(w, acts, block, out),
+                (false, 1) => dot_n::<1>(w, acts, block, out),
+                _ => {}
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -181,55 +327,216 @@ mod avx2 {
     /// Horizontal sum of eight floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
     }
 
+    /// [`min_term`] with the K-quants' sixteen `bsums · min` products in
+    /// one `madd` (an exact integer sum, so the same value).
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        match acts.len() {
-            4 => dot_n::<4>(w, acts, block, out),
-            3 => dot_n::<3>(w, acts, block, out),
-            2 => dot_n::<2>(w, acts, block, out),
-            1 => dot_n::<1>(w, acts, block, out),
-            _ => {}
+    pub unsafe fn min_term_simd(w: &Unpacked, a: &ActRow, b: usize) -> f32 {
+        if w.mins.is_empty() {
+            return if a.s.is_empty() { 0.0 } else { w.m[b] * a.s[b] };
         }
+        if w.m[b] == 0.0 {
+            return 0.0;
+        }
+        let bs = _mm256_loadu_si256(a.bsums[16 * b..16 * b + 16].as_ptr().cast());
+        let mn = _mm256_loadu_si256(w.mins[16 * b..16 * b + 16].as_ptr().cast());
+        let p = _mm256_madd_epi16(bs, mn);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        -(w.m[b] * a.d[b]) * _mm_cvtsi128_si32(s) as f32
+    }
+
+    token_dispatch!("avx2,fma");
+
+    /// Sixteen float lanes of the legacy kernel.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn zero16() -> [__m256; 2] {
+        [_mm256_setzero_ps(); 2]
+    }
+
+    /// One 32-element block into the sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn step16(acc: &mut [__m256; 2], w: *const i16, a: *const i16, scale: f32) {
+        let s = _mm256_set1_ps(scale);
+        let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
+        let p2 = _mm256_madd_epi16(
+            _mm256_loadu_si256(w.add(16).cast()),
+            _mm256_loadu_si256(a.add(16).cast()),
+        );
+        acc[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[0]);
+        acc[1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p2), acc[1]);
+    }
+
+    /// Lanes 0–7 plus lanes 8–15, then [`hsum`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish16(acc: [__m256; 2]) -> f32 {
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
+    legacy_kernel!("avx2,fma", zero16, step16, finish16);
+
+    /// Eight i32 lanes of a K-quant super-block's integer sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isum_zero() -> __m256i {
+        _mm256_setzero_si256()
+    }
+
+    /// 32 elements' pair sums into the eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m256i, w: *const i16, a: *const i16) {
+        let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
+        let p2 = _mm256_madd_epi16(
+            _mm256_loadu_si256(w.add(16).cast()),
+            _mm256_loadu_si256(a.add(16).cast()),
+        );
+        *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(p, p2));
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut extra = [0f32; T];
-        let nb = w.d.len();
-        let wq = w.q.as_ptr();
-        for b in 0..nb {
-            let base = b * block;
-            let mut isum = [_mm256_setzero_si256(); T];
-            let mut k = 0;
-            while k < block {
-                let wv = _mm256_loadu_si256(wq.add(base + k).cast());
-                let wv2 = _mm256_loadu_si256(wq.add(base + k + 16).cast());
-                for t in 0..T {
-                    let ap = acts[t].q.as_ptr().add(base + k);
-                    let p = _mm256_madd_epi16(wv, _mm256_loadu_si256(ap.cast()));
-                    let p2 = _mm256_madd_epi16(wv2, _mm256_loadu_si256(ap.add(16).cast()));
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p, p2));
+    unsafe fn isum_fold(isum: __m256i) -> __m256i {
+        isum
+    }
+
+    kquant_kernel!("avx2,fma", isum_zero, isum_step, isum_fold);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{hsum, min_term_simd};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    token_dispatch!("avx512f,avx512bw,avx2,fma");
+
+    /// The sixteen lanes in one register.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn zero16() -> __m512 {
+        _mm512_setzero_ps()
+    }
+
+    /// [`super::avx2`]'s `step16` with one 512-bit `madd`: lane `l` holds
+    /// the same pair sum as lane `l` of its two halves.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn step16(acc: &mut __m512, w: *const i16, a: *const i16, scale: f32) {
+        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *acc = _mm512_fmadd_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(p), *acc);
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn finish16(acc: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+        hsum(_mm256_add_ps(_mm512_castps512_ps256(acc), hi))
+    }
+
+    legacy_kernel!("avx512f,avx512bw,avx2,fma", zero16, step16, finish16);
+
+    /// The K-quant kernel's integer sums in sixteen lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn isum_zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
+
+    /// 32 elements' pair sums with one 512-bit `madd`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m512i, w: *const i16, a: *const i16) {
+        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *isum = _mm512_add_epi32(*isum, p);
+    }
+
+    /// Lane `l` plus lane `l + 8`: the pairs the AVX2 kernel's lane `l`
+    /// adds, so the same exact integers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn isum_fold(isum: __m512i) -> __m256i {
+        _mm256_add_epi32(
+            _mm512_castsi512_si256(isum),
+            _mm512_extracti64x4_epi64::<1>(isum),
+        )
+    }
+
+    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, isum_fold);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn row(n: usize, seed: u32, max: i16) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 16;
+                (h % (2 * max as u32 + 1)) as i16 - max
+            })
+            .collect()
+    }
+
+    /// The AVX-512 kernel (where the CPU has it) and the vectorized
+    /// minimum terms give the AVX2 kernel's bits, and both stay near the
+    /// portable kernel, for legacy and K-quant layouts.
+    #[test]
+    fn wide_kernels_equal_the_avx2_kernel() {
+        for (block, with_mins, with_s) in
+            [(32, false, false), (32, false, true), (256, true, false)]
+        {
+            let n = if block == QK8 { 20 * block } else { 4 * block };
+            let nb = n / block;
+            let mut w = Unpacked::default();
+            w.reset(n, nb);
+            w.q = row(n, 1, 4000);
+            w.d = (0..nb).map(|b| 0.01 + b as f32 * 1e-3).collect();
+            w.m = (0..nb).map(|b| if b == 1 { 0.0 } else { 0.02 }).collect();
+            if with_mins {
+                w.mins = row(16 * nb, 2, 63);
+            }
+            let acts: Vec<ActRow> = (0..TOKENS as u32)
+                .map(|t| ActRow {
+                    q: row(n, 10 + t, 127),
+                    d: (0..nb).map(|b| 0.03 - b as f32 * 1e-3).collect(),
+                    s: if with_s { vec![0.5; nb] } else { Vec::new() },
+                    bsums: if with_mins {
+                        row(16 * nb, 20 + t, 2000)
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            for k in 1..=TOKENS {
+                let refs: Vec<&ActRow> = acts[..k].iter().collect();
+                let (mut fast, mut avx2, mut portable) =
+                    ([0f32; TOKENS], [0f32; TOKENS], [0f32; TOKENS]);
+                dot_tokens(&w, &refs, block, &mut fast);
+                dot_tokens_avx2(&w, &refs, block, &mut avx2);
+                portable_dot_tokens(&w, &refs, block, &mut portable);
+                for t in 0..k {
+                    assert_eq!(fast[t].to_bits(), avx2[t].to_bits(), "block {block} t {t}");
+                    let tol = 1e-5 * portable[t].abs().max(1.0);
+                    assert!(
+                        (avx2[t] - portable[t]).abs() <= tol,
+                        "{} vs {}",
+                        avx2[t],
+                        portable[t]
+                    );
                 }
-                k += 32;
             }
-            for t in 0..T {
-                let a = acts[t];
-                let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                extra[t] += min_term(w, a, b);
-            }
-        }
-        for t in 0..T {
-            out[t] = hsum(acc[t]) + extra[t];
         }
     }
 }

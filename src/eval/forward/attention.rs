@@ -68,6 +68,12 @@ pub(crate) fn attention(
     let scale = 1.0 / (s.head_dim_k as f32).sqrt();
     let tiled = n_tokens >= TILE_Q;
     let (k, v) = (&*k, &*v);
+    let kt = if tiled {
+        transpose_keys(s, k, n_tokens)
+    } else {
+        Vec::new()
+    };
+    let fma = has_fma();
     out.par_chunks_mut(s.n_head * s.head_dim_v)
         .enumerate()
         .for_each_init(
@@ -79,18 +85,53 @@ pub(crate) fn attention(
                     let head = Head {
                         s,
                         k,
+                        kt: &kt,
+                        kt_len: kt_len(n_tokens),
                         v,
                         kv: h / (s.n_head / s.n_head_kv),
                         scale,
                     };
-                    if tiled {
-                        head.tiled(qh, i, oh, scratch);
-                    } else {
-                        head.one_row(qh, i, oh, scratch);
-                    }
+                    head.run(fma, tiled, qh, i, oh, scratch);
                 }
             },
         );
+}
+
+/// Positions per row of the transposed keys: whole tiles, so a tile's
+/// scores never read past the end.
+fn kt_len(n_tokens: usize) -> usize {
+    n_tokens.div_ceil(TILE_KV) * TILE_KV
+}
+
+/// The keys as `[kv head][dim][position]` (zero past the last position),
+/// so the tiled path scores eight keys with one vector per dimension.
+fn transpose_keys(s: AttnShape, k: &[f32], n_tokens: usize) -> Vec<f32> {
+    let (dk, len) = (s.head_dim_k, kt_len(n_tokens));
+    let mut kt = vec![0f32; s.n_head_kv * dk * len];
+    kt.par_chunks_mut(dk * len)
+        .enumerate()
+        .for_each(|(kv, head)| {
+            for j in 0..n_tokens {
+                let key = &k[(j * s.n_head_kv + kv) * dk..][..dk];
+                for (d, &x) in key.iter().enumerate() {
+                    head[d * len + j] = x;
+                }
+            }
+        });
+    kt
+}
+
+/// True when the CPU runs fused multiply-adds as instructions; without
+/// them `f32::mul_add` is a libm call per element.
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 struct Scratch {
@@ -113,17 +154,51 @@ impl Scratch {
 struct Head<'a> {
     s: AttnShape,
     k: &'a [f32],
+    /// The keys transposed (`transpose_keys`), for the tiled path.
+    kt: &'a [f32],
+    kt_len: usize,
     v: &'a [f32],
     kv: usize,
     scale: f32,
 }
 
 impl Head<'_> {
+    /// One query through the path ggml takes, compiled with FMA and AVX2
+    /// when `fma` (the same operations either way: a fused multiply-add
+    /// rounds once, instruction or libm).
+    fn run(&self, fma: bool, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the caller checked the CPU has AVX2 and FMA.
+            unsafe { self.run_fma(tiled, q, i, out, sc) };
+            return;
+        }
+        let _ = fma;
+        self.run_any(tiled, q, i, out, sc);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_fma(&self, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        self.run_any(tiled, q, i, out, sc);
+    }
+
+    #[inline(always)]
+    fn run_any(&self, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        if tiled {
+            self.tiled(q, i, out, sc);
+        } else {
+            self.one_row(q, i, out, sc);
+        }
+    }
+
+    #[inline(always)]
     fn key(&self, j: usize) -> &[f32] {
         let dk = self.s.head_dim_k;
         &self.k[(j * self.s.n_head_kv + self.kv) * dk..][..dk]
     }
 
+    #[inline(always)]
     fn value(&self, j: usize) -> &[f32] {
         let dv = self.s.head_dim_v;
         &self.v[(j * self.s.n_head_kv + self.kv) * dv..][..dv]
@@ -135,23 +210,15 @@ impl Head<'_> {
     /// multiply-adds (`simd_gemm`), scaled, an online softmax with ggml's
     /// vectorized `expf` (`ggml_vec_soft_max_f32`), and V accumulated by
     /// sequential multiply-adds.
+    #[inline(always)]
     fn tiled(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
         let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
         out.fill(0.0);
         for ic in (0..=i).step_by(TILE_KV) {
             let n = (i + 1 - ic).min(TILE_KV);
             let scores = &mut sc.scores[..TILE_KV];
-            for (jj, s) in scores.iter_mut().enumerate() {
-                *s = if jj < n {
-                    let k = self.key(ic + jj);
-                    q.iter()
-                        .zip(k)
-                        .fold(0f32, |acc, (&a, &b)| b.mul_add(a, acc))
-                        * self.scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
+            self.tile_scores(q, ic, scores);
+            scores[n..].fill(f32::NEG_INFINITY);
             let tile_max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let m_new = m.max(tile_max);
             if m_new > m {
@@ -161,18 +228,53 @@ impl Head<'_> {
             }
             m = m_new;
             sum = (f64::from(sum) + soft_max(scores, m)) as f32;
-            for (jj, &p) in scores[..n].iter().enumerate() {
-                for (o, &v) in out.iter_mut().zip(self.value(ic + jj)) {
-                    *o = v.mul_add(p, *o);
-                }
-            }
+            self.add_values(&scores[..n], ic, out);
         }
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         out.iter_mut().for_each(|o| *o *= inv);
     }
 
+    /// `scores[jj] = (Σ_d k[ic+jj][d]·q[d]) · scale` for a tile of keys,
+    /// each a sequential f32 multiply-add chain from 0 over `d` (as
+    /// `simd_gemm`), eight keys side by side.
+    #[inline(always)]
+    fn tile_scores(&self, q: &[f32], ic: usize, scores: &mut [f32]) {
+        let dk = self.s.head_dim_k;
+        let head = &self.kt[self.kv * dk * self.kt_len..][..dk * self.kt_len];
+        let mut acc = [0f32; TILE_KV];
+        for (d, &qd) in q.iter().enumerate() {
+            let keys = &head[d * self.kt_len + ic..][..TILE_KV];
+            for (a, &k) in acc.iter_mut().zip(keys) {
+                *a = k.mul_add(qd, *a);
+            }
+        }
+        for (s, a) in scores.iter_mut().zip(acc) {
+            *s = a * self.scale;
+        }
+    }
+
+    /// `out[d] += p[jj] · v[ic+jj][d]` for the tile's keys in order, a
+    /// sequential multiply-add chain per `d`, kept in registers a slice of
+    /// 64 dimensions at a time.
+    #[inline(always)]
+    fn add_values(&self, p: &[f32], ic: usize, out: &mut [f32]) {
+        const SLICE: usize = 64;
+        for (c, o) in out.chunks_mut(SLICE).enumerate() {
+            let mut acc = [0f32; SLICE];
+            acc[..o.len()].copy_from_slice(o);
+            for (jj, &p) in p.iter().enumerate() {
+                let v = &self.value(ic + jj)[c * SLICE..][..o.len()];
+                for (a, &v) in acc.iter_mut().zip(v) {
+                    *a = v.mul_add(p, *a);
+                }
+            }
+            o.copy_from_slice(&acc[..o.len()]);
+        }
+    }
+
     /// The one-row path, step for step: Q in f16, the V accumulator in
     /// f16, the running maximum and sum in f32.
+    #[inline(always)]
     fn one_row(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
         for (d, &x) in sc.q16.iter_mut().zip(q) {
             *d = round_f16(x);
@@ -205,6 +307,7 @@ impl Head<'_> {
 /// `ggml_vec_soft_max_f32` (AVX2 build): `x ← expf(x − max)` with ggml's
 /// vectorized `expf`, eight at a time, each eight summed in ggml's lane
 /// order and added in double.
+#[inline(always)]
 fn soft_max(x: &mut [f32], max: f32) -> f64 {
     let mut sum = 0f64;
     let mut chunks = x.chunks_exact_mut(8);
@@ -224,6 +327,7 @@ fn soft_max(x: &mut [f32], max: f32) -> f64 {
 
 /// `ggml_vec_dot_f16` (AVX2 build): four eight-lane accumulators over
 /// steps of 32, reduced as `GGML_F16_VEC_REDUCE`, the tail in double.
+#[inline(always)]
 fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
     let n32 = a.len() / 32 * 32;
     let mut acc = [[0f32; 8]; 4];
@@ -293,6 +397,8 @@ mod tests {
         let h = Head {
             s,
             k: &k16,
+            kt: &[],
+            kt_len: 0,
             v: &v,
             kv: 0,
             scale: 0.5,

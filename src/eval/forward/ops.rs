@@ -131,6 +131,7 @@ pub fn swiglu(gate: &mut [f32], up: &[f32], n: usize) {
 
 /// ggml's `ggml_v_expf` (the AVX2 variant), one lane: a range reduction
 /// and a polynomial, accurate to ~1.5 ulp but not libm's `expf`.
+#[inline(always)]
 pub fn v_expf(x: f32) -> f32 {
     let c = |bits: u32| f32::from_bits(bits);
     let r = c(0x4b40_0000);
