@@ -106,6 +106,30 @@ fn a_merged_adapter_is_measured_against_its_own_full_precision_weights() {
 }
 
 #[test]
+fn calibrating_into_a_new_folder_leaves_only_the_outputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("new/models");
+    ok(&[
+        &"convert",
+        &fixtures::path("nanogpt-k256"),
+        &"--type",
+        &"q2_k",
+        &"--calibration",
+        &fixtures::path("corpus/train.txt"),
+        &"--eval-ctx",
+        &"64",
+        &"--output-dir",
+        &out,
+    ]);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("output folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["nanogpt-k256-q2_k.gguf"], "no work file is left");
+}
+
+#[test]
 fn measuring_flags_used_wrong_are_refused_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = fixtures::path("nanogpt-k256");

@@ -43,6 +43,9 @@ impl Workspace {
         model: &str,
     ) -> Result<Workspace, ConvertError> {
         let Some(dir) = journal_dir else {
+            // The outputs' folder may not exist yet (the conversion makes
+            // it): the work files come first.
+            std::fs::create_dir_all(out_dir).map_err(|e| io_error(out_dir, e))?;
             return Ok(Workspace {
                 dir: out_dir.to_owned(),
                 temporary: Some(model.to_owned()),
