@@ -329,7 +329,7 @@ fn convert_with_calibration_quantizes_as_llama_model_quantize_given_its_imatrix(
         &plain,
     ]);
     // The same sums as `kvant imatrix` on the F32 file, same chunking
-    // (8 chunks of 128, the calibration default).
+    // (4 chunks of 128: the calibration default count).
     let from_gguf = dir.join("from-gguf-imatrix.gguf");
     kvant_ok(&[
         &"imatrix",
@@ -339,7 +339,7 @@ fn convert_with_calibration_quantizes_as_llama_model_quantize_given_its_imatrix(
         &"-c",
         &N_CTX,
         &"--chunks",
-        &"8",
+        &"4",
         &"-o",
         &from_gguf,
     ]);

@@ -415,6 +415,11 @@ pub struct MeasureArgs {
     /// Chunks of held-out text evaluated (default 4).
     #[arg(long, value_name = "N")]
     pub eval_chunks: Option<usize>,
+
+    /// Chunks of calibration text run for the importance matrix (default 4,
+    /// of --eval-ctx tokens each).
+    #[arg(long, value_name = "N")]
+    pub calibration_chunks: Option<usize>,
 }
 
 /// Choices llama-quantize offers, for users who know better than the

@@ -9,6 +9,7 @@
 //! max_ppl_increase = 10       # percent
 //! eval_ctx = 256              # tokens per chunk
 //! eval_chunks = 4             # chunks of held-out text
+//! calibration_chunks = 4      # chunks of calibration text for the imatrix
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -33,16 +34,19 @@ pub struct QualitySettings {
     pub eval_ctx: Option<usize>,
     /// Chunks evaluated.
     pub eval_chunks: Option<usize>,
+    /// Chunks of calibration text run for the importance matrix.
+    pub calibration_chunks: Option<usize>,
 }
 
 /// The keys [`QualitySettings`] reads.
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "eval_text",
     "calibration",
     "max_kld",
     "max_ppl_increase",
     "eval_ctx",
     "eval_chunks",
+    "calibration_chunks",
 ];
 
 impl QualitySettings {
@@ -75,6 +79,7 @@ impl QualitySettings {
             max_ppl_increase: self.max_ppl_increase.or(fallback.max_ppl_increase),
             eval_ctx: self.eval_ctx.or(fallback.eval_ctx),
             eval_chunks: self.eval_chunks.or(fallback.eval_chunks),
+            calibration_chunks: self.calibration_chunks.or(fallback.calibration_chunks),
         }
     }
 
@@ -91,8 +96,8 @@ impl QualitySettings {
         if self.eval_ctx.is_some_and(|c| c < 4) {
             return Err("eval_ctx must be at least 4 tokens".into());
         }
-        if self.eval_chunks == Some(0) {
-            return Err("eval_chunks must be at least 1".into());
+        if self.eval_chunks == Some(0) || self.calibration_chunks == Some(0) {
+            return Err("eval_chunks and calibration_chunks must be at least 1".into());
         }
         Ok(())
     }
@@ -112,6 +117,9 @@ impl QualitySettings {
             },
             eval_ctx: self.eval_ctx.unwrap_or(defaults.eval_ctx),
             eval_chunks: self.eval_chunks.unwrap_or(defaults.eval_chunks),
+            calibration_chunks: self
+                .calibration_chunks
+                .unwrap_or(defaults.calibration_chunks),
             journal_dir,
             ..defaults
         }

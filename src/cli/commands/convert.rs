@@ -112,6 +112,7 @@ fn measure_options(a: &ConvertArgs) -> anyhow::Result<MeasureOptions> {
         save_imatrix: m.save_imatrix.clone(),
         eval_ctx: m.eval_ctx.unwrap_or(defaults.eval_ctx),
         eval_chunks: m.eval_chunks.unwrap_or(defaults.eval_chunks),
+        calibration_chunks: m.calibration_chunks.unwrap_or(defaults.calibration_chunks),
         budget,
         ..defaults
     })
