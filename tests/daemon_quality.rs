@@ -316,6 +316,32 @@ fn auto_picks_the_type_the_reports_own_numbers_say() {
             1,
             "{chart}"
         );
+        // A screenshot: not blank, the chosen point's gold on screen.
+        let shot = dir.path().join(format!("{model}.png"));
+        support::browser::browse(
+            &dir.path().join(format!("chromium-shot-{model}")),
+            &[
+                format!("--screenshot={}", shot.display()),
+                "--window-size=1300,1400".into(),
+                format!("file://{}", page.display()),
+            ],
+        );
+        let pixels = support::browser::screenshot_pixels(&shot);
+        let ink = pixels
+            .iter()
+            .filter(|p| p[..3].iter().any(|&c| c < 200))
+            .count();
+        assert!(ink * 200 > pixels.len(), "{model}: a blank screenshot");
+        let gold = pixels
+            .iter()
+            .filter(|p| {
+                p[0].abs_diff(0xf0) < 12 && p[1].abs_diff(0xb4) < 12 && p[2].abs_diff(0x29) < 12
+            })
+            .count();
+        assert!(
+            gold > 30,
+            "{model}: the chosen point is not drawn ({gold} gold pixels)"
+        );
     }
     assert!(
         chosen_of[0] >= order.iter().position(|t| *t == "q6_k").unwrap(),
