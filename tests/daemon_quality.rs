@@ -327,17 +327,12 @@ fn auto_picks_the_type_the_reports_own_numbers_say() {
             ],
         );
         let pixels = support::browser::screenshot_pixels(&shot);
-        let ink = pixels
-            .iter()
-            .filter(|p| p[..3].iter().any(|&c| c < 200))
-            .count();
-        assert!(ink * 200 > pixels.len(), "{model}: a blank screenshot");
-        let gold = pixels
-            .iter()
-            .filter(|p| {
-                p[0].abs_diff(0xf0) < 12 && p[1].abs_diff(0xb4) < 12 && p[2].abs_diff(0x29) < 12
-            })
-            .count();
+        use support::browser::{ink, near, GOLD};
+        assert!(
+            ink(&pixels) * 200 > pixels.len(),
+            "{model}: a blank screenshot"
+        );
+        let gold = near(&pixels, GOLD, 12);
         assert!(
             gold > 30,
             "{model}: the chosen point is not drawn ({gold} gold pixels)"

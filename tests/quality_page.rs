@@ -124,32 +124,19 @@ fn the_report_page_renders_in_chromium_with_a_point_per_type_and_the_budget() {
         std::fs::copy(&shot, keep).expect("copy screenshot");
     }
     let pixels = support::browser::screenshot_pixels(&shot);
-    let ink = pixels
-        .iter()
-        .filter(|p| p[0] < 200 || p[1] < 200 || p[2] < 200)
-        .count();
+    use support::browser::{ink, near, GOLD};
+    let ink = ink(&pixels);
     assert!(
         ink * 200 > pixels.len(),
         "the screenshot is nearly blank: {ink} of {} pixels",
         pixels.len()
     );
-    // The chosen marker's gold (#f0b429) is on screen.
-    let gold = pixels
-        .iter()
-        .filter(|p| {
-            p[0].abs_diff(0xf0) < 12 && p[1].abs_diff(0xb4) < 12 && p[2].abs_diff(0x29) < 12
-        })
-        .count();
+    // The chosen marker's gold is on screen, and the budget's red dashes.
+    let gold = near(&pixels, GOLD, 12);
     assert!(
         gold > 30,
         "the chosen point is not drawn ({gold} gold pixels)"
     );
-    // And the budget's red dashes.
-    let red = pixels
-        .iter()
-        .filter(|p| {
-            p[0].abs_diff(0xc0) < 14 && p[1].abs_diff(0x39) < 14 && p[2].abs_diff(0x2b) < 14
-        })
-        .count();
+    let red = near(&pixels, [0xc0, 0x39, 0x2b], 14);
     assert!(red > 30, "the budget line is not drawn ({red} red pixels)");
 }

@@ -69,3 +69,22 @@ pub fn dom(page: &Path, profile: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Pixels that are not near-white (something is drawn there).
+pub fn ink(pixels: &[Vec<u8>]) -> usize {
+    pixels
+        .iter()
+        .filter(|p| p[..3].iter().any(|&c| c < 200))
+        .count()
+}
+
+/// Pixels within `tolerance` of `rgb` on every channel.
+pub fn near(pixels: &[Vec<u8>], rgb: [u8; 3], tolerance: u8) -> usize {
+    pixels
+        .iter()
+        .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) < tolerance))
+        .count()
+}
+
+/// The chosen marker's gold (`#f0b429` in the page's style).
+pub const GOLD: [u8; 3] = [0xf0, 0xb4, 0x29];
