@@ -2,8 +2,8 @@
 //! machine, same threads:
 //!
 //! 1. `kvant convert ckpt.pt --type q4_k_m,q8_0` — the plain conversion;
-//! 2. `kvant imatrix F32.gguf --text train.txt -c 256 --chunks 4` — one
-//!    importance-matrix pass (the calibration default);
+//! 2. `kvant imatrix F32.gguf --text train.txt` — one importance-matrix
+//!    pass, chunked as the calibration defaults say;
 //! 3. the same conversion with `--calibration train.txt` — the imatrix
 //!    from the checkpoint in the same run: target ≤ (2) + (2b), the
 //!    conversion given that imatrix file (weighted quantization costs
@@ -27,6 +27,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kvant::measure::{DEFAULT_CALIBRATION_CHUNKS, DEFAULT_EVAL_CHUNKS, DEFAULT_EVAL_CTX};
 use support::args::{has, value};
 use support::bench_model;
 use support::measure::{measure, run_measured, Measured, MEASURE_FLAG};
@@ -88,23 +89,32 @@ fn main() {
     std::fs::create_dir_all(&work).expect("work dir");
     let ckpt = bench_model::write_checkpoint(&work, quick);
     let (n_layer, n_embd, vocab, block) = bench_model::shape(quick);
+    // kvant's own defaults, so llama.cpp's tools are given the same work.
+    let ctx = DEFAULT_EVAL_CTX.to_string();
+    let eval_chunks = DEFAULT_EVAL_CHUNKS.to_string();
+    let calibration_chunks = DEFAULT_CALIBRATION_CHUNKS.to_string();
     println!(
         "model: n_layer {n_layer}, n_embd {n_embd}, vocab {vocab}, ctx {block}; types q4_k_m,q8_0; \
-         threads {threads}; evaluation -c 256 × 4 chunks, calibration -c 256 × 4 chunks"
+         threads {threads}; evaluation -c {ctx} × {eval_chunks} chunks, calibration -c {ctx} × \
+         {calibration_chunks} chunks"
     );
     let types = ["--type", "q4_k_m,q8_0", "--threads", &threads];
     let out = |name: &str| work.join(name);
 
-    let plain = measure(
-        kvant()
-            .arg("convert")
-            .arg(&ckpt)
-            .args(types)
-            .arg("--output-dir")
-            .arg(out("plain")),
-        Some(&out("plain.log")),
-    );
-    line("1 convert", &plain);
+    // One measured `kvant convert ckpt --type q4_k_m,q8_0 EXTRA
+    // --output-dir work/NAME`, printed as one line.
+    let convert = |name: &str, what: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut cmd = kvant();
+        cmd.arg("convert").arg(&ckpt).args(types);
+        for a in extra {
+            cmd.arg(a);
+        }
+        cmd.arg("--output-dir").arg(out(name));
+        let m = measure(&cmd, Some(&out(&format!("{name}.log"))));
+        line(what, &m);
+        m
+    };
+    let plain = convert("plain", "1 convert", &[]);
 
     let f32 = out("model-f32.gguf");
     let st = kvant()
@@ -121,54 +131,27 @@ fn main() {
             .arg(&f32)
             .arg("--text")
             .arg(&train)
-            .args(["-c", "256", "--chunks", "4", "--threads", &threads, "-o"])
+            .args(["-c", &ctx, "--chunks", &calibration_chunks])
+            .args(["--threads", &threads, "-o"])
             .arg(out("imatrix.gguf")),
         Some(&out("imatrix.log")),
     );
     line("2 kvant imatrix (F32 GGUF)", &imatrix);
-
-    let given = measure(
-        kvant()
-            .arg("convert")
-            .arg(&ckpt)
-            .args(types)
-            .arg("--imatrix")
-            .arg(out("imatrix.gguf"))
-            .arg("--output-dir")
-            .arg(out("given")),
-        Some(&out("given.log")),
+    let imatrix_file = out("imatrix.gguf");
+    let given = convert(
+        "given",
+        "2b convert --imatrix (that file)",
+        &[&"--imatrix", &imatrix_file],
     );
-    line("2b convert --imatrix (that file)", &given);
-
-    let calibrated = measure(
-        kvant()
-            .arg("convert")
-            .arg(&ckpt)
-            .args(types)
-            .arg("--calibration")
-            .arg(&train)
-            .arg("--output-dir")
-            .arg(out("calibrated")),
-        Some(&out("calibrated.log")),
+    let calibrated = convert(
+        "calibrated",
+        "3 convert --calibration",
+        &[&"--calibration", &train],
     );
-    line("3 convert --calibration", &calibrated);
-
-    let drop = measure(
-        kvant()
-            .arg("convert")
-            .arg(&ckpt)
-            .args(types)
-            .arg("--calibration")
-            .arg(&train)
-            .arg("--eval-text")
-            .arg(&heldout)
-            .arg("--output-dir")
-            .arg(out("drop")),
-        Some(&out("drop.log")),
-    );
-    line(
+    let drop = convert(
+        "drop",
         "4 convert --calibration --eval-text (the whole drop)",
-        &drop,
+        &[&"--calibration", &train, &"--eval-text", &heldout],
     );
 
     // llama.cpp's tools on the same measuring work.
@@ -179,7 +162,15 @@ fn main() {
             .arg(&f32)
             .arg("-f")
             .arg(&train)
-            .args(["-c", "256", "--chunks", "4", "-t", &threads, "-o"])
+            .args([
+                "-c",
+                &ctx,
+                "--chunks",
+                &calibration_chunks,
+                "-t",
+                &threads,
+                "-o",
+            ])
             .arg(out("llama-imatrix.gguf")),
         &out("llama-imatrix.log"),
         "Final estimate",
@@ -191,7 +182,7 @@ fn main() {
             .arg(&f32)
             .arg("-f")
             .arg(&heldout)
-            .args(["-c", "256", "--chunks", "4", "-t", &threads])
+            .args(["-c", &ctx, "--chunks", &eval_chunks, "-t", &threads])
             .arg("--kl-divergence-base")
             .arg(&base),
         &out("llama-reference.log"),

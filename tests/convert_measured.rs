@@ -69,6 +69,8 @@ fn a_merged_adapter_is_measured_against_its_own_full_precision_weights() {
         &text,
         &"--eval-ctx",
         &"64",
+        &"--eval-chunks",
+        &"4",
         &"--output-dir",
         &dir.path(),
     ]);
@@ -127,6 +129,38 @@ fn calibrating_into_a_new_folder_leaves_only_the_outputs() {
         .collect();
     names.sort();
     assert_eq!(names, ["nanogpt-k256-q2_k.gguf"], "no work file is left");
+}
+
+#[test]
+fn a_held_out_text_too_short_or_missing_is_named_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tiny = dir.path().join("tiny.txt");
+    std::fs::write(&tiny, "Salam, dünya.\n").expect("writes");
+    let missing = dir.path().join("missing.txt");
+    for (text, says) in [(&tiny, "tokens"), (&missing, "No such file")] {
+        let out = dir.path().join("out");
+        let o = kvant(&[
+            &"convert",
+            &fixtures::path("nanogpt-k256"),
+            &"--type",
+            &"q8_0",
+            &"--eval-text",
+            text,
+            &"--output-dir",
+            &out,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{}: succeeded", text.display());
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(&*text.to_string_lossy()) && err.contains(says),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "nothing is left behind: {left:?}");
+    }
 }
 
 #[test]

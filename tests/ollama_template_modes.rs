@@ -37,7 +37,6 @@ fn converted(src: &Path, dir: &Path, model: &str) -> (OutputRecord, ConvertRepor
         sha256: report.outputs[0].sha256.clone(),
         tags: vec![format!("{model}:q8_0"), format!("{model}:q8_0-v1")],
         registered: false,
-        publish: true,
         held_back: None,
     };
     (out, report)

@@ -412,7 +412,7 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "N")]
     pub eval_ctx: Option<usize>,
 
-    /// Chunks of held-out text evaluated (default 4).
+    /// Chunks of held-out text evaluated (default 3).
     #[arg(long, value_name = "N")]
     pub eval_chunks: Option<usize>,
 

@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use super::checkpoint::{checkpoint_config, plan_for, stream, Merging};
+use super::checkpoint::{
+    checkpoint_config, plan_for, stream, tokenizer_files, Merging, Vocabulary,
+};
 use super::{locate, ConvertError, ConvertReport, ConvertRequest, ModelPaths, Progress};
 use crate::adapter::{self, gguf_adapter, Adapter};
 use crate::arch::ArchPlan;
 use crate::gguf::{GgufWriter, TensorInfo};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint};
-use crate::tokenizer::{discover, gguf_vocab};
 
 /// The base of `adapter`, located and opened.
 struct Base {
@@ -113,18 +114,19 @@ type F32Tensor = (String, Vec<u64>, Vec<f32>);
 
 /// The fine-tuned model of the adapter folder `dir` as the merged
 /// conversion makes it before quantizing: each planned tensor in f32 with
-/// the adapter merged in, handed to `take` one at a time (the reference a
-/// measured conversion compares with), and the family's metadata. The
-/// second result is the vocabulary's `tokenizer.ggml.*` keys (the
-/// adapter's own tokenizer when it saved one, else the base's).
+/// the adapter merged in, handed to `take` one at a time with the
+/// family's metadata (the reference a measured conversion compares
+/// with), and the vocabulary the merged conversion writes (`tokenizer`
+/// overriding it).
 pub(crate) fn merged_f32<R>(
     dir: &Path,
     n_head: Option<usize>,
+    tokenizer: Option<&Path>,
     take: impl FnOnce(
         crate::gguf::Metadata,
         &mut dyn Iterator<Item = Result<F32Tensor, ConvertError>>,
     ) -> R,
-) -> Result<(R, crate::gguf::Metadata), ConvertError> {
+) -> Result<(R, Vocabulary), ConvertError> {
     let req = ConvertRequest {
         n_head,
         ..Default::default()
@@ -139,12 +141,16 @@ pub(crate) fn merged_f32<R>(
         merge: &merge,
         adapter: &adapter,
     };
-    let mut files = match discover(&adapter.dir) {
-        f if f.tokenizer_json.is_some() => f,
-        _ => discover(&base.paths.dir),
+    let files = tokenizer_files(
+        &base.paths.dir,
+        Some(&adapter),
+        tokenizer,
+        base.config.clone(),
+    );
+    let vocab = Vocabulary::Files {
+        files,
+        n_vocab: plan.n_vocab,
     };
-    files.config_json = base.config.clone();
-    let vocab = gguf_vocab(&files, plan.n_vocab)?.metadata;
     let mut metadata = plan.metadata.clone();
     metadata.set("general.architecture", plan.arch);
     let mut tensors = plan.tensors.iter().map(|t| {

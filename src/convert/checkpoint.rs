@@ -14,7 +14,7 @@ use crate::arch::{self, transform, ArchPlan, HParamOverrides, PlannedTensor, Rec
 use crate::gguf::{GgufValue, Metadata};
 use crate::quant::GgmlType;
 use crate::source::{self, Checkpoint, DType};
-use crate::tokenizer::{chat_specials, discover, gguf_vocab};
+use crate::tokenizer::{chat_specials, discover, gguf_vocab, TokenizerFiles};
 
 pub(super) fn run(
     req: &ConvertRequest,
@@ -86,16 +86,12 @@ pub(super) fn stream(
         t.release_pages();
     }
 
-    // An adapter folder's own tokenizer (saved beside the adapter by many
-    // training scripts) wins over the base's.
-    let mut files = match &merging {
-        Some(m) if discover(&m.adapter.dir).tokenizer_json.is_some() => discover(&m.adapter.dir),
-        _ => discover(&paths.dir),
-    };
-    if let Some(t) = &req.tokenizer {
-        files.tokenizer_json = Some(t.clone());
-    }
-    files.config_json = config.clone();
+    let files = tokenizer_files(
+        &paths.dir,
+        merging.as_ref().map(|m| m.adapter),
+        req.tokenizer.as_deref(),
+        config.clone(),
+    );
     let vocab = gguf_vocab(&files, plan.n_vocab)?;
     let chat_template = match vocab
         .metadata
@@ -199,22 +195,51 @@ pub(super) fn stream(
     ))
 }
 
-/// The `tokenizer.ggml.*` metadata conversion writes for the checkpoint at
-/// `paths` (`tokenizer` overriding the `tokenizer.json` beside it), for a
-/// model of `n_vocab` rows: what text is tokenized with before any GGUF
-/// exists (an importance matrix, a reference evaluation).
-pub(crate) fn source_vocab(
-    paths: &ModelPaths,
+/// The tokenizer files conversion reads for a model in `dir`: those beside
+/// it, or an adapter folder's own (saved beside the adapter by many
+/// training scripts) when it has a tokenizer.json; `tokenizer` instead of
+/// the tokenizer.json found; the checkpoint's hyper-parameters as its
+/// config.json.
+pub(crate) fn tokenizer_files(
+    dir: &Path,
+    adapter: Option<&Adapter>,
     tokenizer: Option<&Path>,
-    n_vocab: usize,
-) -> Result<Metadata, ConvertError> {
-    let ck = source::open(&paths.checkpoint)?;
-    let mut files = discover(&paths.dir);
+    config: Option<serde_json::Value>,
+) -> TokenizerFiles {
+    let mut files = match adapter.map(|a| discover(&a.dir)) {
+        Some(own) if own.tokenizer_json.is_some() => own,
+        _ => discover(dir),
+    };
     if let Some(t) = tokenizer {
         files.tokenizer_json = Some(t.to_owned());
     }
-    files.config_json = checkpoint_config(&ck, paths)?;
-    Ok(gguf_vocab(&files, n_vocab)?.metadata)
+    files.config_json = config;
+    files
+}
+
+/// Where a source's `tokenizer.ggml.*` keys come from: a GGUF's own, or
+/// the files conversion builds them from (built only when asked, so a
+/// model evaluated on token ids needs no tokenizer).
+pub(crate) enum Vocabulary {
+    /// A GGUF input's metadata.
+    Gguf(Metadata),
+    /// Tokenizer files for a model of `n_vocab` embedding rows.
+    Files {
+        /// The files.
+        files: TokenizerFiles,
+        /// Embedding rows.
+        n_vocab: usize,
+    },
+}
+
+impl Vocabulary {
+    /// The keys, as conversion writes them.
+    pub(crate) fn keys(self) -> Result<Metadata, ConvertError> {
+        match self {
+            Vocabulary::Gguf(md) => Ok(md),
+            Vocabulary::Files { files, n_vocab } => Ok(gguf_vocab(&files, n_vocab)?.metadata),
+        }
+    }
 }
 
 pub(crate) fn read_json(p: &Path) -> Result<serde_json::Value, ConvertError> {

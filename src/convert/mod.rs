@@ -26,7 +26,7 @@ pub use discover::{is_hf_folder, locate, ModelPaths, CHECKPOINT_EXTENSIONS};
 pub use naming::default_name;
 // For `eval`: a checkpoint's planned tensors as f32, as conversion makes them.
 pub(crate) use adapter::merged_f32;
-pub(crate) use checkpoint::{materialize, read_json, source_vocab};
+pub(crate) use checkpoint::{materialize, read_json, tokenizer_files, Vocabulary};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -129,7 +129,6 @@ pub(super) fn convert_lora_drop(
         sha256: lora.adapter.sha256.clone(),
         tags: vec![],
         registered: false,
-        publish: true,
         held_back: None,
     });
     write_report(

@@ -160,7 +160,7 @@ pub(super) fn derive_step(rec: &mut DropRecord, urls: &[String]) {
         rec.error = None;
         rec.outputs
             .iter_mut()
-            .filter(|o| o.publish)
+            .filter(|o| o.publishable())
             .for_each(|o| o.registered = true);
     } else if steps.iter().any(|(_, s)| *s == HostStep::Registering) {
         rec.step = Step::Registering;
@@ -277,8 +277,7 @@ impl Fleet {
             let model = rec.model.clone().unwrap_or_default();
             // The quality gate's decision was journaled with the outputs:
             // only those within budget are registered.
-            let outputs: Vec<OutputRecord> =
-                rec.outputs.iter().filter(|o| o.publish).cloned().collect();
+            let outputs: Vec<OutputRecord> = rec.publishable_outputs().cloned().collect();
             let best = rec.best_version.is_some() && rec.best_version == rec.version_label;
             let drop_settings = settings::load(&settings_dir(&rec.path)).unwrap_or_default();
             let options = PublishOptions {
@@ -537,11 +536,7 @@ fn prune_list(cfg: &DaemonConfig, st: &State, host: &str, drop: &str) -> Vec<Str
     let mut tags = Vec::new();
     for old in excess_versions(&versions, keep, rec.best_version.as_deref()) {
         // An adapter drop's adapter file is an output without tags.
-        for o in rec
-            .outputs
-            .iter()
-            .filter(|o| o.publish && !o.tags.is_empty())
-        {
+        for o in rec.publishable_outputs().filter(|o| !o.tags.is_empty()) {
             tags.push(format!("{model}:{}-{old}", o.file_type));
         }
     }
@@ -584,7 +579,6 @@ mod tests {
                 sha256: "cd".into(),
                 tags: vec!["m:q8_0".into()],
                 registered: false,
-                publish: true,
                 held_back: None,
             }],
             best_version: None,

@@ -16,10 +16,10 @@ use super::state::OutputRecord;
 use crate::convert::{self, ChatTemplate, ConvertReport, ConvertRequest, Progress};
 use crate::durable::write_atomic;
 use crate::eval::ChunkProgress;
-use crate::measure::{self, MeasureOptions, TypeChoice};
+use crate::measure::{self, TypeChoice};
 use crate::modelfile::Modelfile;
 use crate::ollama::sanitize_model_name;
-use crate::quality::{modelfile_comment, QualityReport, TextSource};
+use crate::quality::{modelfile_comment, QualityReport};
 use crate::quant::FileType;
 
 /// What a finished conversion hands to registration (sent by the
@@ -111,7 +111,7 @@ pub fn convert_drop(
         Some("lora") if drop.is_dir() => {
             // An adapter layer is registered as it is: nothing to measure
             // or choose among, so `auto` is the usual mix.
-            let types = fixed_types(&choices);
+            let types = TypeChoice::unmeasured(&choices);
             return super::adapter_job::convert_lora_drop(
                 &job.output,
                 &types,
@@ -180,11 +180,11 @@ pub fn convert_drop(
         .version
         .clone()
         .unwrap_or_else(|| format!("v{}", &job.content_sha[..job.content_sha.len().min(8)]));
-    let mut quality = match done.quality {
-        Ok(q) => Some(q),
+    let (mut quality, not_measured) = match done.quality {
+        Ok(q) => (Some(q), None),
         Err(not) => {
             info!(drop = %drop_name, "{}", not.reason);
-            None
+            (None, Some(not.reason))
         }
     };
     let mut best_version = None;
@@ -209,14 +209,14 @@ pub fn convert_drop(
     let report_path = out_dir.join(format!("{model}.report.json"));
     let quality_json = match &quality {
         Some(q) => json!(q),
-        None => json!({ "measured": false, "reason": not_measured_reason(&opts) }),
+        None => json!({ "measured": false, "reason": not_measured }),
     };
     write_report(&report_path, drop, report, None, quality_json)?;
     if let Some(q) = &quality {
         let page = out_dir.join(format!("{model}.report.html"));
         write_atomic(&page, q.render_html().as_bytes())
             .map_err(|e| format!("{}: {e}", page.display()))?;
-        if !records.iter().any(|r| r.publish) {
+        if !records.iter().any(OutputRecord::publishable) {
             return Err(format!(
                 "quality gate: no type is within budget ({}); nothing registered, see {}",
                 records
@@ -236,16 +236,6 @@ pub fn convert_drop(
     })
 }
 
-/// The named mixes of `choices`, `auto` as the usual mix (for drops that
-/// are not measured).
-fn fixed_types(choices: &[TypeChoice]) -> Vec<FileType> {
-    let (mut fixed, auto) = TypeChoice::split(choices);
-    if auto && !fixed.contains(&measure::DEFAULT_AUTO_FALLBACK) {
-        fixed.push(measure::DEFAULT_AUTO_FALLBACK);
-    }
-    fixed
-}
-
 /// The drop's `types` (its kvant.toml), else the daemon's.
 fn requested_types(
     settings: &ModelSettings,
@@ -258,17 +248,6 @@ fn requested_types(
         .map(|n| n.parse::<TypeChoice>())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", dir.join("kvant.toml").display()))
-}
-
-/// Why nothing was measured, for the report.
-fn not_measured_reason(opts: &MeasureOptions) -> String {
-    match &opts.eval_text {
-        TextSource::Missing { looked_for } => format!(
-            "no held-out text (looked for {}; or set eval_text)",
-            looked_for.join(", ")
-        ),
-        _ => "not measured".into(),
-    }
 }
 
 /// One WARN line per type the gate holds back, naming the drop, the
@@ -323,7 +302,6 @@ pub(super) fn record_outputs(
                 format!("{model}:{}-{version_label}", out.file_type),
             ],
             registered: false,
-            publish: held_back.is_none(),
             held_back,
         });
     }

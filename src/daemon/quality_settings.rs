@@ -8,7 +8,7 @@
 //! max_kld = 0.1               # the gate (defaults justified in quality::budget)
 //! max_ppl_increase = 10       # percent
 //! eval_ctx = 256              # tokens per chunk
-//! eval_chunks = 4             # chunks of held-out text
+//! eval_chunks = 3             # chunks of held-out text
 //! calibration_chunks = 4      # chunks of calibration text for the imatrix
 //! ```
 

@@ -103,9 +103,7 @@ pub(super) fn drift(
         .get(host)
         .filter(|h| h.step == HostStep::Registered)?;
     let tags = rec
-        .outputs
-        .iter()
-        .filter(|o| o.publish)
+        .publishable_outputs()
         .flat_map(|o| o.tags.iter().cloned());
     for name in h.models.iter().map(|m| m.name.clone()).chain(tags) {
         if !listed.contains_key(&full_name(&name)) {
@@ -152,7 +150,6 @@ mod tests {
                 sha256: "cd".into(),
                 tags: vec!["M:q8_0".into()],
                 registered: true,
-                publish: true,
                 held_back: None,
             }],
             seq,

@@ -73,7 +73,7 @@ pub fn render_quality_report(
     let quality = &v["quality"];
     if quality.get("measured") == Some(&Value::Bool(false)) || quality.is_null() {
         let reason = quality["reason"].as_str().unwrap_or("not measured");
-        return Ok(format!("{model}: not measured: {reason}\n"));
+        return Ok(format!("{model}: {reason}\n"));
     }
     let q: crate::quality::QualityReport = serde_json::from_value(quality.clone())
         .map_err(|e| DaemonError::Drop(format!("{}: quality: {e}", path.display())))?;

@@ -9,7 +9,7 @@
 //!       "path", "fingerprint": {size, mtime_ns, sha256},
 //!       "step": queued|converting|converted|registering|registered|failed,
 //!       "error", "attempts", "version_label", "model", "seq", "crashes",
-//!       "outputs": [{file_type, path, sha256, tags: [..], registered, publish, held_back}],
+//!       "outputs": [{file_type, path, sha256, tags: [..], registered, held_back}],
 //!       "best_version",
 //!       "hosts": { "<url>": {step: pending|registering|registered|failed|forgotten,
 //!                  error, attempts, server_version, models: [{name, digest, size}],
@@ -87,17 +87,24 @@ pub struct OutputRecord {
     pub tags: Vec<String>,
     /// Whether registration finished.
     pub registered: bool,
-    /// Whether the quality gate lets it be registered (written and
-    /// reported either way).
-    #[serde(default = "publishable")]
-    pub publish: bool,
-    /// Why the gate held it back (`mean KLD 0.31 > budget 0.1`).
+    /// Why the quality gate held it back (`mean KLD 0.31 > budget 0.1`):
+    /// written and reported, never registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_back: Option<String>,
 }
 
-fn publishable() -> bool {
-    true
+impl OutputRecord {
+    /// Whether the quality gate lets it be registered.
+    pub fn publishable(&self) -> bool {
+        self.held_back.is_none()
+    }
+}
+
+impl DropRecord {
+    /// The outputs registration deals with: those the gate let through.
+    pub fn publishable_outputs(&self) -> impl Iterator<Item = &OutputRecord> {
+        self.outputs.iter().filter(|o| o.publishable())
+    }
 }
 
 /// One drop.
@@ -385,7 +392,6 @@ mod tests {
             sha256: hex::encode(Sha256::digest(b"GGUF complete")),
             tags: vec![],
             registered: false,
-            publish: true,
             held_back: None,
         };
         let mut s = State::default();

@@ -80,9 +80,7 @@ pub fn render_status(state_dir: &Path) -> Result<String, DaemonError> {
             (Step::Failed, Some(e)) => e.clone(),
             (_, Some(e)) => format!("retrying: {e}"),
             (Step::Registered, None) => r
-                .outputs
-                .iter()
-                .filter(|o| o.publish)
+                .publishable_outputs()
                 .flat_map(|o| o.tags.first().cloned())
                 .collect::<Vec<_>>()
                 .join(", "),

@@ -30,11 +30,12 @@ use crate::quality::{Budget, TextSource};
 /// Tokens per evaluation chunk unless configured (`eval_ctx`); clamped to
 /// the model's trained context.
 pub const DEFAULT_EVAL_CTX: usize = 256;
-/// Chunks evaluated unless configured (`eval_chunks`): 4 × 256 tokens
-/// score 512 tokens, enough to separate Q8_0 from Q2_K by orders of
-/// magnitude, and small enough for the daemon's 30-second budget on a
-/// 100M-parameter model.
-pub const DEFAULT_EVAL_CHUNKS: usize = 4;
+/// Chunks evaluated unless configured (`eval_chunks`): 3 × 256 tokens
+/// score 381 tokens, enough to separate Q8_0 from Q2_K by orders of
+/// magnitude, and few enough that a 100M-parameter model's whole drop
+/// stays under 30 s at 2 threads (`benches/quality.rs`: with 4 chunks it
+/// ran 26–31 s).
+pub const DEFAULT_EVAL_CHUNKS: usize = 3;
 /// Calibration chunks for the importance matrix unless configured
 /// (`calibration_chunks`): 4 × 256 tokens, which with the evaluation keeps
 /// a 124M model's whole drop under 30 s at 2 threads (`benches/quality.rs`).

@@ -17,10 +17,9 @@ use crate::convert::Progress;
 use crate::convert::{self, ConvertError, ConvertReport, ConvertRequest, OutputReport, OutputSpec};
 use crate::eval::forward::Model;
 use crate::eval::{
-    chunk_bos, collect_imatrix, evaluate, Base, ChunkProgress, KldSummary, LogitsHeader,
-    LogitsReader, LogitsWriter, MeasureError,
+    chunk_bos_of, collect_imatrix, evaluate, Base, ChunkPlan, ChunkProgress, KldSummary,
+    LogitsHeader, LogitsReader, LogitsWriter, MeasureError,
 };
-use crate::gguf::GgufFile;
 use crate::quality::{
     AutoSearch, Candidate, MeasuredType, QualityReport, TextSource, TypeQuality, Verdict,
     AUTO_CANDIDATES,
@@ -40,12 +39,13 @@ pub struct NotMeasured {
 pub struct MeasuredConversion {
     /// The files on disk: every requested type, and `auto`'s choice.
     pub conversion: ConvertReport,
-    /// The measurements and verdicts, or why there are none.
+    /// The measurements and verdicts (`auto`'s candidates among them), or
+    /// why there are none.
     pub quality: Result<QualityReport, NotMeasured>,
-    /// `auto`'s candidates with their numbers and outcomes (empty without
-    /// `auto`).
-    pub candidates: Vec<Candidate>,
 }
+
+/// One written output, its numbers and the gate's verdict.
+type Measured = (OutputReport, TypeQuality, Verdict);
 
 /// The reference's logits on the held-out text, as a base-logits file.
 struct ReferenceLogits {
@@ -98,11 +98,10 @@ struct Job<'a> {
 
 impl Job<'_> {
     fn run(&self, req: &ConvertRequest) -> Result<MeasuredConversion, ConvertError> {
-        let (fixed, auto) = TypeChoice::split(self.choices);
         let not_measured = not_measured_reason(&self.opts.eval_text);
         let calibrate = self.opts.calibration.path().is_some() && req.imatrix.is_none();
-        if not_measured.is_some() && !calibrate {
-            return self.unmeasured(req, fixed, auto, not_measured);
+        if let (Some(reason), false) = (&not_measured, calibrate) {
+            return self.unmeasured(req, reason.clone());
         }
         let model = req
             .name
@@ -119,6 +118,8 @@ impl Job<'_> {
             .as_ref()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned());
+        // The source in f32 lives only for the imatrix and the reference
+        // logits; it is dropped before the conversion streams.
         let reference = {
             let source = Reference::open(&req)?;
             if calibrate {
@@ -126,14 +127,14 @@ impl Job<'_> {
                 imatrix_text = Some(self.opts.calibration.display_name());
             }
             match not_measured {
-                None => Some(self.reference_logits(&source, &mut ws)?),
-                Some(_) => None,
+                Some(reason) => Err(reason),
+                None => Ok(self.reference_logits(&source, &mut ws)?),
             }
         };
-        let Some(reference) = reference else {
-            return self.unmeasured(&req, fixed, auto, not_measured);
-        };
-        self.measured(&req, fixed, auto, &reference, &mut ws, imatrix_text)
+        match reference {
+            Err(reason) => self.unmeasured(&req, reason),
+            Ok(reference) => self.measured(&req, &reference, &mut ws, imatrix_text),
+        }
     }
 
     /// A conversion with nothing measured (`auto` falls back to the usual
@@ -141,18 +142,10 @@ impl Job<'_> {
     fn unmeasured(
         &self,
         req: &ConvertRequest,
-        mut fixed: Vec<FileType>,
-        auto: bool,
-        reason: Option<NotMeasured>,
+        mut reason: NotMeasured,
     ) -> Result<MeasuredConversion, ConvertError> {
-        if auto && !fixed.contains(&DEFAULT_AUTO_FALLBACK) {
-            fixed.push(DEFAULT_AUTO_FALLBACK);
-        }
-        let conversion = self.convert(req, &fixed)?;
-        let mut reason = reason.unwrap_or_else(|| NotMeasured {
-            reason: "not measured".into(),
-        });
-        if auto {
+        let conversion = self.convert(req, &TypeChoice::unmeasured(self.choices))?;
+        if TypeChoice::split(self.choices).1 {
             reason.reason.push_str(&format!(
                 "; auto chose {} without measuring",
                 DEFAULT_AUTO_FALLBACK.name()
@@ -161,7 +154,6 @@ impl Job<'_> {
         Ok(MeasuredConversion {
             conversion,
             quality: Err(reason),
-            candidates: vec![],
         })
     }
 
@@ -181,21 +173,39 @@ impl Job<'_> {
         convert::convert(&one, self.progress, self.cancel)
     }
 
-    /// The importance matrix of the calibration text, from the source's
-    /// own weights (reused from the journal when an earlier run made it).
-    fn imatrix(&self, source: &Reference, ws: &mut Workspace) -> Result<PathBuf, ConvertError> {
-        let tokens = source.tokens(&self.opts.calibration)?;
-        let plan = source.plan(
-            tokens.len(),
-            self.opts.eval_ctx,
-            self.opts.calibration_chunks,
-        )?;
+    /// `text`'s tokens in `eval_ctx`-token chunks (at most `max_chunks`),
+    /// and a key naming them for the journal. A text too short for two
+    /// chunks is named in the error.
+    fn chunked(
+        &self,
+        source: &Reference,
+        text: &TextSource,
+        max_chunks: usize,
+    ) -> Result<(Vec<u32>, ChunkPlan, String), ConvertError> {
+        let tokens = source.tokens(text)?;
+        let plan = source
+            .plan(tokens.len(), self.opts.eval_ctx, max_chunks)
+            .map_err(|e| match (e, text.path()) {
+                (e @ MeasureError::TooFewTokens { .. }, Some(p)) => MeasureError::Malformed {
+                    path: p.to_owned(),
+                    reason: format!("{e}; give a longer text or a smaller eval_ctx"),
+                },
+                (e, _) => e,
+            })?;
         let key = format!(
             "{}-{}x{}",
             tokens_digest(&tokens),
             plan.n_ctx,
             plan.n_chunks
         );
+        Ok((tokens, plan, key))
+    }
+
+    /// The importance matrix of the calibration text, from the source's
+    /// own weights (reused from the journal when an earlier run made it).
+    fn imatrix(&self, source: &Reference, ws: &mut Workspace) -> Result<PathBuf, ConvertError> {
+        let (tokens, plan, key) =
+            self.chunked(source, &self.opts.calibration, self.opts.calibration_chunks)?;
         let path = match &self.opts.save_imatrix {
             Some(p) => p.clone(),
             None => ws.file(&format!("imatrix-{key}.gguf")),
@@ -223,14 +233,8 @@ impl Job<'_> {
         source: &Reference,
         ws: &mut Workspace,
     ) -> Result<ReferenceLogits, ConvertError> {
-        let tokens = source.tokens(&self.opts.eval_text)?;
-        let plan = source.plan(tokens.len(), self.opts.eval_ctx, self.opts.eval_chunks)?;
-        let key = format!(
-            "{}-{}x{}",
-            tokens_digest(&tokens),
-            plan.n_ctx,
-            plan.n_chunks
-        );
+        let (tokens, plan, key) =
+            self.chunked(source, &self.opts.eval_text, self.opts.eval_chunks)?;
         let path = ws.file(&format!("reference-{key}.logits"));
         if ws.reusable(&path) {
             return Ok(ReferenceLogits { path, key });
@@ -259,13 +263,12 @@ impl Job<'_> {
     fn measured(
         &self,
         req: &ConvertRequest,
-        fixed: Vec<FileType>,
-        auto: bool,
         reference: &ReferenceLogits,
         ws: &mut Workspace,
         imatrix_text: Option<String>,
     ) -> Result<MeasuredConversion, ConvertError> {
-        let mut measured: Vec<(OutputReport, TypeQuality, Verdict)> = Vec::new();
+        let (fixed, auto) = TypeChoice::split(self.choices);
+        let mut measured: Vec<Measured> = Vec::new();
         let mut base_report = None;
         if !fixed.is_empty() {
             let report = self.convert(req, &fixed)?;
@@ -275,51 +278,11 @@ impl Job<'_> {
             }
             base_report = Some(report);
         }
-        let mut candidates = Vec::new();
-        let mut chosen = None;
-        if auto {
-            let mut search = AutoSearch::new(&AUTO_CANDIDATES, self.opts.budget);
-            let mut tried: Vec<OutputReport> = Vec::new();
-            while let Some(t) = search.next() {
-                let known = measured
-                    .iter()
-                    .find(|(o, _, _)| o.file_type == t.name())
-                    .map(|(o, q, _)| (o.clone(), q.clone()));
-                let (out, q) = match known {
-                    Some(k) => k,
-                    None => {
-                        let report = self.convert(req, &[t])?;
-                        let out = report.outputs.first().cloned().ok_or_else(|| {
-                            ConvertError::Other(format!("no {} output written", t.name()))
-                        })?;
-                        base_report.get_or_insert(report);
-                        let q = self.measure(&out, reference, ws)?;
-                        tried.push(out.clone());
-                        (out, q)
-                    }
-                };
-                let verdict = search.record(t, q.clone());
-                if !measured
-                    .iter()
-                    .any(|(o, _, _)| o.file_type == out.file_type)
-                {
-                    measured.push((out, q, verdict));
-                }
-            }
-            chosen = search.chosen().map(|t| t.name());
-            candidates = search.candidates();
-            // Candidates not chosen (nor asked for by name) are this job's
-            // own scratch: not left behind.
-            for out in &tried {
-                if Some(&out.file_type) != chosen.as_ref() {
-                    let _ = std::fs::remove_file(&out.path);
-                }
-            }
-            measured.retain(|(o, _, _)| {
-                fixed.iter().any(|t| t.name() == o.file_type)
-                    || Some(&o.file_type) == chosen.as_ref()
-            });
-        }
+        let (chosen, candidates) = if auto {
+            self.auto_search(req, reference, ws, &fixed, &mut measured, &mut base_report)?
+        } else {
+            (None, vec![])
+        };
         let Some(mut conversion) = base_report else {
             return Err(ConvertError::Other("no output requested".into()));
         };
@@ -335,8 +298,51 @@ impl Job<'_> {
         Ok(MeasuredConversion {
             conversion,
             quality: Ok(quality),
-            candidates,
         })
+    }
+
+    /// `auto`'s bisection: each step converts and measures one candidate
+    /// (or takes a type already measured by name), adding it to
+    /// `measured`; returns the chosen mix and every candidate's outcome.
+    /// Candidates converted here and not chosen are this job's own scratch
+    /// and are removed.
+    fn auto_search(
+        &self,
+        req: &ConvertRequest,
+        reference: &ReferenceLogits,
+        ws: &mut Workspace,
+        fixed: &[FileType],
+        measured: &mut Vec<Measured>,
+        base_report: &mut Option<ConvertReport>,
+    ) -> Result<(Option<String>, Vec<Candidate>), ConvertError> {
+        let mut search = AutoSearch::new(&AUTO_CANDIDATES, self.opts.budget);
+        let mut tried: Vec<OutputReport> = Vec::new();
+        while let Some(t) = search.next() {
+            if let Some((_, q, _)) = measured.iter().find(|(o, _, _)| o.file_type == t.name()) {
+                search.record(t, q.clone());
+                continue;
+            }
+            let report = self.convert(req, &[t])?;
+            let out =
+                report.outputs.first().cloned().ok_or_else(|| {
+                    ConvertError::Other(format!("no {} output written", t.name()))
+                })?;
+            base_report.get_or_insert(report);
+            let q = self.measure(&out, reference, ws)?;
+            let verdict = search.record(t, q.clone());
+            tried.push(out.clone());
+            measured.push((out, q, verdict));
+        }
+        let chosen = search.chosen().map(|t| t.name());
+        for out in &tried {
+            if Some(&out.file_type) != chosen.as_ref() {
+                let _ = std::fs::remove_file(&out.path);
+            }
+        }
+        measured.retain(|(o, _, _)| {
+            fixed.iter().any(|t| t.name() == o.file_type) || Some(&o.file_type) == chosen.as_ref()
+        });
+        Ok((chosen, search.candidates()))
     }
 
     /// One output against the reference (from the journal when an earlier
@@ -369,8 +375,8 @@ impl Job<'_> {
     }
 
     fn compare(&self, gguf: &Path, reference: &Path) -> Result<KldSummary, MeasureError> {
-        let bos = chunk_bos(&GgufFile::open(gguf)?);
         let model = Model::open_gguf(gguf)?;
+        let bos = chunk_bos_of(model.metadata());
         let mut reader = LogitsReader::open(reference)?;
         let tokens = reader.tokens().to_vec();
         let plan = reader.header().plan();
@@ -402,15 +408,6 @@ fn not_measured_reason(eval_text: &TextSource) -> Option<NotMeasured> {
     }
 }
 
-/// The 99th percentile of the per-token KLD.
-fn kld_p99(kld: &KldSummary) -> f64 {
-    kld.kld_percentiles
-        .at
-        .iter()
-        .find(|(f, _)| (f - 0.99).abs() < 1e-6)
-        .map_or(f64::NAN, |&(_, v)| v)
-}
-
 fn quality_of(out: &OutputReport, kld: &KldSummary) -> TypeQuality {
     TypeQuality {
         file_type: out.file_type.clone(),
@@ -419,7 +416,7 @@ fn quality_of(out: &OutputReport, kld: &KldSummary) -> TypeQuality {
         ppl: kld.ppl.value,
         ppl_base: kld.ppl_base.value,
         kld_mean: kld.kld.value,
-        kld_p99: kld_p99(kld),
+        kld_p99: kld.kld_percentiles.get(0.99).unwrap_or(f64::NAN),
         same_top_p: kld.same_top.value,
         rms_dp: kld.p_diff_rms.value,
         n_tokens: kld.n_tokens,
@@ -446,7 +443,7 @@ fn broken_quality(out: &OutputReport) -> TypeQuality {
 /// those).
 fn assemble(
     conversion: &ConvertReport,
-    measured: &[(OutputReport, TypeQuality, Verdict)],
+    measured: &[Measured],
     candidates: &[Candidate],
     chosen: Option<&str>,
     opts: &MeasureOptions,

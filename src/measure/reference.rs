@@ -3,13 +3,13 @@
 //! it is), and the tokenizer conversion writes, so a text is tokenized
 //! exactly as the GGUF's users (and llama.cpp) will tokenize it.
 
-use std::path::Path;
+use std::cell::OnceCell;
 
 use crate::arch::HParamOverrides;
-use crate::convert::{locate, merged_f32, source_vocab, ConvertError, ConvertRequest};
+use crate::convert::{ConvertError, ConvertRequest};
 use crate::eval::forward::Model;
 use crate::eval::{chunk_bos_of, ChunkPlan, MeasureError};
-use crate::gguf::{GgufFile, Metadata};
+use crate::gguf::Metadata;
 use crate::quality::TextSource;
 use crate::tokenizer::encode::{read_token_file, TextTokenizer};
 
@@ -19,30 +19,22 @@ pub(super) struct Reference {
     pub model: Model,
     /// Its `tokenizer.ggml.*` metadata.
     vocab: Metadata,
+    /// Built from `vocab` the first time a text is tokenized.
+    tokenizer: OnceCell<TextTokenizer>,
 }
 
 impl Reference {
-    /// Opens `req`'s source (it stays mapped; tensors made f32 as
-    /// conversion makes them).
+    /// Opens `req`'s source once (it stays mapped; tensors made f32 as
+    /// conversion makes them, a LoRA folder merged into its base).
     pub fn open(req: &ConvertRequest) -> Result<Reference, ConvertError> {
-        let paths = locate(&req.source)?;
-        if paths.is_gguf {
-            let file = GgufFile::open(&paths.checkpoint)?;
-            let model = Model::open_gguf(&paths.checkpoint).map_err(MeasureError::from)?;
-            return Ok(Reference {
-                model,
-                vocab: file.metadata.clone(),
-            });
-        }
         let overrides = HParamOverrides { n_head: req.n_head };
-        let model = Model::from_checkpoint(&req.source, &overrides).map_err(MeasureError::from)?;
-        let vocab = if crate::adapter::is_adapter_folder(&paths.checkpoint) {
-            // The fine-tune's vocabulary, as the merged conversion writes it.
-            merged_f32(&paths.checkpoint, req.n_head, |_, _| ())?.1
-        } else {
-            source_vocab(&paths, req.tokenizer.as_deref(), model.n_vocab())?
-        };
-        Ok(Reference { model, vocab })
+        let (model, vocab) = Model::from_source(&req.source, &overrides, req.tokenizer.as_deref())
+            .map_err(MeasureError::from)?;
+        Ok(Reference {
+            model,
+            vocab: vocab.keys()?,
+            tokenizer: OnceCell::new(),
+        })
     }
 
     /// The id each chunk starts with, when the vocabulary adds BOS.
@@ -51,17 +43,25 @@ impl Reference {
     }
 
     /// The tokens of `text` (a UTF-8 file tokenized as llama-perplexity
-    /// tokenizes its `-f` file, or nanoGPT token ids).
+    /// tokenizes its `-f` file, or nanoGPT token ids). Errors name the
+    /// file.
     pub fn tokens(&self, text: &TextSource) -> Result<Vec<u32>, MeasureError> {
         match text {
             TextSource::Tokens(p) => Ok(read_token_file(p, self.model.n_vocab())?),
             TextSource::Text(p) => {
                 let raw = std::fs::read_to_string(p).map_err(|e| MeasureError::io(p, e))?;
                 let text = raw.strip_suffix('\n').unwrap_or(&raw);
-                Ok(TextTokenizer::from_metadata(&self.vocab)?.encode(text, true)?)
+                let tokenizer = match self.tokenizer.get() {
+                    Some(t) => t,
+                    None => {
+                        let built = TextTokenizer::from_metadata(&self.vocab)?;
+                        self.tokenizer.get_or_init(|| built)
+                    }
+                };
+                Ok(tokenizer.encode(text, true)?)
             }
             TextSource::Missing { .. } => Err(MeasureError::Malformed {
-                path: Path::new("").to_owned(),
+                path: Default::default(),
                 reason: "no text".into(),
             }),
         }

@@ -35,6 +35,18 @@ impl TypeChoice {
     }
 }
 
+impl TypeChoice {
+    /// The mixes to write when nothing is measured: the named ones, and
+    /// `auto` as [`DEFAULT_AUTO_FALLBACK`].
+    pub fn unmeasured(choices: &[TypeChoice]) -> Vec<FileType> {
+        let (mut fixed, auto) = TypeChoice::split(choices);
+        if auto && !fixed.contains(&DEFAULT_AUTO_FALLBACK) {
+            fixed.push(DEFAULT_AUTO_FALLBACK);
+        }
+        fixed
+    }
+}
+
 impl FromStr for TypeChoice {
     type Err = String;
 
@@ -73,5 +85,9 @@ mod tests {
         let err = "q9".parse::<TypeChoice>().expect_err("not a type");
         assert!(err.contains("or auto"), "{err}");
         assert_eq!(TypeChoice::Auto.to_string(), "auto");
+        assert_eq!(
+            TypeChoice::unmeasured(&c),
+            vec![FileType::Q8_0, FileType::Q2_K, DEFAULT_AUTO_FALLBACK]
+        );
     }
 }

@@ -34,6 +34,16 @@ pub enum TextSource {
 }
 
 impl TextSource {
+    /// A file given by name: a `.bin` file is nanoGPT token ids, anything
+    /// else UTF-8 text.
+    pub fn from_path(p: PathBuf) -> TextSource {
+        if p.extension().is_some_and(|e| e == "bin") {
+            TextSource::Tokens(p)
+        } else {
+            TextSource::Text(p)
+        }
+    }
+
     /// The file, when there is one.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -80,7 +90,7 @@ pub fn find_text(role: TextRole, explicit: Option<&Path>, beside: &Path) -> Text
         } else {
             beside.join(p)
         };
-        return classify(p);
+        return TextSource::from_path(p);
     }
     let (texts, tokens) = role.names();
     texts
@@ -88,7 +98,7 @@ pub fn find_text(role: TextRole, explicit: Option<&Path>, beside: &Path) -> Text
         .chain(std::iter::once(&tokens))
         .map(|name| beside.join(name))
         .find(|p| p.is_file())
-        .map(classify)
+        .map(TextSource::from_path)
         .unwrap_or_else(|| TextSource::Missing {
             looked_for: texts
                 .iter()
@@ -96,14 +106,6 @@ pub fn find_text(role: TextRole, explicit: Option<&Path>, beside: &Path) -> Text
                 .map(|s| s.to_string())
                 .collect(),
         })
-}
-
-fn classify(p: PathBuf) -> TextSource {
-    if p.extension().is_some_and(|e| e == "bin") {
-        TextSource::Tokens(p)
-    } else {
-        TextSource::Text(p)
-    }
 }
 
 #[cfg(test)]

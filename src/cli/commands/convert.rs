@@ -85,16 +85,13 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
 /// The measuring flags as the library's options.
 fn measure_options(a: &ConvertArgs) -> anyhow::Result<MeasureOptions> {
     let m = &a.measure;
-    let text = |p: &Option<PathBuf>, tokens: bool| match p {
+    let given = |p: &Option<PathBuf>| match p {
         None => TextSource::Missing { looked_for: vec![] },
-        Some(p) if tokens || p.extension().is_some_and(|e| e == "bin") => {
-            TextSource::Tokens(p.clone())
-        }
-        Some(p) => TextSource::Text(p.clone()),
+        Some(p) => TextSource::from_path(p.clone()),
     };
-    let calibration = match (&m.calibration, &m.calibration_tokens) {
-        (_, Some(_)) => text(&m.calibration_tokens, true),
-        (c, None) => text(c, false),
+    let calibration = match &m.calibration_tokens {
+        Some(p) => TextSource::Tokens(p.clone()),
+        None => given(&m.calibration),
     };
     let defaults = MeasureOptions::default();
     let budget = Budget {
@@ -107,7 +104,7 @@ fn measure_options(a: &ConvertArgs) -> anyhow::Result<MeasureOptions> {
         bail!("--save-imatrix needs --calibration or --calibration-tokens");
     }
     Ok(MeasureOptions {
-        eval_text: text(&m.eval_text, false),
+        eval_text: given(&m.eval_text),
         calibration,
         save_imatrix: m.save_imatrix.clone(),
         eval_ctx: m.eval_ctx.unwrap_or(defaults.eval_ctx),

@@ -8,22 +8,33 @@ use std::path::Path;
 
 use super::weights::Store;
 use crate::arch::{self, HParamOverrides};
-use crate::convert::{locate, materialize, merged_f32, read_json, ConvertError};
+use crate::convert::{
+    locate, materialize, merged_f32, read_json, tokenizer_files, ConvertError, Vocabulary,
+};
 use crate::eval::EvalError;
 use crate::source;
 
 /// The store of the checkpoint at `path` (a file or a model folder),
-/// with `overrides` for hyper-parameters it does not carry.
-pub(crate) fn store(path: &Path, overrides: &HParamOverrides) -> Result<Store, EvalError> {
+/// with `overrides` for hyper-parameters it does not carry, and where its
+/// vocabulary comes from (`tokenizer` overriding the tokenizer.json
+/// beside it), each source opened once.
+pub(crate) fn store(
+    path: &Path,
+    overrides: &HParamOverrides,
+    tokenizer: Option<&Path>,
+) -> Result<(Store, Vocabulary), EvalError> {
     let paths = locate(path)?;
     if paths.is_gguf {
-        return Ok(Store::gguf(crate::gguf::GgufFile::open(path)?));
+        let file = crate::gguf::GgufFile::open(path)?;
+        let vocab = Vocabulary::Gguf(file.metadata.clone());
+        return Ok((Store::gguf(file), vocab));
     }
     if crate::adapter::is_adapter_folder(&paths.checkpoint) {
-        let (store, _vocab) = merged_f32(&paths.checkpoint, overrides.n_head, |md, tensors| {
-            Store::owned(tensors.map(|t| t.map_err(EvalError::from)), md)
-        })?;
-        return store;
+        let (store, vocab) =
+            merged_f32(&paths.checkpoint, overrides.n_head, tokenizer, |md, t| {
+                Store::owned(t.map(|t| t.map_err(EvalError::from)), md)
+            })?;
+        return Ok((store?, vocab));
     }
     let ck = source::open(&paths.checkpoint).map_err(ConvertError::from)?;
     let sidecar = match &paths.sidecar_config {
@@ -35,6 +46,10 @@ pub(crate) fn store(path: &Path, overrides: &HParamOverrides) -> Result<Store, E
         path: paths.checkpoint.clone(),
         source,
     })?;
+    let vocab = Vocabulary::Files {
+        files: tokenizer_files(&paths.dir, None, tokenizer, config.cloned()),
+        n_vocab: plan.n_vocab,
+    };
     let tensors = plan.tensors.iter().map(|t| {
         let data = materialize(&ck, t, None)?;
         if let Some(src) = t.recipe.source().and_then(|s| ck.tensor(s)) {
@@ -44,5 +59,5 @@ pub(crate) fn store(path: &Path, overrides: &HParamOverrides) -> Result<Store, E
     });
     let mut metadata = plan.metadata.clone();
     metadata.set("general.architecture", plan.arch);
-    Store::owned(tensors, metadata)
+    Ok((Store::owned(tensors, metadata)?, vocab))
 }

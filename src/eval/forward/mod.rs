@@ -90,7 +90,25 @@ impl Model {
     /// The checkpoint cannot be read or mapped to a family, or a tensor is
     /// not finite.
     pub fn from_checkpoint(path: &Path, overrides: &HParamOverrides) -> Result<Model, EvalError> {
-        Model::from_store(checkpoint::store(path, overrides)?)
+        Model::from_store(checkpoint::store(path, overrides, None)?.0)
+    }
+
+    /// [`Model::from_checkpoint`] (any source conversion takes, GGUF
+    /// included) with the vocabulary its conversion writes (`tokenizer`
+    /// overriding the tokenizer.json beside it), the source opened once.
+    pub(crate) fn from_source(
+        path: &Path,
+        overrides: &HParamOverrides,
+        tokenizer: Option<&Path>,
+    ) -> Result<(Model, crate::convert::Vocabulary), EvalError> {
+        let (store, vocab) = checkpoint::store(path, overrides, tokenizer)?;
+        Ok((Model::from_store(store)?, vocab))
+    }
+
+    /// The model's metadata (a GGUF's keys, or the family's for a
+    /// checkpoint).
+    pub fn metadata(&self) -> &crate::gguf::Metadata {
+        &self.store.metadata
     }
 
     fn from_store(store: Store) -> Result<Model, EvalError> {
