@@ -275,3 +275,52 @@ impl Drop for Model {
         unsafe { llama_model_free(self.model) }
     }
 }
+
+/// Every f32 tensor `cb_eval` is shown, by graph name (`ffn_up-0`, …),
+/// as `ne[0]`-wide rows.
+pub type NamedTensors = Vec<(String, usize, Vec<f32>)>;
+
+unsafe extern "C" fn collect_named(t: *mut ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    // SAFETY: llama.cpp hands a valid tensor; `user` is the NamedTensors
+    // passed by eval_named_tensors, alive for the whole decode.
+    unsafe {
+        if ask {
+            return true;
+        }
+        if (*t).type_ != GGML_TYPE_F32 {
+            return true;
+        }
+        let name = std::ffi::CStr::from_ptr((*t).name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let ne = (*t).ne;
+        let mut values = Vec::new();
+        for i3 in 0..ne[3] {
+            for i2 in 0..ne[2] {
+                for i1 in 0..ne[1] {
+                    let at = i1 as usize * (*t).nb[1]
+                        + i2 as usize * (*t).nb[2]
+                        + i3 as usize * (*t).nb[3];
+                    let row = ((*t).data as *const u8).add(at);
+                    for i0 in 0..ne[0] as usize {
+                        values.push(*(row.add(i0 * (*t).nb[0]) as *const f32));
+                    }
+                }
+            }
+        }
+        (*(user as *mut NamedTensors)).push((name, ne[0] as usize, values));
+        true
+    }
+}
+
+impl Model {
+    /// Runs `ids` as `eval_logits` does, recording every f32 tensor of
+    /// the graph.
+    pub fn eval_named_tensors(&self, ids: &[i32]) -> NamedTensors {
+        let mut seen: NamedTensors = Vec::new();
+        let user = &mut seen as *mut NamedTensors as *mut c_void;
+        // SAFETY: `seen` outlives the context, freed right after decoding.
+        unsafe { llama_free(self.decode(ids, Some((Some(collect_named), user)), None)) };
+        seen
+    }
+}

@@ -22,19 +22,35 @@ pub fn layer_norm(x: &[f32], out: &mut [f32], n: usize, eps: f32, w: &[f32], b: 
             for (y, x) in o.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
                 let sum: f64 = x.iter().map(|&v| f64::from(v)).sum();
                 let mean = (sum as f32) / n as f32;
-                let mut var = 0f64;
-                for (y, &v) in y.iter_mut().zip(x) {
-                    let d = v - mean;
-                    *y = d;
-                    var += f64::from(d * d);
-                }
-                let variance = (var / n as f64) as f32;
+                let variance = centred_variance(x, y, mean);
                 let scale = 1.0 / (variance + eps).sqrt();
                 for ((y, &w), &b) in y.iter_mut().zip(w).zip(b) {
                     *y = *y * scale * w + b;
                 }
             }
         });
+}
+
+/// `ggml_vec_cvar_f32` (AVX2 + FMA build): `y = x − mean`, and the mean
+/// of the squares, summed eight at a time in f32 (the 128-bit horizontal
+/// add's order) and those partial sums in double; the tail one by one.
+fn centred_variance(x: &[f32], y: &mut [f32], mean: f32) -> f32 {
+    let n8 = x.len() / 8 * 8;
+    let mut sum = 0f64;
+    for (y, x) in y[..n8].chunks_exact_mut(8).zip(x[..n8].chunks_exact(8)) {
+        let mut sq = [0f32; 8];
+        for ((y, &x), s) in y.iter_mut().zip(x).zip(&mut sq) {
+            *y = x - mean;
+            *s = *y * *y;
+        }
+        let h = [sq[0] + sq[4], sq[1] + sq[5], sq[2] + sq[6], sq[3] + sq[7]];
+        sum += f64::from((h[0] + h[2]) + (h[1] + h[3]));
+    }
+    for (y, &x) in y[n8..].iter_mut().zip(&x[n8..]) {
+        *y = x - mean;
+        sum += f64::from(*y * *y);
+    }
+    (sum / x.len() as f64) as f32
 }
 
 /// `ggml_rms_norm` then `ggml_mul` by `w`, over rows of `n` (which may be
@@ -75,11 +91,15 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
         });
 }
 
-/// ggml's `ggml_gelu_f32`: the tanh approximation, in f32.
+/// ggml's `ggml_gelu_f32`: the tanh approximation, in f32, as GCC
+/// compiles it with `-mfma` (GNU C contracts `1 + a·x·x` into one fused
+/// multiply-add; a separate multiply and add differ in 11 of 204 800 table
+/// lookups of one nanoGPT layer).
 fn gelu_f32(x: f32) -> f32 {
     const GELU_COEF_A: f32 = 0.044715;
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
 }
 
 /// `ggml_table_gelu_f16`: GELU of every half-precision value, rounded to

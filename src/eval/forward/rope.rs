@@ -91,8 +91,10 @@ impl Rope<'_> {
             };
             let (cos, sin) = (cache[i0], cache[i0 + 1]);
             let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * cos - x1 * sin;
-            head[b] = x0 * sin + x1 * cos;
+            // `rotate_pairs` as GCC contracts it with `-mfma`: the first
+            // product of each line fused with the sum.
+            head[a] = x0.mul_add(cos, -(x1 * sin));
+            head[b] = x0.mul_add(sin, x1 * cos);
         }
     }
 }
