@@ -295,7 +295,8 @@ impl Head<'_> {
             for (a, &v) in acc.iter_mut().zip(self.value(j)) {
                 *a = round_f16(v.mul_add(vs, *a));
             }
-            sum = sum * ms + vs;
+            // `S = S*ms + vs`, one FMA as GCC contracts it.
+            sum = sum.mul_add(ms, vs);
         }
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         for (o, &a) in out.iter_mut().zip(acc.iter()) {
