@@ -46,7 +46,7 @@ use super::activation::{
 use super::dense_dot::{self, Dense};
 use super::kquants_dot::{self, KQuant};
 use super::legacy_dot::{self, Legacy};
-use super::unpacked_dot::{dot_tokens, ActKind, ActRow, Unpacked, TOKENS};
+use super::unpacked_dot::{dot_tokens, dot_tokens_pair, ActKind, ActRow, Unpacked, TOKENS};
 use super::{GgmlType, QuantError};
 
 /// The family a weight type's kernels belong to.
@@ -369,10 +369,22 @@ fn quant_rows(
             *slot = a;
         }
         let refs = &refs[..group.len()];
-        for (r, u) in rows.iter().enumerate() {
-            dot_tokens(u, refs, block, &mut res);
+        let mut r = 0;
+        while r < rows.len() {
             let at = r * n_tokens + t0 * TOKENS;
+            if r + 1 < rows.len() {
+                let mut res1 = [0f32; TOKENS];
+                if dot_tokens_pair(&rows[r], &rows[r + 1], refs, block, &mut res, &mut res1) {
+                    o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+                    let at1 = at + n_tokens;
+                    o[at1..at1 + group.len()].copy_from_slice(&res1[..group.len()]);
+                    r += 2;
+                    continue;
+                }
+            }
+            dot_tokens(&rows[r], refs, block, &mut res);
             o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+            r += 1;
         }
     }
 }

@@ -38,6 +38,9 @@ pub const TOKENS: usize = 4;
 pub struct Unpacked {
     /// One i16 level per element (times the group scale for K-quants).
     pub q: Vec<i16>,
+    /// The same levels as i8, for the 32-element blocks (where they fit):
+    /// the VNNI kernel's operand. Empty for the K-quants.
+    pub q8: Vec<i8>,
     /// Per block: the weight scale `d`.
     pub d: Vec<f32>,
     /// Per block: `m` (Q4_1/Q5_1) or `dmin` (K-quants), else 0.
@@ -57,9 +60,17 @@ impl Unpacked {
         self.m.clear();
         self.m.resize(blocks, 0.0);
         self.mins.clear();
+        self.q8.clear();
         if blocks > 0 && n / blocks == QK_K {
             self.mins.resize(16 * blocks, 0);
         }
+    }
+
+    /// Copies the levels into [`Unpacked::q8`] (32-element blocks only:
+    /// their levels are −128..=127).
+    pub fn fill_i8(&mut self) {
+        self.q8.clear();
+        self.q8.extend(self.q.iter().map(|&v| v as i8));
     }
 }
 
@@ -68,6 +79,8 @@ impl Unpacked {
 pub struct ActRow {
     /// The quants, widened.
     pub q: Vec<i16>,
+    /// The quants as stored (Q8_0/Q8_1 only), for the VNNI kernel.
+    pub q8: Vec<i8>,
     /// Per block: `d`.
     pub d: Vec<f32>,
     /// Per block: Q8_1's `s` (empty otherwise).
@@ -108,6 +121,7 @@ impl ActRow {
                         r.s.push(f16_at(b, 2));
                     }
                     r.q.extend(b[qs..qs + QK8].iter().map(|&v| i16::from(v as i8)));
+                    r.q8.extend(b[qs..qs + QK8].iter().map(|&v| v as i8));
                 }
             }
             ActKind::Q8K => {
@@ -277,6 +291,156 @@ unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f3
     }
 }
 
+/// [`legacy_n`] with AVX-512 VNNI: one `vpdpbusd` on the i8 levels forms
+/// a block's eight quad sums directly (lane `i` from elements `4i..4i+3`,
+/// `|w|` against `a` with `w`'s sign, as ggml's `mul_sum_i8_pairs`
+/// does); the float steps are the same instructions in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+unsafe fn legacy_vnni_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let wq = w.q8.as_ptr();
+    let with_min = !acts[0].s.is_empty();
+    // The tokens' pointers hoisted out of the loop: through `acts` the
+    // compiler reloads them every block.
+    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
+    let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..w.d.len() {
+        let at = b * QK8;
+        let wv = _mm256_loadu_si256(wq.add(at).cast());
+        let abs_w = _mm256_sign_epi8(wv, wv);
+        let dw = *w.d.get_unchecked(b);
+        for t in 0..T {
+            let av = _mm256_loadu_si256(aq[t].add(at).cast());
+            let quads = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(av, wv));
+            let scale = _mm256_set1_ps(dw * *ad[t].add(b));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[t]);
+        }
+    }
+    for t in 0..T {
+        let sum = avx2::hsum(acc[t]);
+        out[t] = if with_min {
+            // Q4_1/Q5_1's `m · s` chain, apart: it depends on no lane.
+            let a = acts[t];
+            let summs = (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
+            sum + summs
+        } else {
+            sum
+        };
+    }
+}
+
+/// Two weight rows against the same tokens (32-element blocks, AVX-512
+/// VNNI): `out0[t] = w0 · acts[t]`, `out1[t] = w1 · acts[t]`. Returns
+/// false, computing nothing, where this kernel does not apply (K-quants,
+/// no VNNI, levels not copied to i8); the caller then takes
+/// [`dot_tokens`] row by row.
+///
+/// The two rows share each 512-bit register (lanes 0–7 row 0, 8–15 row
+/// 1), so every lane performs exactly [`legacy_n`]'s operations for its
+/// row and the results are its bits, with half the float instructions.
+pub fn dot_tokens_pair(
+    w0: &Unpacked,
+    w1: &Unpacked,
+    acts: &[&ActRow],
+    block: usize,
+    out0: &mut [f32],
+    out1: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let usable = block == QK8
+            && has_vnni()
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && !w0.q8.is_empty()
+            && !w1.q8.is_empty()
+            && !acts.is_empty()
+            && !acts[0].q8.is_empty();
+        if usable {
+            // SAFETY: the CPU has AVX-512 F/VL/VNNI/DQ, AVX2 and FMA
+            // (checked above); the rows and tokens have the same length.
+            unsafe {
+                match acts.len() {
+                    4 => legacy_vnni_pair::<4>(w0, w1, acts, out0, out1),
+                    3 => legacy_vnni_pair::<3>(w0, w1, acts, out0, out1),
+                    2 => legacy_vnni_pair::<2>(w0, w1, acts, out0, out1),
+                    _ => legacy_vnni_pair::<1>(w0, w1, acts, out0, out1),
+                }
+            }
+            return true;
+        }
+    }
+    let _ = (w0, w1, acts, block, out0, out1);
+    false
+}
+
+/// The kernel of [`dot_tokens_pair`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni,avx512dq,avx512bw")]
+unsafe fn legacy_vnni_pair<const T: usize>(
+    w0: &Unpacked,
+    w1: &Unpacked,
+    acts: &[&ActRow],
+    out0: &mut [f32],
+    out1: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (q0, q1) = (w0.q8.as_ptr(), w1.q8.as_ptr());
+    let with_min = !acts[0].s.is_empty();
+    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
+    let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..w0.d.len() {
+        let at = b * QK8;
+        let wv = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(q0.add(at).cast())),
+            _mm256_loadu_si256(q1.add(at).cast()),
+        );
+        let abs_w = _mm512_abs_epi8(wv);
+        // `a` with `w`'s sign, as `vpsignb` (which AVX-512 lacks): negated
+        // under the mask of negative weights. Where w is 0 `vpsignb` gives
+        // 0 and this gives `a`, but `|w|` is 0 there, so the sums agree.
+        let neg = _mm512_movepi8_mask(wv);
+        let dw = _mm512_insertf32x8::<1>(
+            _mm512_set1_ps(*w0.d.get_unchecked(b)),
+            _mm256_set1_ps(*w1.d.get_unchecked(b)),
+        );
+        for t in 0..T {
+            let av = _mm512_broadcast_i64x4(_mm256_loadu_si256(aq[t].add(at).cast()));
+            let signed = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
+            let quads = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs_w, signed);
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad[t].add(b)));
+            acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(quads), acc[t]);
+        }
+    }
+    for t in 0..T {
+        let lo = _mm512_castps512_ps256(acc[t]);
+        let hi = _mm512_extractf32x8_ps::<1>(acc[t]);
+        let (s0, s1) = (avx2::hsum(lo), avx2::hsum(hi));
+        if with_min {
+            let a = acts[t];
+            let m = |w: &Unpacked| (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
+            out0[t] = s0 + m(w0);
+            out1[t] = s1 + m(w1);
+        } else {
+            out0[t] = s0;
+            out1[t] = s1;
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512 VNNI with 256-bit forms (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static VNNI: OnceLock<bool> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512vl") && has!("avx512vnni")
+    })
+}
+
 /// The super-block kernel, instantiated once per instruction set: `$step`
 /// adds 32 elements' exact pair sums into the integer lanes, `$reduce`
 /// sums them to `s1`; the float steps are [`kquant_step`].
@@ -398,7 +562,29 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    token_dispatch!("avx512f,avx512bw,avx2,fma");
+    /// The 32-element blocks through VNNI where the CPU has it (and the
+    /// levels were copied to i8), else as on AVX2; the K-quants with
+    /// 512-bit integer sums.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        let vnni = block == QK8 && has_vnni() && !w.q8.is_empty() && !acts[0].q8.is_empty();
+        match (vnni, acts.len()) {
+            (true, 4) => legacy_vnni_n::<4>(w, acts, out),
+            (true, 3) => legacy_vnni_n::<3>(w, acts, out),
+            (true, 2) => legacy_vnni_n::<2>(w, acts, out),
+            (true, 1) => legacy_vnni_n::<1>(w, acts, out),
+            _ if block != QK8 && has_vnni() => {
+                super::avx512_vnni::kquant_tokens(w, acts, block, out)
+            }
+            _ => token_dispatched(w, acts, block, out),
+        }
+    }
+
+    mod dispatched {
+        use super::*;
+        token_dispatch!("avx512f,avx512bw,avx2,fma");
+    }
+    use dispatched::dot_tokens as token_dispatched;
 
     /// The K-quant kernel's integer sums in sixteen lanes.
     #[inline]
@@ -418,7 +604,7 @@ mod avx512 {
     /// The sum of the sixteen lanes (exact).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn reduce16(isum: __m512i) -> i32 {
+    pub(super) unsafe fn reduce16(isum: __m512i) -> i32 {
         reduce8(_mm256_add_epi32(
             _mm512_castsi512_si256(isum),
             _mm512_extracti64x4_epi64::<1>(isum),
@@ -426,6 +612,42 @@ mod avx512 {
     }
 
     kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, reduce16);
+}
+
+/// The K-quant kernel with AVX-512 VNNI's `vpdpwssd`: the pair products
+/// and their sums in one instruction (the same exact integers).
+#[cfg(target_arch = "x86_64")]
+mod avx512_vnni {
+    use super::avx2::min_sum_simd;
+    use super::avx512::reduce16;
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    unsafe fn isum_zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m512i, w: *const i16, a: *const i16) {
+        let (wv, av) = (_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *isum = _mm512_dpwssd_epi32(*isum, wv, av);
+    }
+
+    kquant_kernel!("avx512f,avx512bw,avx512vnni,avx2,fma", isum_zero, isum_step, reduce16);
+
+    /// [`dot_n`] for one to [`TOKENS`] tokens.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn kquant_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        match acts.len() {
+            4 => dot_n::<4>(w, acts, block, out),
+            3 => dot_n::<3>(w, acts, block, out),
+            2 => dot_n::<2>(w, acts, block, out),
+            _ => dot_n::<1>(w, acts, block, out),
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -441,7 +663,8 @@ mod tests {
             .collect()
     }
 
-    /// The AVX-512 kernel (where the CPU has it), the AVX2 kernel and the
+    /// The AVX-512 kernels (VNNI for the 32-element blocks, one row or two
+    /// side by side, where the CPU has them), the AVX2 kernel and the
     /// portable kernel give the same bits, for legacy and K-quant layouts.
     #[test]
     fn wide_kernels_equal_the_avx2_kernel() {
@@ -452,7 +675,11 @@ mod tests {
             let nb = n / block;
             let mut w = Unpacked::default();
             w.reset(n, nb);
-            w.q = row(n, 1, 4000);
+            // The 32-element blocks' levels fit i8 (the VNNI operand).
+            w.q = row(n, 1, if block == QK8 { 127 } else { 4000 });
+            if block == QK8 {
+                w.fill_i8();
+            }
             w.d = (0..nb).map(|b| 0.01 + b as f32 * 1e-3).collect();
             w.m = (0..nb).map(|b| if b == 1 { 0.0 } else { 0.02 }).collect();
             if with_mins {
@@ -461,6 +688,11 @@ mod tests {
             let acts: Vec<ActRow> = (0..TOKENS as u32)
                 .map(|t| ActRow {
                     q: row(n, 10 + t, 127),
+                    q8: if block == QK8 {
+                        row(n, 10 + t, 127).iter().map(|&v| v as i8).collect()
+                    } else {
+                        Vec::new()
+                    },
                     d: (0..nb).map(|b| 0.03 - b as f32 * 1e-3).collect(),
                     s: if with_s { vec![0.5; nb] } else { Vec::new() },
                     bsums: if with_mins {
@@ -477,6 +709,20 @@ mod tests {
                 dot_tokens(&w, &refs, block, &mut fast);
                 dot_tokens_avx2(&w, &refs, block, &mut avx2);
                 portable_dot_tokens(&w, &refs, block, &mut portable);
+                // Two rows side by side give each row's own bits.
+                let mut w2 = w.clone();
+                w2.q.reverse();
+                if block == QK8 {
+                    w2.fill_i8();
+                }
+                let (mut p0, mut p1, mut alone) = ([0f32; TOKENS], [0f32; TOKENS], [0f32; TOKENS]);
+                if dot_tokens_pair(&w, &w2, &refs, block, &mut p0, &mut p1) {
+                    dot_tokens(&w2, &refs, block, &mut alone);
+                    for t in 0..k {
+                        assert_eq!(p0[t].to_bits(), fast[t].to_bits(), "pair row 0, t {t}");
+                        assert_eq!(p1[t].to_bits(), alone[t].to_bits(), "pair row 1, t {t}");
+                    }
+                }
                 for t in 0..k {
                     assert_eq!(fast[t].to_bits(), avx2[t].to_bits(), "block {block} t {t}");
                     assert_eq!(
