@@ -204,10 +204,16 @@ fn hsum8(l: [f32; 8]) -> f32 {
     (h[0] + h[2]) + (h[1] + h[3])
 }
 
-/// One super-block's float steps in the tiled kernel's order.
+/// One super-block's float steps in the tiled kernel's order; `s2` is
+/// `None` for the types without minimums (Q3_K, Q6_K), whose kernel has
+/// no minimum step.
 #[inline(always)]
-fn kquant_step(acc: f32, d: f32, dmin: f32, s1: i32, s2: i32, da: f32) -> f32 {
-    let r = (-dmin).mul_add(s2 as f32, d * s1 as f32);
+fn kquant_step(acc: f32, d: f32, dmin: f32, s1: i32, s2: Option<i32>, da: f32) -> f32 {
+    let r = d * s1 as f32;
+    let r = match s2 {
+        Some(s2) => (-dmin).mul_add(s2 as f32, r),
+        None => r,
+    };
     r.mul_add(da, acc)
 }
 
@@ -244,7 +250,8 @@ pub fn portable_dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &m
                     .zip(aq)
                     .map(|(&x, &y)| i32::from(x) * i32::from(y))
                     .sum();
-                acc = kquant_step(acc, w.d[b], w.m[b], s1, min_sum(w, a, b), a.d[b]);
+                let s2 = (!w.mins.is_empty()).then(|| min_sum(w, a, b));
+                acc = kquant_step(acc, w.d[b], w.m[b], s1, s2, a.d[b]);
             }
             *o = acc;
         }
@@ -313,7 +320,8 @@ unsafe fn legacy_vnni_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mu
         let dw = *w.d.get_unchecked(b);
         for t in 0..T {
             let av = _mm256_loadu_si256(aq[t].add(at).cast());
-            let quads = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(av, wv));
+            let quads =
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(av, wv));
             let scale = _mm256_set1_ps(dw * *ad[t].add(b));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[t]);
         }
@@ -442,11 +450,13 @@ fn has_vnni() -> bool {
 }
 
 /// The super-block kernel, instantiated once per instruction set: `$step`
-/// adds 32 elements' exact pair sums into the integer lanes, `$reduce`
-/// sums them to `s1`; the float steps are [`kquant_step`].
+/// adds 32 elements' exact pair sums into the integer lanes, `$fold`
+/// brings them to eight lanes, and the tokens' eight-lane sums are
+/// reduced together ([`avx2::reduce_tokens`]) to each token's `s1`; the
+/// float steps are [`kquant_step`].
 #[cfg(target_arch = "x86_64")]
 macro_rules! kquant_kernel {
-    ($features:literal, $zero:ident, $step:ident, $reduce:ident) => {
+    ($features:literal, $zero:ident, $step:ident, $fold:ident) => {
         #[target_feature(enable = $features)]
         unsafe fn dot_n<const T: usize>(
             w: &Unpacked,
@@ -456,18 +466,26 @@ macro_rules! kquant_kernel {
         ) {
             let mut acc = [0f32; T];
             let wq = w.q.as_ptr();
+            let aq: [*const i16; T] = std::array::from_fn(|t| acts[t].q.as_ptr());
+            let with_min = !w.mins.is_empty();
             for b in 0..w.d.len() {
                 let base = b * block;
                 let mut isum = [$zero(); T];
                 for k in (0..block).step_by(32) {
                     for (t, s) in isum.iter_mut().enumerate() {
-                        $step(s, wq.add(base + k), acts[t].q.as_ptr().add(base + k));
+                        $step(s, wq.add(base + k), aq[t].add(base + k));
                     }
                 }
+                let s1 =
+                    super::avx2::reduce_tokens(std::array::from_fn::<_, T, _>(|t| $fold(isum[t])));
                 for t in 0..T {
                     let a = acts[t];
-                    let s2 = min_sum_simd(w, a, b);
-                    acc[t] = kquant_step(acc[t], w.d[b], w.m[b], $reduce(isum[t]), s2, a.d[b]);
+                    let s2 = if with_min {
+                        Some(super::avx2::min_sum_simd(w, a, b))
+                    } else {
+                        None
+                    };
+                    acc[t] = kquant_step(acc[t], w.d[b], w.m[b], s1[t], s2, a.d[b]);
                 }
             }
             out[..T].copy_from_slice(&acc);
@@ -532,6 +550,30 @@ mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
+    /// The sums of up to four tokens' eight i32 lanes at once: two rounds
+    /// of `hadd` and one add of the halves (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn reduce_tokens<const T: usize>(v: [__m256i; T]) -> [i32; T] {
+        let z = _mm256_setzero_si256();
+        let at = |t: usize| if t < T { v[t] } else { z };
+        let h = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(at(0), at(1)),
+            _mm256_hadd_epi32(at(2), at(3)),
+        );
+        let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        let mut all = [0i32; 4];
+        _mm_storeu_si128(all.as_mut_ptr().cast(), s);
+        std::array::from_fn(|t| all[t])
+    }
+
+    /// The eight lanes as they are.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fold8(v: __m256i) -> __m256i {
+        v
+    }
+
     token_dispatch!("avx2,fma");
 
     /// Eight i32 lanes of a K-quant super-block's integer sums.
@@ -553,12 +595,11 @@ mod avx2 {
         *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(p, p2));
     }
 
-    kquant_kernel!("avx2,fma", isum_zero, isum_step, reduce8);
+    kquant_kernel!("avx2,fma", isum_zero, isum_step, fold8);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx2::{min_sum_simd, reduce8};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -601,25 +642,24 @@ mod avx512 {
         *isum = _mm512_add_epi32(*isum, p);
     }
 
-    /// The sum of the sixteen lanes (exact).
+    /// Lane `l` plus lane `l + 8` (exact).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    pub(super) unsafe fn reduce16(isum: __m512i) -> i32 {
-        reduce8(_mm256_add_epi32(
+    pub(super) unsafe fn fold16(isum: __m512i) -> __m256i {
+        _mm256_add_epi32(
             _mm512_castsi512_si256(isum),
             _mm512_extracti64x4_epi64::<1>(isum),
-        ))
+        )
     }
 
-    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, reduce16);
+    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, fold16);
 }
 
 /// The K-quant kernel with AVX-512 VNNI's `vpdpwssd`: the pair products
 /// and their sums in one instruction (the same exact integers).
 #[cfg(target_arch = "x86_64")]
 mod avx512_vnni {
-    use super::avx2::min_sum_simd;
-    use super::avx512::reduce16;
+    use super::avx512::fold16;
     use super::*;
     use std::arch::x86_64::*;
 
@@ -636,7 +676,12 @@ mod avx512_vnni {
         *isum = _mm512_dpwssd_epi32(*isum, wv, av);
     }
 
-    kquant_kernel!("avx512f,avx512bw,avx512vnni,avx2,fma", isum_zero, isum_step, reduce16);
+    kquant_kernel!(
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        isum_zero,
+        isum_step,
+        fold16
+    );
 
     /// [`dot_n`] for one to [`TOKENS`] tokens.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
