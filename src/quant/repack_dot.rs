@@ -140,8 +140,15 @@ pub fn matmul_repacked(
         .zip(w.par_chunks(COLS * row_bytes))
         .for_each_init(Group::default, |group, (o, wg)| {
             group.decode(kind, wg, n_in);
-            for (t, o) in o.chunks_exact_mut(COLS).enumerate() {
-                kernel.run(kind, group, &acts, t, o);
+            for (i, o) in o.chunks_mut(GROUP * COLS).enumerate() {
+                let t0 = i * GROUP;
+                let n = o.len() / COLS;
+                let tile = Tile {
+                    t0,
+                    n,
+                    gemm: t0 < acts.n_gemm,
+                };
+                kernel.run(kind, group, &acts, tile, o);
             }
         });
     for (t, o) in out.chunks_exact_mut(n_out).enumerate() {
@@ -231,6 +238,24 @@ fn q8_k_row_block(x: &[f32], q: &mut [i8]) -> f32 {
 /// when `+amax` occurs in the block, the quants are `x · iscale` rounded
 /// ties-to-even and saturated, `d = 1 / iscale`.
 fn q8_k_mat_block(x: &[f32], q: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: the CPU has SSE4.1 (checked just above).
+        return unsafe { q8_k_mat_block_sse41(x, q) };
+    }
+    q8_k_mat_block_any(x, q)
+}
+
+/// [`q8_k_mat_block_any`] with `roundss` for the rounding instead of a
+/// libm `rintf` call (the same ties-to-even result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn q8_k_mat_block_sse41(x: &[f32], q: &mut [i8]) -> f32 {
+    q8_k_mat_block_any(x, q)
+}
+
+#[inline(always)]
+fn q8_k_mat_block_any(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     if amax == 0.0 {
         q.fill(0);
@@ -247,22 +272,25 @@ fn q8_k_mat_block(x: &[f32], q: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
-/// Eight weight rows decoded once per task: levels in element order and
-/// the per-block factors laid out with the row as the fastest index, so
-/// that one AVX2 register holds one value per row.
+/// Eight weight rows decoded once per task, laid out for one AVX2
+/// register per row-interleaved chunk: the levels of 4-element chunk `c`
+/// of all eight rows side by side (`q[c * 32 + r * 4 + e % 4]`), the
+/// per-block factors with the row as the fastest index.
 #[derive(Default)]
 struct Group {
     n_in: usize,
-    /// Row `r`'s unsigned levels (0..=15) at `r * n_in`.
+    /// Unsigned levels (0..=15), interleaved as above.
     q: Vec<u8>,
     /// `d[b * 8 + r]`.
     d: Vec<f32>,
     /// Q4_K: `dmin[b * 8 + r]`.
     dmin: Vec<f32>,
-    /// Q4_K: `scale[(b * 8 + s) * 8 + r]` of sub-block `s`.
-    scale: Vec<i32>,
-    /// Q4_K: `min[(b * 8 + s) * 8 + r]`.
-    min: Vec<i32>,
+    /// Q4_K: the scale of sub-block `s` of row `r`, twice, at
+    /// `scale[(b * 8 + s) * 16 + 2 * r ..][..2]`: one `madd` pair per row.
+    scale: Vec<i16>,
+    /// Q4_K: the minimums of sub-blocks `2p` and `2p + 1` of row `r` at
+    /// `min[(b * 4 + p) * 16 + 2 * r ..][..2]`.
+    min: Vec<i16>,
 }
 
 impl Group {
@@ -275,61 +303,72 @@ impl Group {
         match kind {
             Kind::Q4_0 => {
                 for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                    let q = &mut self.q[r * n_in..(r + 1) * n_in];
-                    for (b, (blk, q)) in row
-                        .chunks_exact(Q4_0_SIZE)
-                        .zip(q.chunks_exact_mut(QK8))
-                        .enumerate()
-                    {
+                    for (b, blk) in row.chunks_exact(Q4_0_SIZE).enumerate() {
                         self.d[b * COLS + r] = get_f16(blk, 0);
-                        split_nibbles(&blk[2..], q);
+                        self.put_levels(r, b * QK8, &blk[2..]);
                     }
                 }
             }
             Kind::Q4K => {
                 self.dmin.resize(COLS * nb, 0.0);
-                self.scale.resize(COLS * SUBS * nb, 0);
+                self.scale.resize(2 * COLS * SUBS * nb, 0);
                 self.min.resize(COLS * SUBS * nb, 0);
                 for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                    let q = &mut self.q[r * n_in..(r + 1) * n_in];
-                    for (b, (blk, q)) in row
-                        .chunks_exact(Q4_K_SIZE)
-                        .zip(q.chunks_exact_mut(QK_K))
-                        .enumerate()
-                    {
+                    for (b, blk) in row.chunks_exact(Q4_K_SIZE).enumerate() {
                         self.d[b * COLS + r] = get_f16(blk, 0);
                         self.dmin[b * COLS + r] = get_f16(blk, 2);
                         for s in 0..SUBS {
                             let (sc, m) = get_scale_min_k4(s, &blk[4..16]);
-                            self.scale[(b * SUBS + s) * COLS + r] = i32::from(sc);
-                            self.min[(b * SUBS + s) * COLS + r] = i32::from(m);
+                            let at = (b * SUBS + s) * 2 * COLS + 2 * r;
+                            self.scale[at..at + 2].fill(i16::from(sc));
+                            let at = (b * SUBS / 2 + s / 2) * 2 * COLS + 2 * r + s % 2;
+                            self.min[at] = i16::from(m);
                         }
                         // 32 bytes per 64 elements: low nibbles first.
-                        for (src, q) in blk[16..].chunks_exact(32).zip(q.chunks_exact_mut(64)) {
-                            split_nibbles(src, q);
+                        for (j, src) in blk[16..].chunks_exact(32).enumerate() {
+                            self.put_levels(r, b * QK_K + 64 * j, src);
                         }
                     }
                 }
             }
         }
     }
-}
 
-/// `src`'s low nibbles into the first half of `q`, high into the second.
-fn split_nibbles(src: &[u8], q: &mut [u8]) {
-    let (lo, hi) = q.split_at_mut(src.len());
-    for ((&b, l), h) in src.iter().zip(lo).zip(hi) {
-        *l = b & 0x0F;
-        *h = b >> 4;
+    /// Row `r`'s levels from `src`'s nibbles: the low ones are elements
+    /// `e0..`, the high ones the `2 * src.len()` that follow.
+    fn put_levels(&mut self, r: usize, e0: usize, src: &[u8]) {
+        for (half, shift) in [0u32, 4].into_iter().enumerate() {
+            let e = e0 + half * src.len();
+            for (c, chunk) in src.chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                let at = (e / 4 + c) * 4 * COLS + 4 * r;
+                let levels = (v >> shift) & 0x0F0F_0F0F;
+                self.q[at..at + 4].copy_from_slice(&levels.to_le_bytes());
+            }
+        }
+    }
+
+    /// Row `r`'s level of element `e`.
+    fn level(&self, r: usize, e: usize) -> i32 {
+        i32::from(self.q[(e / 4) * 4 * COLS + 4 * r + e % 4])
     }
 }
 
-/// Which implementation of the per-token kernels runs.
+/// Which implementation of the kernels runs.
 #[derive(Debug, Clone, Copy)]
 enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+}
+
+/// Tokens `t0..t0 + n` (`n` ≤ 4, all in the gemm's groups or all
+/// leftovers), whose eight outputs each go to `out[k * 8..]`.
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    t0: usize,
+    n: usize,
+    gemm: bool,
 }
 
 impl Kernel {
@@ -341,17 +380,20 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// The eight outputs of `group` for token `t`.
-    fn run(self, kind: Kind, group: &Group, acts: &Acts, t: usize, out: &mut [f32]) {
-        match (self, kind) {
-            (Kernel::Portable, Kind::Q4_0) => portable::q4_0(group, acts, t, out),
-            (Kernel::Portable, Kind::Q4K) => portable::q4_k(group, acts, t, out),
+    /// The outputs of `group` for the tokens of `tile`.
+    fn run(self, kind: Kind, group: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
+        match self {
+            Kernel::Portable => {
+                for (k, out) in out.chunks_exact_mut(COLS).take(tile.n).enumerate() {
+                    match kind {
+                        Kind::Q4_0 => portable::q4_0(group, acts, tile.t0 + k, out),
+                        Kind::Q4K => portable::q4_k(group, acts, tile.t0 + k, tile.gemm, out),
+                    }
+                }
+            }
             // SAFETY: `detect` saw AVX2 and FMA on this CPU.
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, Kind::Q4_0) => unsafe { avx2::q4_0(group, acts, t, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2, Kind::Q4K) => unsafe { avx2::q4_k(group, acts, t, out) },
+            Kernel::Avx2 => unsafe { avx2::run(kind, group, acts, tile, out) },
         }
     }
 }
@@ -360,11 +402,10 @@ impl Kernel {
 mod portable {
     use super::{Acts, Group, COLS, QK8, QK_K, SUBS};
 
-    /// `Σ q·a` of one 32-element run.
-    fn dot32(q: &[u8], a: &[i8]) -> i32 {
-        q.iter()
-            .zip(a)
-            .map(|(&q, &a)| i32::from(q) * i32::from(a))
+    /// `Σ level·a` of row `r` over elements `e0..e0 + 32`.
+    fn dot32(g: &Group, r: usize, e0: usize, a: &[i8]) -> i32 {
+        (e0..e0 + QK8)
+            .map(|e| g.level(r, e) * i32::from(a[e]))
             .sum()
     }
 
@@ -375,20 +416,19 @@ mod portable {
         for b in 0..nb {
             let da = acts.d[t * nb + b];
             let asum = acts.sums[t * nb + b];
-            let ab = &a[b * QK8..(b + 1) * QK8];
             for (r, acc) in acc.iter_mut().enumerate() {
                 // Levels are q − 8: Σ(q − 8)·a = Σq·a − 8·Σa.
-                let isum = dot32(&g.q[r * n + b * QK8..][..QK8], ab) - 8 * asum;
+                let isum = dot32(g, r, b * QK8, a) - 8 * asum;
                 *acc = (isum as f32).mul_add(g.d[b * COLS + r] * da, *acc);
             }
         }
         out.copy_from_slice(&acc);
     }
 
-    pub fn q4_k(g: &Group, acts: &Acts, t: usize, out: &mut [f32]) {
+    pub fn q4_k(g: &Group, acts: &Acts, t: usize, gemm: bool, out: &mut [f32]) {
         let (n, nb) = (g.n_in, g.n_in / QK_K);
         let a = &acts.qs[t * n..(t + 1) * n];
-        let gemm = t < acts.n_gemm;
+        let sums = &acts.sums[t * (n / QK8)..(t + 1) * (n / QK8)];
         let (mut acc, mut acc_min) = ([0f32; COLS], [0f32; COLS]);
         for b in 0..nb {
             let da = acts.d[t * nb + b];
@@ -397,10 +437,10 @@ mod portable {
                 let dm = g.dmin[b * COLS + r] * da;
                 let (mut isum, mut imin) = (0i32, 0i32);
                 for s in 0..SUBS {
-                    let at = b * QK_K + s * QK8;
-                    let k = (b * SUBS + s) * COLS + r;
-                    isum += g.scale[k] * dot32(&g.q[r * n + at..][..QK8], &a[at..at + QK8]);
-                    imin += g.min[k] * acts.sums[t * (n / QK8) + b * SUBS + s];
+                    let scale = i32::from(g.scale[(b * SUBS + s) * 2 * COLS + 2 * r]);
+                    let min = i32::from(g.min[(b * SUBS / 2 + s / 2) * 2 * COLS + 2 * r + s % 2]);
+                    isum += scale * dot32(g, r, b * QK_K + s * QK8, a);
+                    imin += min * sums[b * SUBS + s];
                     // The gemm adds each pair of sub-blocks on its own.
                     if gemm && s % 2 == 1 {
                         acc[r] = (isum as f32).mul_add(dd, acc[r]);
@@ -420,103 +460,137 @@ mod portable {
     }
 }
 
-/// The kernels with AVX2: one lane per weight row, as ggml's registers.
+/// The kernels with AVX2: one lane per weight row, as ggml's registers,
+/// up to four tokens per pass over the weights.
+///
+/// Integer bounds: a level is at most 15 and a quant at most 128 in
+/// magnitude, so `maddubs`'s pair sums (≤ 3840) never saturate, and the
+/// 16-bit lanes that add eight of them over a 32-element sub-block hold at
+/// most 30720.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Acts, Group, COLS, QK8, QK_K, SUBS};
-
-    /// Lane `r` = the sum of `v[r]`'s eight lanes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
-        let h01 = _mm256_hadd_epi32(v[0], v[1]);
-        let h23 = _mm256_hadd_epi32(v[2], v[3]);
-        let h45 = _mm256_hadd_epi32(v[4], v[5]);
-        let h67 = _mm256_hadd_epi32(v[6], v[7]);
-        let h0123 = _mm256_hadd_epi32(h01, h23);
-        let h4567 = _mm256_hadd_epi32(h45, h67);
-        let lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
-        let hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
-        _mm256_add_epi32(lo, hi)
-    }
-
-    /// Lane `r` = `Σ q_r·a` over 32 elements, row `r`'s levels (0..=15)
-    /// at `q[r * n + at..]`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn dots8(q: &[u8], n: usize, at: usize, a: __m256i) -> __m256i {
-        let ones = _mm256_set1_epi16(1);
-        let mut v = [_mm256_setzero_si256(); 8];
-        for (r, v) in v.iter_mut().enumerate() {
-            let w = &q[r * n + at..r * n + at + QK8];
-            let w = _mm256_loadu_si256(w.as_ptr().cast());
-            // Unsigned levels ≤ 15 times |a| ≤ 128: the pair sums fit i16.
-            *v = _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
-        }
-        reduce8(&v)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn load_act(a: &[i8]) -> __m256i {
-        _mm256_loadu_si256(a[..QK8].as_ptr().cast())
-    }
+    use super::{Acts, Group, Kind, Tile, COLS, QK8, QK_K, SUBS};
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4_0(g: &Group, acts: &Acts, t: usize, out: &mut [f32]) {
+    pub unsafe fn run(kind: Kind, g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
+        match (kind, tile.n) {
+            (Kind::Q4_0, 1) => q4_0::<1>(g, acts, tile, out),
+            (Kind::Q4_0, 2) => q4_0::<2>(g, acts, tile, out),
+            (Kind::Q4_0, 3) => q4_0::<3>(g, acts, tile, out),
+            (Kind::Q4_0, _) => q4_0::<4>(g, acts, tile, out),
+            (Kind::Q4K, 1) => q4_k::<1>(g, acts, tile, out),
+            (Kind::Q4K, 2) => q4_k::<2>(g, acts, tile, out),
+            (Kind::Q4K, 3) => q4_k::<3>(g, acts, tile, out),
+            (Kind::Q4K, _) => q4_k::<4>(g, acts, tile, out),
+        }
+    }
+
+    // The helpers carry no `target_feature` of their own so that they can
+    // be `inline(always)`: inlined into the kernels below, their
+    // intrinsics compile to single instructions.
+
+    /// Lane `r` (row `r`) = its two 16-bit pair sums of `Σ level·a` over
+    /// the 32 elements at `e0` (`e0` a multiple of 32), for each token.
+    #[inline(always)]
+    unsafe fn sums16<const K: usize>(g: &Group, a: &[&[i8]; K], e0: usize) -> [__m256i; K] {
+        let w = &g.q[e0 * COLS..(e0 + QK8) * COLS];
+        let a: [&[i8]; K] = std::array::from_fn(|k| &a[k][e0..e0 + QK8]);
+        let mut s = [_mm256_setzero_si256(); K];
+        for c in 0..QK8 / 4 {
+            let wc = _mm256_loadu_si256(w.as_ptr().add(32 * c).cast());
+            for k in 0..K {
+                let ac = _mm256_set1_epi32(a[k].as_ptr().add(4 * c).cast::<i32>().read_unaligned());
+                s[k] = _mm256_add_epi16(s[k], _mm256_maddubs_epi16(wc, ac));
+            }
+        }
+        s
+    }
+
+    #[inline(always)]
+    fn tokens<const K: usize>(acts: &Acts, n: usize, t0: usize) -> [&[i8]; K] {
+        std::array::from_fn(|k| &acts.qs[(t0 + k) * n..(t0 + k + 1) * n])
+    }
+
+    #[inline(always)]
+    unsafe fn store<const K: usize>(v: [__m256; K], out: &mut [f32]) {
+        for (k, v) in v.into_iter().enumerate() {
+            _mm256_storeu_ps(out[k * COLS..(k + 1) * COLS].as_mut_ptr(), v);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q4_0<const K: usize>(g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
         let (n, nb) = (g.n_in, g.n_in / QK8);
-        let a = &acts.qs[t * n..(t + 1) * n];
-        let mut acc = _mm256_setzero_ps();
+        let a = tokens::<K>(acts, n, tile.t0);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); K];
         for b in 0..nb {
-            let da = _mm256_set1_ps(acts.d[t * nb + b]);
+            let s = sums16(g, &a, b * QK8);
             let dw = _mm256_loadu_ps(g.d[b * COLS..(b + 1) * COLS].as_ptr());
-            let qa = dots8(&g.q, n, b * QK8, load_act(&a[b * QK8..]));
-            // Levels are q − 8: Σ(q − 8)·a = Σq·a − 8·Σa.
-            let isum = _mm256_sub_epi32(qa, _mm256_set1_epi32(8 * acts.sums[t * nb + b]));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), acc);
+            for k in 0..K {
+                let t = tile.t0 + k;
+                // Levels are q − 8: Σ(q − 8)·a = Σq·a − 8·Σa.
+                let q8 = _mm256_set1_epi32(8 * acts.sums[t * nb + b]);
+                let isum = _mm256_sub_epi32(_mm256_madd_epi16(s[k], ones), q8);
+                let da = _mm256_set1_ps(acts.d[t * nb + b]);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), acc[k]);
+            }
         }
-        _mm256_storeu_ps(out[..COLS].as_mut_ptr(), acc);
+        store(acc, out);
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4_k(g: &Group, acts: &Acts, t: usize, out: &mut [f32]) {
-        let (n, nb) = (g.n_in, g.n_in / QK_K);
-        let a = &acts.qs[t * n..(t + 1) * n];
-        let sums = &acts.sums[t * (n / QK8)..(t + 1) * (n / QK8)];
-        let gemm = t < acts.n_gemm;
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_min = _mm256_setzero_ps();
+    #[inline(always)]
+    unsafe fn q4_k<const K: usize>(g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
+        let (n, nb, ns) = (g.n_in, g.n_in / QK_K, g.n_in / QK8);
+        let a = tokens::<K>(acts, n, tile.t0);
+        let zero = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_ps(); K];
+        let mut acc_min = [_mm256_setzero_ps(); K];
         for b in 0..nb {
-            let da = _mm256_set1_ps(acts.d[t * nb + b]);
-            let dd = _mm256_mul_ps(_mm256_loadu_ps(g.d[b * COLS..].as_ptr()), da);
-            let dm = _mm256_mul_ps(_mm256_loadu_ps(g.dmin[b * COLS..].as_ptr()), da);
-            let mut isum = _mm256_setzero_si256();
-            let mut imin = _mm256_setzero_si256();
-            for s in 0..SUBS {
-                let at = b * QK_K + s * QK8;
-                let k = (b * SUBS + s) * COLS;
-                let sc = _mm256_loadu_si256(g.scale[k..k + COLS].as_ptr().cast());
-                let mn = _mm256_loadu_si256(g.min[k..k + COLS].as_ptr().cast());
-                let dot = dots8(&g.q, n, at, load_act(&a[at..]));
-                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(dot, sc));
-                let bsum = _mm256_set1_epi32(sums[b * SUBS + s]);
-                imin = _mm256_add_epi32(imin, _mm256_mullo_epi32(mn, bsum));
+            let dw = _mm256_loadu_ps(g.d[b * COLS..(b + 1) * COLS].as_ptr());
+            let dmw = _mm256_loadu_ps(g.dmin[b * COLS..(b + 1) * COLS].as_ptr());
+            let da: [__m256; K] =
+                std::array::from_fn(|k| _mm256_set1_ps(acts.d[(tile.t0 + k) * nb + b]));
+            let (mut isum, mut imin) = ([zero; K], [zero; K]);
+            for p in 0..SUBS / 2 {
+                for s in [2 * p, 2 * p + 1] {
+                    let s16 = sums16(g, &a, b * QK_K + s * QK8);
+                    let at = (b * SUBS + s) * 2 * COLS;
+                    let sc = _mm256_loadu_si256(g.scale[at..at + 2 * COLS].as_ptr().cast());
+                    for k in 0..K {
+                        isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(s16[k], sc));
+                    }
+                }
+                let at = (b * SUBS / 2 + p) * 2 * COLS;
+                let mn = _mm256_loadu_si256(g.min[at..at + 2 * COLS].as_ptr().cast());
+                for (k, imin) in imin.iter_mut().enumerate() {
+                    let sums = &acts.sums[(tile.t0 + k) * ns + b * SUBS + 2 * p..][..2];
+                    let pair = (sums[0] as u16 as u32 | (sums[1] as u16 as u32) << 16) as i32;
+                    let m = _mm256_madd_epi16(mn, _mm256_set1_epi32(pair));
+                    *imin = _mm256_add_epi32(*imin, m);
+                }
                 // The gemm adds each pair of sub-blocks on its own.
-                if gemm && s % 2 == 1 {
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc);
-                    acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dm, acc_min);
-                    isum = _mm256_setzero_si256();
-                    imin = _mm256_setzero_si256();
+                if tile.gemm {
+                    for k in 0..K {
+                        let (dd, dm) = (_mm256_mul_ps(dw, da[k]), _mm256_mul_ps(dmw, da[k]));
+                        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), dd, acc[k]);
+                        acc_min[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[k]), dm, acc_min[k]);
+                    }
+                    (isum, imin) = ([zero; K], [zero; K]);
                 }
             }
-            if !gemm {
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc);
-                acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dm, acc_min);
+            if !tile.gemm {
+                for k in 0..K {
+                    let (dd, dm) = (_mm256_mul_ps(dw, da[k]), _mm256_mul_ps(dmw, da[k]));
+                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), dd, acc[k]);
+                    acc_min[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin[k]), dm, acc_min[k]);
+                }
             }
         }
-        _mm256_storeu_ps(out[..COLS].as_mut_ptr(), _mm256_sub_ps(acc, acc_min));
+        let v: [__m256; K] = std::array::from_fn(|k| _mm256_sub_ps(acc[k], acc_min[k]));
+        store(v, out);
     }
 }
 
@@ -561,11 +635,16 @@ mod tests {
             let row_bytes = wq.len() / n_out;
             let mut group = Group::default();
             group.decode(kind, &wq[..COLS * row_bytes], n_in);
-            for t in 0..6 {
-                let (mut p, mut f) = ([0f32; COLS], [0f32; COLS]);
-                Kernel::Portable.run(kind, &group, &acts, t, &mut p);
-                Kernel::detect().run(kind, &group, &acts, t, &mut f);
-                assert_eq!(p.map(f32::to_bits), f.map(f32::to_bits), "{ty} token {t}");
+            for (t0, n) in [(0, 4), (4, 2), (4, 1)] {
+                let tile = Tile {
+                    t0,
+                    n,
+                    gemm: t0 < acts.n_gemm,
+                };
+                let (mut p, mut f) = ([0f32; 4 * COLS], [0f32; 4 * COLS]);
+                Kernel::Portable.run(kind, &group, &acts, tile, &mut p);
+                Kernel::detect().run(kind, &group, &acts, tile, &mut f);
+                assert_eq!(p.map(f32::to_bits), f.map(f32::to_bits), "{ty} {tile:?}");
             }
         }
     }

@@ -100,6 +100,93 @@ pub fn repacks(ty: GgmlType, n_out: usize, n_in: usize) -> bool {
     unsafe { !(*w).extra.is_null() }
 }
 
+/// ggml's `MUL_MAT` of one `ty` weight (repacked by ggml) with
+/// `n_tokens` f32 rows, set up once and run as often as wanted (the
+/// benchmark times [`MulMat::run`] alone).
+pub struct MulMat {
+    backend: ggml_backend_t,
+    graph: *mut ggml_cgraph,
+    x: *mut ggml_tensor,
+    y: *mut ggml_tensor,
+    _buffers: [Buffer; 2],
+    _contexts: [Ctx; 2],
+}
+
+impl MulMat {
+    /// The weight `w` (GGUF layout, `n_out` rows of `n_in`) set into a
+    /// `CPU_REPACK` buffer, a one-node graph for `n_tokens` rows, a CPU
+    /// backend on `n_threads` threads.
+    pub fn new(
+        ty: GgmlType,
+        w: &[u8],
+        n_out: usize,
+        n_in: usize,
+        n_tokens: usize,
+        n_threads: i32,
+    ) -> MulMat {
+        assert!(
+            repacks(ty, n_out, n_in),
+            "ggml does not repack {ty} {n_out}x{n_in}"
+        );
+        let weights = Ctx::new(1);
+        let graph_ctx = Ctx::new(4);
+        // SAFETY: every tensor is created in a live context and allocated
+        // before its data is set, with its own byte count; the graph has
+        // one node.
+        unsafe {
+            let (ne0, ne1) = (n_in as i64, n_out as i64);
+            let wt = ggml_new_tensor_2d(weights.0, ty.id() as ggml_type, ne0, ne1);
+            let wbuf = alloc(&weights, repack_buffer_type());
+            assert!(
+                !(*wt).extra.is_null(),
+                "the weight was not given repack traits"
+            );
+            assert_eq!(ggml_nbytes(wt), w.len());
+            ggml_backend_tensor_set(wt, w.as_ptr().cast(), 0, w.len());
+
+            let x = ggml_new_tensor_2d(graph_ctx.0, GGML_TYPE_F32, ne0, n_tokens as i64);
+            let y = ggml_mul_mat(graph_ctx.0, wt, x);
+            let graph = ggml_new_graph(graph_ctx.0);
+            ggml_build_forward_expand(graph, y);
+            let gbuf = alloc(&graph_ctx, ggml_backend_cpu_buffer_type());
+
+            let backend = ggml_backend_cpu_init();
+            assert!(!backend.is_null(), "no CPU backend");
+            ggml_backend_cpu_set_n_threads(backend, n_threads);
+            MulMat {
+                backend,
+                graph,
+                x,
+                y,
+                _buffers: [wbuf, gbuf],
+                _contexts: [weights, graph_ctx],
+            }
+        }
+    }
+
+    /// `out[t * n_out + r]` for the activation rows `x`.
+    pub fn run(&self, x: &[f32]) -> Vec<f32> {
+        // SAFETY: x and y were allocated in `new`; the byte counts are
+        // checked against theirs.
+        unsafe {
+            assert_eq!(ggml_nbytes(self.x), std::mem::size_of_val(x));
+            ggml_backend_tensor_set(self.x, x.as_ptr().cast(), 0, std::mem::size_of_val(x));
+            let status = ggml_backend_graph_compute(self.backend, self.graph);
+            assert_eq!(status, GGML_STATUS_SUCCESS, "graph compute failed");
+            let mut out = vec![0f32; ggml_nbytes(self.y) / 4];
+            ggml_backend_tensor_get(self.y, out.as_mut_ptr().cast(), 0, ggml_nbytes(self.y));
+            out
+        }
+    }
+}
+
+impl Drop for MulMat {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_cpu_init, freed once.
+        unsafe { ggml_backend_free(self.backend) }
+    }
+}
+
 /// ggml's `MUL_MAT` of the `ty` weight `w` (GGUF layout, `n_out` rows of
 /// `n_in`) with `n_tokens` f32 rows `x`, the weight repacked by ggml and
 /// the product run by the CPU backend on `n_threads` threads:
@@ -113,47 +200,5 @@ pub fn mul_mat(
     n_tokens: usize,
     n_threads: i32,
 ) -> Vec<f32> {
-    assert!(
-        repacks(ty, n_out, n_in),
-        "ggml does not repack {ty} {n_out}x{n_in}"
-    );
-    let weights = Ctx::new(1);
-    let graph = Ctx::new(4);
-    let mut out = vec![0f32; n_out * n_tokens];
-    // SAFETY: every tensor is created in a live context and allocated
-    // before data is set; the byte counts are the tensors' sizes (checked
-    // against ggml_nbytes); the graph has one node.
-    unsafe {
-        let wt = ggml_new_tensor_2d(weights.0, ty.id() as ggml_type, n_in as i64, n_out as i64);
-        let _wbuf = alloc(&weights, repack_buffer_type());
-        assert!(
-            !(*wt).extra.is_null(),
-            "the weight was not given repack traits"
-        );
-        assert_eq!(ggml_nbytes(wt), w.len());
-        ggml_backend_tensor_set(wt, w.as_ptr().cast(), 0, w.len());
-
-        let xt = ggml_new_tensor_2d(graph.0, GGML_TYPE_F32, n_in as i64, n_tokens as i64);
-        let yt = ggml_mul_mat(graph.0, wt, xt);
-        let gf = ggml_new_graph(graph.0);
-        ggml_build_forward_expand(gf, yt);
-        let _gbuf = alloc(&graph, ggml_backend_cpu_buffer_type());
-        assert_eq!(ggml_nbytes(xt), std::mem::size_of_val(x));
-        ggml_backend_tensor_set(xt, x.as_ptr().cast(), 0, std::mem::size_of_val(x));
-
-        let backend = ggml_backend_cpu_init();
-        assert!(!backend.is_null(), "no CPU backend");
-        ggml_backend_cpu_set_n_threads(backend, n_threads);
-        let status = ggml_backend_graph_compute(backend, gf);
-        ggml_backend_free(backend);
-        assert_eq!(status, GGML_STATUS_SUCCESS, "graph compute failed");
-        assert_eq!(ggml_nbytes(yt), std::mem::size_of_val(&out[..]));
-        ggml_backend_tensor_get(
-            yt,
-            out.as_mut_ptr().cast(),
-            0,
-            std::mem::size_of_val(&out[..]),
-        );
-    }
-    out
+    MulMat::new(ty, w, n_out, n_in, n_tokens, n_threads).run(x)
 }
