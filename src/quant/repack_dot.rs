@@ -48,7 +48,7 @@ use super::activation::{
     abs_max, cvtps_epi32, quantize_q8_0_block, quantize_q8_k_block, saturate_i8, Q8_0_SIZE,
     Q8_K_SIZE, QK8, QK_K,
 };
-use super::kquants::{get_f16, get_scale_min_k4};
+use super::kquants::get_f16;
 use super::{GgmlType, QuantError};
 
 /// Rows ggml interleaves into one repacked block.
@@ -139,7 +139,7 @@ pub fn matmul_repacked(
         .par_chunks_mut(COLS * n_tokens)
         .zip(w.par_chunks(COLS * row_bytes))
         .for_each_init(Group::default, |group, (o, wg)| {
-            group.decode(kind, wg, n_in);
+            group.decode(kind, wg, n_in, kernel);
             for (i, o) in o.chunks_mut(GROUP * COLS).enumerate() {
                 let t0 = i * GROUP;
                 let n = o.len() / COLS;
@@ -285,65 +285,58 @@ struct Group {
     d: Vec<f32>,
     /// Q4_K: `dmin[b * 8 + r]`.
     dmin: Vec<f32>,
-    /// Q4_K: the scale of sub-block `s` of row `r`, twice, at
-    /// `scale[(b * 8 + s) * 16 + 2 * r ..][..2]`: one `madd` pair per row.
-    scale: Vec<i16>,
-    /// Q4_K: the minimums of sub-blocks `2p` and `2p + 1` of row `r` at
-    /// `min[(b * 4 + p) * 16 + 2 * r ..][..2]`.
-    min: Vec<i16>,
+    /// Q4_K: `scale[(b * 8 + s) * 8 + r]` of sub-block `s`.
+    scale: Vec<u8>,
+    /// Q4_K: `min[(b * 8 + s) * 8 + r]`.
+    min: Vec<u8>,
 }
 
 impl Group {
-    fn decode(&mut self, kind: Kind, w: &[u8], n_in: usize) {
+    fn decode(&mut self, kind: Kind, w: &[u8], n_in: usize, kernel: Kernel) {
         let nb = n_in / kind.block();
         self.n_in = n_in;
         self.q.resize(COLS * n_in, 0);
         self.d.resize(COLS * nb, 0.0);
         let row_bytes = w.len() / COLS;
-        match kind {
-            Kind::Q4_0 => {
-                for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                    for (b, blk) in row.chunks_exact(Q4_0_SIZE).enumerate() {
-                        self.d[b * COLS + r] = get_f16(blk, 0);
-                        self.put_levels(r, b * QK8, &blk[2..]);
-                    }
-                }
-            }
-            Kind::Q4K => {
-                self.dmin.resize(COLS * nb, 0.0);
-                self.scale.resize(2 * COLS * SUBS * nb, 0);
-                self.min.resize(COLS * SUBS * nb, 0);
-                for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                    for (b, blk) in row.chunks_exact(Q4_K_SIZE).enumerate() {
-                        self.d[b * COLS + r] = get_f16(blk, 0);
-                        self.dmin[b * COLS + r] = get_f16(blk, 2);
-                        for s in 0..SUBS {
-                            let (sc, m) = get_scale_min_k4(s, &blk[4..16]);
-                            let at = (b * SUBS + s) * 2 * COLS + 2 * r;
-                            self.scale[at..at + 2].fill(i16::from(sc));
-                            let at = (b * SUBS / 2 + s / 2) * 2 * COLS + 2 * r + s % 2;
-                            self.min[at] = i16::from(m);
-                        }
-                        // 32 bytes per 64 elements: low nibbles first.
-                        for (j, src) in blk[16..].chunks_exact(32).enumerate() {
-                            self.put_levels(r, b * QK_K + 64 * j, src);
-                        }
-                    }
-                }
-            }
+        let rows: [&[u8]; COLS] = std::array::from_fn(|r| &w[r * row_bytes..(r + 1) * row_bytes]);
+        let size = match kind {
+            Kind::Q4_0 => Q4_0_SIZE,
+            Kind::Q4K => Q4_K_SIZE,
+        };
+        if kind == Kind::Q4K {
+            self.dmin.resize(COLS * nb, 0.0);
+            self.scale.resize(COLS * SUBS * nb, 0);
+            self.min.resize(COLS * SUBS * nb, 0);
         }
-    }
-
-    /// Row `r`'s levels from `src`'s nibbles: the low ones are elements
-    /// `e0..`, the high ones the `2 * src.len()` that follow.
-    fn put_levels(&mut self, r: usize, e0: usize, src: &[u8]) {
-        for (half, shift) in [0u32, 4].into_iter().enumerate() {
-            let e = e0 + half * src.len();
-            for (c, chunk) in src.chunks_exact(4).enumerate() {
-                let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                let at = (e / 4 + c) * 4 * COLS + 4 * r;
-                let levels = (v >> shift) & 0x0F0F_0F0F;
-                self.q[at..at + 4].copy_from_slice(&levels.to_le_bytes());
+        for b in 0..nb {
+            let blocks: [&[u8]; COLS] = std::array::from_fn(|r| &rows[r][b * size..(b + 1) * size]);
+            for (r, blk) in blocks.iter().enumerate() {
+                self.d[b * COLS + r] = get_f16(blk, 0);
+                if kind == Kind::Q4K {
+                    self.dmin[b * COLS + r] = get_f16(blk, 2);
+                    let (sc, m) = scales_and_mins(&blk[4..16]);
+                    for s in 0..SUBS {
+                        self.scale[(b * SUBS + s) * COLS + r] = sc[s];
+                        self.min[(b * SUBS + s) * COLS + r] = m[s];
+                    }
+                }
+            }
+            // Nibbles: Q4_0 one run of 16 bytes (low nibbles the first 16
+            // elements), Q4_K four runs of 32 (each 64 elements).
+            let (at, run) = match kind {
+                Kind::Q4_0 => (2, 16),
+                Kind::Q4K => (16, 32),
+            };
+            for j in 0..(size - at) / run {
+                let src: [&[u8]; COLS] = std::array::from_fn(|r| &blocks[r][at + j * run..][..run]);
+                let e0 = b * kind.block() + 2 * run * j;
+                let dst = &mut self.q[e0 * COLS..(e0 + 2 * run) * COLS];
+                match kernel {
+                    Kernel::Portable => put_levels(&src, dst),
+                    // SAFETY: `detect` saw AVX2 on this CPU.
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe { avx2::put_levels(&src, dst) },
+                }
             }
         }
     }
@@ -351,6 +344,39 @@ impl Group {
     /// Row `r`'s level of element `e`.
     fn level(&self, r: usize, e: usize) -> i32 {
         i32::from(self.q[(e / 4) * 4 * COLS + 4 * r + e % 4])
+    }
+}
+
+/// The eight 6-bit scales and minimums of a Q4_K super-block from its 12
+/// packed bytes (ggml's `utmp` unpacking, `get_scale_min_k4` for all
+/// eight at once).
+fn scales_and_mins(q: &[u8]) -> ([u8; SUBS], [u8; SUBS]) {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc_lo = u0 & KMASK1;
+    let sc_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let m_lo = u1 & KMASK1;
+    let m_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    let join = |lo: u32, hi: u32| (u64::from(lo) | u64::from(hi) << 32).to_le_bytes();
+    (join(sc_lo, sc_hi), join(m_lo, m_hi))
+}
+
+/// Eight rows' nibble runs (`src[r]`, `n` bytes each) into the
+/// interleaved levels of the `2n` elements they hold (low nibbles first).
+fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
+    let n = src[0].len();
+    for (r, src) in src.iter().enumerate() {
+        for (half, shift) in [0u32, 4].into_iter().enumerate() {
+            for (c, chunk) in src.chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                let at = (half * n / 4 + c) * 4 * COLS + 4 * r;
+                let levels = (v >> shift) & 0x0F0F_0F0F;
+                dst[at..at + 4].copy_from_slice(&levels.to_le_bytes());
+            }
+        }
     }
 }
 
@@ -437,8 +463,8 @@ mod portable {
                 let dm = g.dmin[b * COLS + r] * da;
                 let (mut isum, mut imin) = (0i32, 0i32);
                 for s in 0..SUBS {
-                    let scale = i32::from(g.scale[(b * SUBS + s) * 2 * COLS + 2 * r]);
-                    let min = i32::from(g.min[(b * SUBS / 2 + s / 2) * 2 * COLS + 2 * r + s % 2]);
+                    let scale = i32::from(g.scale[(b * SUBS + s) * COLS + r]);
+                    let min = i32::from(g.min[(b * SUBS + s) * COLS + r]);
                     isum += scale * dot32(g, r, b * QK_K + s * QK8, a);
                     imin += min * sums[b * SUBS + s];
                     // The gemm adds each pair of sub-blocks on its own.
@@ -487,30 +513,79 @@ mod avx2 {
         }
     }
 
+    /// [`super::put_levels`]: each row's run as 32-bit chunks, low
+    /// nibbles then high, then an 8×8 transpose of the chunks so that
+    /// each store holds one chunk of all eight rows.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
+        let n = src[0].len();
+        assert!(src.iter().all(|s| s.len() == n) && dst.len() == 2 * n * COLS);
+        let m4 = _mm256_set1_epi8(0x0F);
+        // 16 source bytes (one half of a row's run) at a time: 32 levels,
+        // 8 chunks per row.
+        for h in 0..n / 16 {
+            let rows: [__m256i; COLS] = std::array::from_fn(|r| {
+                let v = _mm_loadu_si128(src[r].as_ptr().add(16 * h).cast());
+                _mm256_set_m128i(v, v)
+            });
+            let low: [__m256i; COLS] = std::array::from_fn(|r| _mm256_and_si256(rows[r], m4));
+            let high: [__m256i; COLS] =
+                std::array::from_fn(|r| _mm256_and_si256(_mm256_srli_epi16(rows[r], 4), m4));
+            // Chunks 0-3 of each row in its low lane.
+            for (half, v) in [low, high].iter().enumerate() {
+                let t = transpose4(v);
+                // Chunk c of this quarter: 4 chunks, rows 0-7.
+                let base = (half * n / 4 + 4 * h) * 4 * COLS;
+                for (c, t) in t.iter().enumerate() {
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(base + 32 * c).cast(), *t);
+                }
+            }
+        }
+    }
+
+    /// From eight rows whose low 128-bit lanes hold chunks 0-3 (32 bits
+    /// each), the four vectors of chunk `c` for rows 0-7.
+    #[inline(always)]
+    unsafe fn transpose4(v: &[__m256i; COLS]) -> [__m256i; 4] {
+        // Rows 0-3 in the low lanes, rows 4-7 in the high lanes.
+        let x: [__m256i; 4] =
+            std::array::from_fn(|r| _mm256_permute2x128_si256(v[r], v[r + 4], 0x20));
+        let a0 = _mm256_unpacklo_epi32(x[0], x[1]); // r0c0 r1c0 r0c1 r1c1
+        let a1 = _mm256_unpackhi_epi32(x[0], x[1]); // r0c2 r1c2 r0c3 r1c3
+        let a2 = _mm256_unpacklo_epi32(x[2], x[3]);
+        let a3 = _mm256_unpackhi_epi32(x[2], x[3]);
+        [
+            _mm256_unpacklo_epi64(a0, a2), // c0: r0 r1 r2 r3 | r4 r5 r6 r7
+            _mm256_unpackhi_epi64(a0, a2),
+            _mm256_unpacklo_epi64(a1, a3),
+            _mm256_unpackhi_epi64(a1, a3),
+        ]
+    }
+
     // The helpers carry no `target_feature` of their own so that they can
     // be `inline(always)`: inlined into the kernels below, their
     // intrinsics compile to single instructions.
 
     /// Lane `r` (row `r`) = its two 16-bit pair sums of `Σ level·a` over
-    /// the 32 elements at `e0` (`e0` a multiple of 32), for each token.
+    /// 32 elements, the levels interleaved at `w`, each token's quants at
+    /// `a[k]`.
     #[inline(always)]
-    unsafe fn sums16<const K: usize>(g: &Group, a: &[&[i8]; K], e0: usize) -> [__m256i; K] {
-        let w = &g.q[e0 * COLS..(e0 + QK8) * COLS];
-        let a: [&[i8]; K] = std::array::from_fn(|k| &a[k][e0..e0 + QK8]);
+    unsafe fn sums16<const K: usize>(w: *const u8, a: &[*const i8; K]) -> [__m256i; K] {
         let mut s = [_mm256_setzero_si256(); K];
         for c in 0..QK8 / 4 {
-            let wc = _mm256_loadu_si256(w.as_ptr().add(32 * c).cast());
+            let wc = _mm256_loadu_si256(w.add(32 * c).cast());
             for k in 0..K {
-                let ac = _mm256_set1_epi32(a[k].as_ptr().add(4 * c).cast::<i32>().read_unaligned());
+                let ac = _mm256_set1_epi32(a[k].add(4 * c).cast::<i32>().read_unaligned());
                 s[k] = _mm256_add_epi16(s[k], _mm256_maddubs_epi16(wc, ac));
             }
         }
         s
     }
 
+    /// Each token's quants, checked to hold `n` elements.
     #[inline(always)]
-    fn tokens<const K: usize>(acts: &Acts, n: usize, t0: usize) -> [&[i8]; K] {
-        std::array::from_fn(|k| &acts.qs[(t0 + k) * n..(t0 + k + 1) * n])
+    fn tokens<const K: usize>(acts: &Acts, n: usize, t0: usize) -> [*const i8; K] {
+        std::array::from_fn(|k| acts.qs[(t0 + k) * n..(t0 + k + 1) * n].as_ptr())
     }
 
     #[inline(always)]
@@ -524,52 +599,70 @@ mod avx2 {
     unsafe fn q4_0<const K: usize>(g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
         let (n, nb) = (g.n_in, g.n_in / QK8);
         let a = tokens::<K>(acts, n, tile.t0);
+        assert!(g.q.len() == COLS * n && g.d.len() == COLS * nb);
+        let d = &acts.d[tile.t0 * nb..(tile.t0 + K) * nb];
+        let sums = &acts.sums[tile.t0 * nb..(tile.t0 + K) * nb];
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); K];
         for b in 0..nb {
-            let s = sums16(g, &a, b * QK8);
-            let dw = _mm256_loadu_ps(g.d[b * COLS..(b + 1) * COLS].as_ptr());
+            let ab = a.map(|p| p.add(b * QK8));
+            let s = sums16(g.q.as_ptr().add(b * QK8 * COLS), &ab);
+            let dw = _mm256_loadu_ps(g.d.as_ptr().add(b * COLS));
             for k in 0..K {
-                let t = tile.t0 + k;
                 // Levels are q − 8: Σ(q − 8)·a = Σq·a − 8·Σa.
-                let q8 = _mm256_set1_epi32(8 * acts.sums[t * nb + b]);
+                let q8 = _mm256_set1_epi32(8 * *sums.get_unchecked(k * nb + b));
                 let isum = _mm256_sub_epi32(_mm256_madd_epi16(s[k], ones), q8);
-                let da = _mm256_set1_ps(acts.d[t * nb + b]);
+                let da = _mm256_set1_ps(*d.get_unchecked(k * nb + b));
                 acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da), acc[k]);
             }
         }
         store(acc, out);
     }
 
+    /// Eight bytes (one per row) widened to 32-bit lanes.
+    #[inline(always)]
+    unsafe fn bytes8(p: *const u8) -> __m256i {
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()))
+    }
+
     #[inline(always)]
     unsafe fn q4_k<const K: usize>(g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
         let (n, nb, ns) = (g.n_in, g.n_in / QK_K, g.n_in / QK8);
         let a = tokens::<K>(acts, n, tile.t0);
+        assert!(g.q.len() == COLS * n && g.d.len() == COLS * nb && g.dmin.len() == COLS * nb);
+        assert!(g.scale.len() == COLS * ns && g.min.len() == COLS * ns);
+        let d = &acts.d[tile.t0 * nb..(tile.t0 + K) * nb];
+        let sums = &acts.sums[tile.t0 * ns..(tile.t0 + K) * ns];
         let zero = _mm256_setzero_si256();
         let mut acc = [_mm256_setzero_ps(); K];
         let mut acc_min = [_mm256_setzero_ps(); K];
         for b in 0..nb {
-            let dw = _mm256_loadu_ps(g.d[b * COLS..(b + 1) * COLS].as_ptr());
-            let dmw = _mm256_loadu_ps(g.dmin[b * COLS..(b + 1) * COLS].as_ptr());
+            let dw = _mm256_loadu_ps(g.d.as_ptr().add(b * COLS));
+            let dmw = _mm256_loadu_ps(g.dmin.as_ptr().add(b * COLS));
             let da: [__m256; K] =
-                std::array::from_fn(|k| _mm256_set1_ps(acts.d[(tile.t0 + k) * nb + b]));
+                std::array::from_fn(|k| _mm256_set1_ps(*d.get_unchecked(k * nb + b)));
             let (mut isum, mut imin) = ([zero; K], [zero; K]);
             for p in 0..SUBS / 2 {
-                for s in [2 * p, 2 * p + 1] {
-                    let s16 = sums16(g, &a, b * QK_K + s * QK8);
-                    let at = (b * SUBS + s) * 2 * COLS;
-                    let sc = _mm256_loadu_si256(g.scale[at..at + 2 * COLS].as_ptr().cast());
+                let s0 = b * SUBS + 2 * p;
+                let mut mins = [zero; 2];
+                for (j, min) in mins.iter_mut().enumerate() {
+                    let e0 = (s0 + j) * QK8;
+                    let s16 = sums16(g.q.as_ptr().add(e0 * COLS), &a.map(|p| p.add(e0)));
+                    // Each row's scale in both halves of its lane.
+                    let sc = bytes8(g.scale.as_ptr().add((s0 + j) * COLS));
+                    let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
                     for k in 0..K {
                         isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(s16[k], sc));
                     }
+                    *min = bytes8(g.min.as_ptr().add((s0 + j) * COLS));
                 }
-                let at = (b * SUBS / 2 + p) * 2 * COLS;
-                let mn = _mm256_loadu_si256(g.min[at..at + 2 * COLS].as_ptr().cast());
+                // (min of 2p, min of 2p+1) against (Σa of 2p, Σa of 2p+1).
+                let mn = _mm256_or_si256(mins[0], _mm256_slli_epi32(mins[1], 16));
                 for (k, imin) in imin.iter_mut().enumerate() {
-                    let sums = &acts.sums[(tile.t0 + k) * ns + b * SUBS + 2 * p..][..2];
-                    let pair = (sums[0] as u16 as u32 | (sums[1] as u16 as u32) << 16) as i32;
-                    let m = _mm256_madd_epi16(mn, _mm256_set1_epi32(pair));
-                    *imin = _mm256_add_epi32(*imin, m);
+                    let lo = *sums.get_unchecked(k * ns + s0) as u16 as u32;
+                    let hi = *sums.get_unchecked(k * ns + s0 + 1) as u16 as u32;
+                    let pair = _mm256_set1_epi32((lo | hi << 16) as i32);
+                    *imin = _mm256_add_epi32(*imin, _mm256_madd_epi16(mn, pair));
                 }
                 // The gemm adds each pair of sub-blocks on its own.
                 if tile.gemm {
@@ -633,8 +726,10 @@ mod tests {
                 .collect();
             let acts = Acts::quantize(kind, &x, n_in, 6);
             let row_bytes = wq.len() / n_out;
-            let mut group = Group::default();
-            group.decode(kind, &wq[..COLS * row_bytes], n_in);
+            let (mut group, mut plain) = (Group::default(), Group::default());
+            group.decode(kind, &wq[..COLS * row_bytes], n_in, Kernel::detect());
+            plain.decode(kind, &wq[..COLS * row_bytes], n_in, Kernel::Portable);
+            assert!(group.q == plain.q, "{ty}: the two decoders differ");
             for (t0, n) in [(0, 4), (4, 2), (4, 1)] {
                 let tile = Tile {
                     t0,
@@ -642,7 +737,7 @@ mod tests {
                     gemm: t0 < acts.n_gemm,
                 };
                 let (mut p, mut f) = ([0f32; 4 * COLS], [0f32; 4 * COLS]);
-                Kernel::Portable.run(kind, &group, &acts, tile, &mut p);
+                Kernel::Portable.run(kind, &plain, &acts, tile, &mut p);
                 Kernel::detect().run(kind, &group, &acts, tile, &mut f);
                 assert_eq!(p.map(f32::to_bits), f.map(f32::to_bits), "{ty} {tile:?}");
             }
