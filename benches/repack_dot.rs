@@ -10,9 +10,17 @@
 //! (above 1: kvant is faster), and checks that the results are bit for bit
 //! equal. Timing is never asserted.
 //!
-//! Run: `cargo bench --profile dev --config
-//! 'profile.dev.package.kvant.opt-level=3' --bench repack_dot`
-//! (`-- --quick` for fewer runs).
+//! Run (the release profile would rebuild llama.cpp; kvant alone is
+//! raised to release settings, without the dev profile's debug assertions,
+//! whose pointer checks would sit in the kernels' inner loops):
+//! `cargo bench --profile dev --config 'profile.dev.package.kvant.opt-level=3'
+//! --config 'profile.dev.package.kvant.debug-assertions=false'
+//! --config 'profile.dev.package.kvant.overflow-checks=false'
+//! --bench repack_dot` (`-- --quick` for fewer runs).
+//!
+//! ggml's threads wait for each other in a spinning barrier, so on a busy
+//! machine its times swing by an order of magnitude; compare on an idle
+//! one, or compare CPU time (`perf record`: the kernels' shares).
 
 use std::time::Instant;
 

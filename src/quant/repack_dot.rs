@@ -48,8 +48,7 @@ use super::activation::{
     abs_max, cvtps_epi32, quantize_q8_0_block, quantize_q8_k_block, saturate_i8, Q8_0_SIZE,
     Q8_K_SIZE, QK8, QK_K,
 };
-use super::kquants::get_f16;
-use super::{GgmlType, QuantError};
+use super::{f16_bits_to_f32, GgmlType, QuantError};
 
 /// Rows ggml interleaves into one repacked block.
 const COLS: usize = 8;
@@ -219,7 +218,7 @@ fn q8_0_block(x: &[f32], q: &mut [i8]) -> f32 {
     for (q, &v) in q.iter_mut().zip(&b[2..]) {
         *q = v as i8;
     }
-    get_f16(&b, 0)
+    f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// One Q8_K block of a leftover token: ggml's `from_float`,
@@ -310,10 +309,13 @@ impl Group {
         }
         for b in 0..nb {
             let blocks: [&[u8]; COLS] = std::array::from_fn(|r| &rows[r][b * size..(b + 1) * size]);
+            let half = |at: usize| blocks.map(|blk| u16::from_le_bytes([blk[at], blk[at + 1]]));
+            kernel.widen_halves(&half(0), &mut self.d[b * COLS..(b + 1) * COLS]);
+            if kind == Kind::Q4K {
+                kernel.widen_halves(&half(2), &mut self.dmin[b * COLS..(b + 1) * COLS]);
+            }
             for (r, blk) in blocks.iter().enumerate() {
-                self.d[b * COLS + r] = get_f16(blk, 0);
                 if kind == Kind::Q4K {
-                    self.dmin[b * COLS + r] = get_f16(blk, 2);
                     let (sc, m) = scales_and_mins(&blk[4..16]);
                     for s in 0..SUBS {
                         self.scale[(b * SUBS + s) * COLS + r] = sc[s];
@@ -400,10 +402,27 @@ struct Tile {
 impl Kernel {
     fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
             return Kernel::Avx2;
         }
         Kernel::Portable
+    }
+
+    /// Eight f16 factors (one per row) to f32.
+    fn widen_halves(self, h: &[u16; COLS], out: &mut [f32]) {
+        match self {
+            Kernel::Portable => {
+                for (o, &h) in out.iter_mut().zip(h) {
+                    *o = f16_bits_to_f32(h);
+                }
+            }
+            // SAFETY: `detect` saw F16C on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::widen_halves(h, out) },
+        }
     }
 
     /// The outputs of `group` for the tokens of `tile`.
@@ -417,7 +436,7 @@ impl Kernel {
                     }
                 }
             }
-            // SAFETY: `detect` saw AVX2 and FMA on this CPU.
+            // SAFETY: `detect` saw AVX2, FMA and F16C on this CPU.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { avx2::run(kind, group, acts, tile, out) },
         }
@@ -511,6 +530,13 @@ mod avx2 {
             (Kind::Q4K, 3) => q4_k::<3>(g, acts, tile, out),
             (Kind::Q4K, _) => q4_k::<4>(g, acts, tile, out),
         }
+    }
+
+    /// `_mm256_cvtph_ps`, which rounds nothing: f16 → f32 is exact.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn widen_halves(h: &[u16; COLS], out: &mut [f32]) {
+        let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()));
+        _mm256_storeu_ps(out[..COLS].as_mut_ptr(), v);
     }
 
     /// [`super::put_levels`]: each row's run as 32-bit chunks, low
