@@ -16,7 +16,7 @@
 //! `cargo bench --profile dev --config 'profile.dev.package.kvant.opt-level=3'
 //! --config 'profile.dev.package.kvant.debug-assertions=false'
 //! --config 'profile.dev.package.kvant.overflow-checks=false'
-//! --bench repack_dot` (`-- --quick` for fewer runs).
+//! --bench repack_dot` (`-- --quick` for fewer runs, `-- --tokens 1,512`).
 //!
 //! ggml's threads wait for each other in a spinning barrier, so on a busy
 //! machine its times swing by an order of magnitude; compare on an idle
@@ -59,7 +59,15 @@ fn values(n: usize, mut s: u64) -> Vec<f32> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let token_counts: Vec<usize> = match args.iter().position(|a| a == "--tokens") {
+        Some(i) => args[i + 1]
+            .split(',')
+            .map(|s| s.parse().expect("a token count"))
+            .collect(),
+        None => vec![1, 7, 128],
+    };
     let threads = rayon::current_num_threads();
     println!("threads {threads}; ratio = ggml time / kvant time");
     println!(
@@ -70,7 +78,7 @@ fn main() {
         for (n_out, n_in) in [(768, 768), (3072, 768), (768, 3072)] {
             let w =
                 quantize(ty, &values(n_out * n_in, n_out as u64), n_in, None).expect("quantizes");
-            for n_tokens in [1, 7, 128] {
+            for &n_tokens in &token_counts {
                 let runs = match (quick, n_tokens) {
                     (true, _) => 3,
                     (false, 1) => 200,

@@ -290,8 +290,50 @@ struct Group {
     min: Vec<u8>,
 }
 
+/// The two steps of decoding that have an AVX2 version: f16 factors to
+/// f32 and nibbles to interleaved levels.
+trait Decoder {
+    /// Eight f16 factors (one per row) to f32.
+    ///
+    /// # Safety
+    /// The CPU has the implementation's features.
+    unsafe fn widen(h: &[u16; COLS], out: &mut [f32]);
+    /// See [`put_levels`].
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]);
+}
+
+/// The plain Rust decoder.
+struct PortableDecoder;
+
+impl Decoder for PortableDecoder {
+    unsafe fn widen(h: &[u16; COLS], out: &mut [f32]) {
+        for (o, &h) in out.iter_mut().zip(h) {
+            *o = f16_bits_to_f32(h);
+        }
+    }
+    unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
+        put_levels(src, dst)
+    }
+}
+
 impl Group {
     fn decode(&mut self, kind: Kind, w: &[u8], n_in: usize, kernel: Kernel) {
+        match kernel {
+            // SAFETY: the portable decoder needs no CPU feature.
+            Kernel::Portable => unsafe { self.decode_with::<PortableDecoder>(kind, w, n_in) },
+            // SAFETY: `detect` saw AVX2 and F16C on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::decode(self, kind, w, n_in) },
+        }
+    }
+
+    /// # Safety
+    /// The CPU has `D`'s features.
+    #[inline(always)]
+    unsafe fn decode_with<D: Decoder>(&mut self, kind: Kind, w: &[u8], n_in: usize) {
         let nb = n_in / kind.block();
         self.n_in = n_in;
         self.q.resize(COLS * n_in, 0);
@@ -310,12 +352,10 @@ impl Group {
         for b in 0..nb {
             let blocks: [&[u8]; COLS] = std::array::from_fn(|r| &rows[r][b * size..(b + 1) * size]);
             let half = |at: usize| blocks.map(|blk| u16::from_le_bytes([blk[at], blk[at + 1]]));
-            kernel.widen_halves(&half(0), &mut self.d[b * COLS..(b + 1) * COLS]);
+            D::widen(&half(0), &mut self.d[b * COLS..(b + 1) * COLS]);
             if kind == Kind::Q4K {
-                kernel.widen_halves(&half(2), &mut self.dmin[b * COLS..(b + 1) * COLS]);
-            }
-            for (r, blk) in blocks.iter().enumerate() {
-                if kind == Kind::Q4K {
+                D::widen(&half(2), &mut self.dmin[b * COLS..(b + 1) * COLS]);
+                for (r, blk) in blocks.iter().enumerate() {
                     let (sc, m) = scales_and_mins(&blk[4..16]);
                     for s in 0..SUBS {
                         self.scale[(b * SUBS + s) * COLS + r] = sc[s];
@@ -332,13 +372,7 @@ impl Group {
             for j in 0..(size - at) / run {
                 let src: [&[u8]; COLS] = std::array::from_fn(|r| &blocks[r][at + j * run..][..run]);
                 let e0 = b * kind.block() + 2 * run * j;
-                let dst = &mut self.q[e0 * COLS..(e0 + 2 * run) * COLS];
-                match kernel {
-                    Kernel::Portable => put_levels(&src, dst),
-                    // SAFETY: `detect` saw AVX2 on this CPU.
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe { avx2::put_levels(&src, dst) },
-                }
+                D::levels(&src, &mut self.q[e0 * COLS..(e0 + 2 * run) * COLS]);
             }
         }
     }
@@ -409,20 +443,6 @@ impl Kernel {
             return Kernel::Avx2;
         }
         Kernel::Portable
-    }
-
-    /// Eight f16 factors (one per row) to f32.
-    fn widen_halves(self, h: &[u16; COLS], out: &mut [f32]) {
-        match self {
-            Kernel::Portable => {
-                for (o, &h) in out.iter_mut().zip(h) {
-                    *o = f16_bits_to_f32(h);
-                }
-            }
-            // SAFETY: `detect` saw F16C on this CPU.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { avx2::widen_halves(h, out) },
-        }
     }
 
     /// The outputs of `group` for the tokens of `tile`.
@@ -516,7 +536,7 @@ mod portable {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Acts, Group, Kind, Tile, COLS, QK8, QK_K, SUBS};
+    use super::{Acts, Decoder, Group, Kind, Tile, COLS, QK8, QK_K, SUBS};
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn run(kind: Kind, g: &Group, acts: &Acts, tile: Tile, out: &mut [f32]) {
@@ -532,9 +552,27 @@ mod avx2 {
         }
     }
 
-    /// `_mm256_cvtph_ps`, which rounds nothing: f16 → f32 is exact.
     #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn widen_halves(h: &[u16; COLS], out: &mut [f32]) {
+    pub unsafe fn decode(g: &mut Group, kind: Kind, w: &[u8], n_in: usize) {
+        g.decode_with::<Avx2Decoder>(kind, w, n_in)
+    }
+
+    struct Avx2Decoder;
+
+    impl Decoder for Avx2Decoder {
+        #[inline(always)]
+        unsafe fn widen(h: &[u16; COLS], out: &mut [f32]) {
+            widen_halves(h, out)
+        }
+        #[inline(always)]
+        unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
+            put_levels(src, dst)
+        }
+    }
+
+    /// `_mm256_cvtph_ps`, which rounds nothing: f16 → f32 is exact.
+    #[inline(always)]
+    unsafe fn widen_halves(h: &[u16; COLS], out: &mut [f32]) {
         let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()));
         _mm256_storeu_ps(out[..COLS].as_mut_ptr(), v);
     }
@@ -542,8 +580,8 @@ mod avx2 {
     /// [`super::put_levels`]: each row's run as 32-bit chunks, low
     /// nibbles then high, then an 8×8 transpose of the chunks so that
     /// each store holds one chunk of all eight rows.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
+    #[inline(always)]
+    unsafe fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
         let n = src[0].len();
         assert!(src.iter().all(|s| s.len() == n) && dst.len() == 2 * n * COLS);
         let m4 = _mm256_set1_epi8(0x0F);
