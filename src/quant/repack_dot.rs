@@ -293,29 +293,29 @@ struct Group {
 /// The two steps of decoding that have an AVX2 version: f16 factors to
 /// f32 and nibbles to interleaved levels.
 trait Decoder {
-    /// Eight f16 factors (one per row) to f32.
+    /// The f16 at byte `at` of each row, to f32.
     ///
     /// # Safety
     /// The CPU has the implementation's features.
-    unsafe fn widen(h: &[u16; COLS], out: &mut [f32]);
-    /// See [`put_levels`].
+    unsafe fn widen(rows: &[&[u8]; COLS], at: usize, out: &mut [f32]);
+    /// See [`put_levels`] (each row's run at `rows[r][at..at + run]`).
     ///
     /// # Safety
     /// As above.
-    unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]);
+    unsafe fn levels(rows: &[&[u8]; COLS], at: usize, run: usize, dst: &mut [u8]);
 }
 
 /// The plain Rust decoder.
 struct PortableDecoder;
 
 impl Decoder for PortableDecoder {
-    unsafe fn widen(h: &[u16; COLS], out: &mut [f32]) {
-        for (o, &h) in out.iter_mut().zip(h) {
-            *o = f16_bits_to_f32(h);
+    unsafe fn widen(rows: &[&[u8]; COLS], at: usize, out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(rows) {
+            *o = f16_bits_to_f32(u16::from_le_bytes([row[at], row[at + 1]]));
         }
     }
-    unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
-        put_levels(src, dst)
+    unsafe fn levels(rows: &[&[u8]; COLS], at: usize, run: usize, dst: &mut [u8]) {
+        put_levels(rows, at, run, dst)
     }
 }
 
@@ -350,13 +350,12 @@ impl Group {
             self.min.resize(COLS * SUBS * nb, 0);
         }
         for b in 0..nb {
-            let blocks: [&[u8]; COLS] = std::array::from_fn(|r| &rows[r][b * size..(b + 1) * size]);
-            let half = |at: usize| blocks.map(|blk| u16::from_le_bytes([blk[at], blk[at + 1]]));
-            D::widen(&half(0), &mut self.d[b * COLS..(b + 1) * COLS]);
+            let at = b * size;
+            D::widen(&rows, at, &mut self.d[b * COLS..(b + 1) * COLS]);
             if kind == Kind::Q4K {
-                D::widen(&half(2), &mut self.dmin[b * COLS..(b + 1) * COLS]);
-                for (r, blk) in blocks.iter().enumerate() {
-                    let (sc, m) = scales_and_mins(&blk[4..16]);
+                D::widen(&rows, at + 2, &mut self.dmin[b * COLS..(b + 1) * COLS]);
+                for (r, row) in rows.iter().enumerate() {
+                    let (sc, m) = scales_and_mins(&row[at + 4..at + 16]);
                     for s in 0..SUBS {
                         self.scale[(b * SUBS + s) * COLS + r] = sc[s];
                         self.min[(b * SUBS + s) * COLS + r] = m[s];
@@ -365,14 +364,14 @@ impl Group {
             }
             // Nibbles: Q4_0 one run of 16 bytes (low nibbles the first 16
             // elements), Q4_K four runs of 32 (each 64 elements).
-            let (at, run) = match kind {
+            let (first, run) = match kind {
                 Kind::Q4_0 => (2, 16),
                 Kind::Q4K => (16, 32),
             };
-            for j in 0..(size - at) / run {
-                let src: [&[u8]; COLS] = std::array::from_fn(|r| &blocks[r][at + j * run..][..run]);
+            for j in 0..(size - first) / run {
                 let e0 = b * kind.block() + 2 * run * j;
-                D::levels(&src, &mut self.q[e0 * COLS..(e0 + 2 * run) * COLS]);
+                let dst = &mut self.q[e0 * COLS..(e0 + 2 * run) * COLS];
+                D::levels(&rows, at + first + j * run, run, dst);
             }
         }
     }
@@ -386,6 +385,7 @@ impl Group {
 /// The eight 6-bit scales and minimums of a Q4_K super-block from its 12
 /// packed bytes (ggml's `utmp` unpacking, `get_scale_min_k4` for all
 /// eight at once).
+#[inline(always)]
 fn scales_and_mins(q: &[u8]) -> ([u8; SUBS], [u8; SUBS]) {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
@@ -400,17 +400,16 @@ fn scales_and_mins(q: &[u8]) -> ([u8; SUBS], [u8; SUBS]) {
     (join(sc_lo, sc_hi), join(m_lo, m_hi))
 }
 
-/// Eight rows' nibble runs (`src[r]`, `n` bytes each) into the
-/// interleaved levels of the `2n` elements they hold (low nibbles first).
-fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
-    let n = src[0].len();
-    for (r, src) in src.iter().enumerate() {
+/// Eight rows' nibble runs (`rows[r][at..at + n]`) into the interleaved
+/// levels of the `2n` elements they hold (low nibbles first).
+fn put_levels(rows: &[&[u8]; COLS], at: usize, n: usize, dst: &mut [u8]) {
+    for (r, row) in rows.iter().enumerate() {
         for (half, shift) in [0u32, 4].into_iter().enumerate() {
-            for (c, chunk) in src.chunks_exact(4).enumerate() {
+            for (c, chunk) in row[at..at + n].chunks_exact(4).enumerate() {
                 let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                let at = (half * n / 4 + c) * 4 * COLS + 4 * r;
+                let to = (half * n / 4 + c) * 4 * COLS + 4 * r;
                 let levels = (v >> shift) & 0x0F0F_0F0F;
-                dst[at..at + 4].copy_from_slice(&levels.to_le_bytes());
+                dst[to..to + 4].copy_from_slice(&levels.to_le_bytes());
             }
         }
     }
@@ -561,36 +560,39 @@ mod avx2 {
 
     impl Decoder for Avx2Decoder {
         #[inline(always)]
-        unsafe fn widen(h: &[u16; COLS], out: &mut [f32]) {
-            widen_halves(h, out)
+        unsafe fn widen(rows: &[&[u8]; COLS], at: usize, out: &mut [f32]) {
+            widen_halves(rows, at, out)
         }
         #[inline(always)]
-        unsafe fn levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
-            put_levels(src, dst)
+        unsafe fn levels(rows: &[&[u8]; COLS], at: usize, run: usize, dst: &mut [u8]) {
+            put_levels(rows, at, run, dst)
         }
     }
 
-    /// `_mm256_cvtph_ps`, which rounds nothing: f16 → f32 is exact.
+    /// `_mm256_cvtph_ps`, which rounds nothing: f16 → f32 is exact. The
+    /// halves are gathered in a register (eight 2-byte stores read back as
+    /// one 16-byte load would stall store forwarding).
     #[inline(always)]
-    unsafe fn widen_halves(h: &[u16; COLS], out: &mut [f32]) {
-        let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()));
-        _mm256_storeu_ps(out[..COLS].as_mut_ptr(), v);
+    unsafe fn widen_halves(rows: &[&[u8]; COLS], at: usize, out: &mut [f32]) {
+        let h: [i16; COLS] =
+            std::array::from_fn(|r| i16::from_le_bytes([rows[r][at], rows[r][at + 1]]));
+        let v = _mm_set_epi16(h[7], h[6], h[5], h[4], h[3], h[2], h[1], h[0]);
+        _mm256_storeu_ps(out[..COLS].as_mut_ptr(), _mm256_cvtph_ps(v));
     }
 
     /// [`super::put_levels`]: each row's run as 32-bit chunks, low
     /// nibbles then high, then an 8×8 transpose of the chunks so that
     /// each store holds one chunk of all eight rows.
     #[inline(always)]
-    unsafe fn put_levels(src: &[&[u8]; COLS], dst: &mut [u8]) {
-        let n = src[0].len();
-        assert!(src.iter().all(|s| s.len() == n) && dst.len() == 2 * n * COLS);
+    unsafe fn put_levels(rows: &[&[u8]; COLS], at: usize, n: usize, dst: &mut [u8]) {
+        assert!(rows.iter().all(|s| s.len() >= at + n) && dst.len() == 2 * n * COLS);
         let m4 = _mm256_set1_epi8(0x0F);
         // 16 source bytes (one half of a row's run) at a time: 32 levels,
         // 8 chunks per row.
         for h in 0..n / 16 {
             let rows: [__m256i; COLS] = std::array::from_fn(|r| {
-                let v = _mm_loadu_si128(src[r].as_ptr().add(16 * h).cast());
-                _mm256_set_m128i(v, v)
+                let v = _mm_loadu_si128(rows[r].as_ptr().add(at + 16 * h).cast());
+                _mm256_castsi128_si256(v)
             });
             let low: [__m256i; COLS] = std::array::from_fn(|r| _mm256_and_si256(rows[r], m4));
             let high: [__m256i; COLS] =
