@@ -22,8 +22,6 @@
 //! machine its times swing by an order of magnitude; compare on an idle
 //! one, or compare CPU time (`perf record`: the kernels' shares).
 
-use std::time::Instant;
-
 use kvant::quant::{matmul_repacked, quantize, GgmlType};
 
 #[allow(dead_code)]
@@ -33,41 +31,26 @@ mod support {
 
     #[path = "../../tests/support/ggml_repack.rs"]
     pub mod ggml_repack;
+
+    #[path = "args.rs"]
+    pub mod args;
 }
 
+#[path = "support/kernel_timing.rs"]
+mod kernel_timing;
+
+use kernel_timing::{best_of, values};
+use support::args::{has, value};
 use support::ggml_repack::MulMat;
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-fn values(n: usize, mut s: u64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let token_counts: Vec<usize> = match args.iter().position(|a| a == "--tokens") {
-        Some(i) => args[i + 1]
-            .split(',')
+    let quick = has(&args, "--quick");
+    let token_counts: Vec<usize> = value(&args, "--tokens").map_or(vec![1, 7, 128], |v| {
+        v.split(',')
             .map(|s| s.parse().expect("a token count"))
-            .collect(),
-        None => vec![1, 7, 128],
-    };
+            .collect()
+    });
     let threads = rayon::current_num_threads();
     println!("threads {threads}; ratio = ggml time / kvant time");
     println!(

@@ -103,15 +103,42 @@ fn matmul_repacked_equals_ggml_forward_mul_mat_bit_for_bit() {
     }
 }
 
+/// One real weight quantized to `ty`, `n_tokens` activation rows, and
+/// ggml's repacked product of the two on `threads` threads.
+fn ggml_case(ty: GgmlType, which: usize, n_tokens: usize, threads: i32) -> Case {
+    let (name, n_out, n_in, data) = real_weights().swap_remove(which);
+    let w = ggml::quantize_chunk(ty, &data, n_in, None);
+    let x = activations(n_in, n_tokens, 99);
+    let out = ggml_repack::mul_mat(ty, &w, n_out, n_in, &x, n_tokens, threads);
+    Case {
+        name,
+        n_out,
+        n_in,
+        w,
+        x,
+        out,
+    }
+}
+
+struct Case {
+    name: String,
+    n_out: usize,
+    n_in: usize,
+    w: Vec<u8>,
+    x: Vec<f32>,
+    out: Vec<f32>,
+}
+
 #[test]
 fn ggml_repacked_product_does_not_depend_on_thread_count() {
-    let (name, n_out, n_in, data) = real_weights().swap_remove(0);
     for ty in REPACKED {
-        let w = ggml::quantize_chunk(ty, &data, n_in, None);
-        let x = activations(n_in, 13, 99);
-        let one = ggml_repack::mul_mat(ty, &w, n_out, n_in, &x, 13, 1);
-        let two = ggml_repack::mul_mat(ty, &w, n_out, n_in, &x, 13, 2);
-        assert!(bits(&one) == bits(&two), "{ty} {name}: 1 vs 2 threads");
+        let c = ggml_case(ty, 0, 13, 1);
+        let two = ggml_repack::mul_mat(ty, &c.w, c.n_out, c.n_in, &c.x, 13, 2);
+        assert!(
+            bits(&c.out) == bits(&two),
+            "{ty} {}: 1 vs 2 threads",
+            c.name
+        );
     }
 }
 
@@ -119,19 +146,20 @@ fn ggml_repacked_product_does_not_depend_on_thread_count() {
 /// not `vec_dot`'s, and shows in the bits.
 #[test]
 fn repacked_order_differs_from_vec_dot_order() {
-    let (_, n_out, n_in, data) = real_weights().swap_remove(1);
     for ty in REPACKED {
-        let w = ggml::quantize_chunk(ty, &data, n_in, None);
-        let x = activations(n_in, 8, 5);
-        let theirs = ggml_repack::mul_mat(ty, &w, n_out, n_in, &x, 8, 2);
-        let mut row_by_row = vec![0f32; n_out * 8];
-        dot::matmul(ty, &w, n_out, n_in, &x, 8, &mut row_by_row).expect("runs");
+        let c = ggml_case(ty, 1, 8, 2);
+        let mut row_by_row = vec![0f32; c.n_out * 8];
+        dot::matmul(ty, &c.w, c.n_out, c.n_in, &c.x, 8, &mut row_by_row).expect("runs");
         let differ = bits(&row_by_row)
             .iter()
-            .zip(bits(&theirs))
+            .zip(bits(&c.out))
             .filter(|(a, b)| **a != *b)
             .count();
-        assert!(differ > 0, "{ty}: vec_dot order gave the repacked bits");
+        assert!(
+            differ > 0,
+            "{ty} {}: vec_dot order gave the repacked bits",
+            c.name
+        );
     }
 }
 
