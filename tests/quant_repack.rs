@@ -42,7 +42,8 @@ fn real_weights() -> Vec<(String, usize, usize, Vec<f32>)> {
 }
 
 /// `n_tokens` activation rows: roughly normal, every third one with a
-/// `−amax` then a `+amax` in each 256-element block.
+/// `−amax` then a `+amax` in each 256-element block, every fifth (from
+/// the fifth) with its first 256 elements zero (blocks whose scale is 0).
 fn activations(n_in: usize, n_tokens: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut x = Vec::with_capacity(n_in * n_tokens);
@@ -53,12 +54,15 @@ fn activations(n_in: usize, n_tokens: usize, seed: u64) -> Vec<f32> {
             .map(|v| v * scale)
             .collect();
         x.extend(row);
+        let row = &mut x[t * n_in..];
         if t % 3 == 0 {
-            let row = &mut x[t * n_in..];
             for b in (0..n_in).step_by(256) {
                 row[b + 5] = -3.0 * scale;
                 row[b + 200] = 3.0 * scale;
             }
+        }
+        if t % 5 == 4 {
+            row[..256].fill(0.0);
         }
     }
     x

@@ -35,10 +35,21 @@
 //!   out the same; it is kept so that the quants are ggml's.)
 //!
 //! Integer sums are exact whatever their order, so they are computed here
-//! from the weights in GGUF layout, decoded eight rows at a time; only the
-//! float steps follow ggml's order. AVX2 with FMA is chosen at run time;
+//! from the weights in GGUF layout, decoded eight rows at a time into a
+//! small buffer (never the whole weight), up to four tokens per pass; only
+//! the float steps follow ggml's order. AVX2 with FMA is chosen at run time;
 //! the portable version gives the same bits (`f32::mul_add` where ggml
 //! has `_mm256_fmadd_ps`).
+//!
+//! One known divergence, outside real data: an activation block whose
+//! largest |x| is below ~3.7e-37 overflows `127 / amax`, and every quant
+//! becomes −128. ggml's Q4_0 gemv then flips that sign with
+//! `_mm256_sign_epi8`, which wraps −128 to itself; the integer sums here
+//! stay exact (terms of order 1e-37 either way).
+//!
+//! `tests/quant_repack.rs` proves the product against ggml's own
+//! `forward_mul_mat` (the weight in its `CPU_REPACK` buffer, repacked by
+//! ggml), and [`is_repacked`] against the traits ggml attaches.
 //!
 //! Like `dot.rs`, this module knows nothing of files or tensors' names.
 
@@ -67,7 +78,10 @@ const Q4_K_SIZE: usize = 144;
 /// that its products go through the 8x8 interleaved kernels.
 ///
 /// `n_in` plays no part in ggml's choice: every valid Q4_0/Q4_K row is a
-/// multiple of 32 elements, which is all the repacking needs.
+/// multiple of 32 elements, which is all the repacking needs. Read from
+/// `ggml_repack_get_optimal_repack_type` (Q2_K needs AVX-512, IQ4_NL and
+/// MXFP4 are not kvant types); `tests/quant_repack.rs` checks it against
+/// the `tensor->extra` ggml's `CPU_REPACK` buffer sets, for every type.
 pub fn is_repacked(ty: GgmlType, n_out: usize, n_in: usize) -> bool {
     let _ = n_in;
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K) && n_out.is_multiple_of(COLS)
