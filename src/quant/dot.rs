@@ -15,28 +15,24 @@
 //! Two versions of every kernel sit side by side: [`reference`] mirrors
 //! ggml's generic C, the public functions here run the fast paths
 //! (`unpacked_dot.rs` for the quantized types, `dense_dot.rs` for the
-//! dense ones, AVX2 chosen at run time). For quantized types the two give
-//! the same integer block sums and differ only in the order of float
-//! additions; the dense fast path reproduces ggml-cpu's AVX2 order bit for
-//! bit.
+//! dense ones, AVX2 chosen at run time). Both form the same exact integer
+//! block sums; the fast paths also perform the float steps of the pinned
+//! llama.cpp's CPU backend (AVX2 build) in its order, so a forward pass
+//! reproduces its logits bit for bit:
 //!
-//! What llama.cpp's batched paths change. For several tokens ggml's
-//! `mul_mat` may instead call llamafile's `tinyBLAS` (`GGML_USE_LLAMAFILE`,
-//! on in the pinned build: F32, F16 and BF16 weights, and Q8_0/Q4_0/Q5_0
-//! against Q8_0 activations) or a repacked kernel (`GGML_USE_CPU_REPACK`;
-//! on this AVX2 build `ggml_repack_get_optimal_repack_type` picks
-//! `q4_0_8x8` for Q4_0, `q4_K_8x8` for Q4_K and `iq4_nl_8x8`, the Q2_K
-//! layout needing AVX512), whose activations come from
-//! `ggml_quantize_mat_q8_0_4x8` / `_q8_K_4x8`. Those use the same scale
-//! (`127/amax`, or Q8_K's `∓127/amax` with `d = 1/iscale`) and the same
-//! ties-to-even rounding as the row quantizers here (the one exception: a
-//! Q8_K block holding both +amax and −amax picks the sign the other way),
-//! and both paths form the same exact integer block sums. What changes is
-//! how the per-block float terms are grouped and summed (tiles of lanes
-//! instead of one row's running sum), so their results differ from
-//! `vec_dot`'s, and ours, by float reassociation only, far inside the
-//! forward pass's 1e-3/5e-3 logit tolerance; this module does not
-//! reproduce their order.
+//! * dense weights: ggml's `vec_dot_f16`/`_bf16`/`_f32` order for one
+//!   token, llamafile's `tinyBLAS` tiles for two or more;
+//! * 32-element blocks: `vec_dot_q*` and `tinyBLAS_Q0_AVX` (the same
+//!   float steps);
+//! * K-quants: the tiled kernel ggml-cpu runs from 8 tokens on
+//!   (`tiled/tiled-kernel.cpp`); with fewer tokens ggml's `vec_dot_q*_K`
+//!   groups the floats differently and the results agree to float
+//!   reassociation.
+//!
+//! What is not mirrored yet: on AVX2, ggml repacks Q4_0 and Q4_K weights
+//! with a multiple of 8 rows into 8×8 interleaved blocks
+//! (`GGML_CPU_REPACK`, `ggml_repack_get_optimal_repack_type`) and runs
+//! their products through `gemm`/`gemv` kernels with their own order.
 //!
 //! This module knows nothing of files or tensors' names: rows of bytes in,
 //! floats out.
@@ -50,7 +46,7 @@ use super::activation::{
 use super::dense_dot::{self, Dense};
 use super::kquants_dot::{self, KQuant};
 use super::legacy_dot::{self, Legacy};
-use super::unpacked_dot::{dot_tokens, ActKind, ActRow, Unpacked, TOKENS};
+use super::unpacked_dot::{dot_tokens, dot_tokens_pair, ActKind, ActRow, Unpacked, TOKENS};
 use super::{GgmlType, QuantError};
 
 /// The family a weight type's kernels belong to.
@@ -373,10 +369,22 @@ fn quant_rows(
             *slot = a;
         }
         let refs = &refs[..group.len()];
-        for (r, u) in rows.iter().enumerate() {
-            dot_tokens(u, refs, block, &mut res);
+        let mut r = 0;
+        while r < rows.len() {
             let at = r * n_tokens + t0 * TOKENS;
+            if r + 1 < rows.len() {
+                let mut res1 = [0f32; TOKENS];
+                if dot_tokens_pair(&rows[r], &rows[r + 1], refs, block, &mut res, &mut res1) {
+                    o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+                    let at1 = at + n_tokens;
+                    o[at1..at1 + group.len()].copy_from_slice(&res1[..group.len()]);
+                    r += 2;
+                    continue;
+                }
+            }
+            dot_tokens(&rows[r], refs, block, &mut res);
             o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+            r += 1;
         }
     }
 }

@@ -208,6 +208,11 @@ pub fn unpack(ty: KQuant, n: usize, w: &[u8], out: &mut Unpacked) {
         out.m[i] = l.dmin;
         out.mins[16 * i..16 * i + 16].copy_from_slice(&l.min);
     }
+    if matches!(ty, KQuant::Q3K | KQuant::Q6K) {
+        // No minimums: the kernels then take no minimum step, as ggml's
+        // tiled kernel has none for these types.
+        out.mins.clear();
+    }
 }
 
 #[cfg(test)]

@@ -160,6 +160,7 @@ pub fn unpack(ty: Legacy, n: usize, w: &[u8], out: &mut Unpacked) {
         out.d[ib] = d;
         out.m[ib] = m;
     }
+    out.fill_i8();
 }
 
 #[cfg(test)]

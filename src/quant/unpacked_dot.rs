@@ -4,18 +4,28 @@
 //! [`TOKENS`] activation rows at a time, so each loaded weight vector is
 //! reused for several tokens.
 //!
-//! The integer sum of every block (32 elements for the legacy types, a
-//! 256-element super-block for the K-quants, where each level already
-//! carries its group's scale) is exact, so it equals the reference's and
-//! ggml's. Per block the kernel then adds `(dw · da) · isum` into eight
-//! float lanes with FMA, as ggml's AVX2 kernels do, and the minimum terms
-//! (`m · s` for Q4_1/Q5_1, `dmin · da · Σ bsums · min` for the K-quants)
-//! into a scalar; the lanes are summed at the end. Compared with ggml's
-//! generic C only the float summation order differs, which is what the
-//! tests' tolerance allows for.
+//! Integer sums are exact, so any grouping of them gives ggml's. The float
+//! steps are the pinned llama.cpp's own, in its order, so the products
+//! are bit for bit what its CPU backend computes on an AVX2 build:
+//!
+//! * 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): eight float lanes,
+//!   lane `i` taking each block's integer sum of elements `4i..4i+3`
+//!   times `dw · da` with one FMA, the lanes summed as `hsum_float_8` does
+//!   at the end; Q4_1/Q5_1's `m · s` terms in a scalar FMA chain added
+//!   last. That is `ggml_vec_dot_q*_q8_*` and llamafile's
+//!   `tinyBLAS_Q0_AVX` (one FMA per block and lane, the same `hsum`), so
+//!   it holds for one token and for batches alike.
+//! * 256-element super-blocks (the K-quants): per super-block the whole
+//!   integer sum `s1` (levels already carry their group scale) and
+//!   `s2 = Σ bsums · min`, then `r = d · s1`, `r = r − dmin · s2` (one
+//!   FMA) and `acc = r · da + acc` (one FMA): ggml-cpu's tiled K-quant
+//!   kernel (`tiled/tiled-kernel.cpp`), which `mul_mat` runs from 8
+//!   tokens on. With fewer tokens ggml runs `vec_dot_q*_K_q8_K`, whose
+//!   float grouping differs; there the two agree to float reassociation.
 //!
 //! The AVX2 kernel is chosen at run time (`is_x86_feature_detected!`); the
-//! portable one computes the same integer sums with plain loops.
+//! portable one performs the same float operations on the same integers,
+//! so all give the same bits.
 
 use super::activation::{Q8_0_SIZE, Q8_1_SIZE, Q8_K_SIZE, QK8, QK_K};
 use super::fp16::f16_bits_to_f32;
@@ -28,6 +38,9 @@ pub const TOKENS: usize = 4;
 pub struct Unpacked {
     /// One i16 level per element (times the group scale for K-quants).
     pub q: Vec<i16>,
+    /// The same levels as i8, for the 32-element blocks (where they fit):
+    /// the VNNI kernel's operand. Empty for the K-quants.
+    pub q8: Vec<i8>,
     /// Per block: the weight scale `d`.
     pub d: Vec<f32>,
     /// Per block: `m` (Q4_1/Q5_1) or `dmin` (K-quants), else 0.
@@ -47,9 +60,17 @@ impl Unpacked {
         self.m.clear();
         self.m.resize(blocks, 0.0);
         self.mins.clear();
+        self.q8.clear();
         if blocks > 0 && n / blocks == QK_K {
             self.mins.resize(16 * blocks, 0);
         }
+    }
+
+    /// Copies the levels into [`Unpacked::q8`] (32-element blocks only:
+    /// their levels are −128..=127).
+    pub fn fill_i8(&mut self) {
+        self.q8.clear();
+        self.q8.extend(self.q.iter().map(|&v| v as i8));
     }
 }
 
@@ -58,6 +79,8 @@ impl Unpacked {
 pub struct ActRow {
     /// The quants, widened.
     pub q: Vec<i16>,
+    /// The quants as stored (Q8_0/Q8_1 only), for the VNNI kernel.
+    pub q8: Vec<i8>,
     /// Per block: `d`.
     pub d: Vec<f32>,
     /// Per block: Q8_1's `s` (empty otherwise).
@@ -98,6 +121,7 @@ impl ActRow {
                         r.s.push(f16_at(b, 2));
                     }
                     r.q.extend(b[qs..qs + QK8].iter().map(|&v| i16::from(v as i8)));
+                    r.q8.extend(b[qs..qs + QK8].iter().map(|&v| v as i8));
                 }
             }
             ActKind::Q8K => {
@@ -119,9 +143,8 @@ impl ActRow {
 /// `out[t] = w · acts[t]` for every activation row given (at most
 /// [`TOKENS`]); `block` is 32 (legacy) or 256 (K-quants).
 ///
-/// On CPUs with AVX-512BW the integer sums are formed 32 lanes at a time
-/// and folded to the AVX2 kernel's eight lanes before the float steps:
-/// integer sums are exact, so both give the same bits.
+/// On CPUs with AVX-512BW the K-quants' integer sums are formed 32 lanes
+/// at a time: integer sums are exact, so both give the same bits.
 pub fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
     debug_assert!(acts.len() <= TOKENS && out.len() >= acts.len());
     #[cfg(target_arch = "x86_64")]
@@ -166,101 +189,271 @@ fn dot_tokens_avx2(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]
     unsafe { avx2::dot_tokens(w, acts, block, out) }
 }
 
-/// The minimum terms of block `b` for one token: legacy `m · s`, or the
-/// K-quants' `−(dmin · da) · Σ bsums · min`.
+/// `Σ bsums · min` of super-block `b`: the K-quants' minimum sum `s2`.
 #[inline(always)]
-fn min_term(w: &Unpacked, a: &ActRow, b: usize) -> f32 {
-    if !w.mins.is_empty() {
-        if w.m[b] == 0.0 {
-            return 0.0;
-        }
-        let summs: i32 = (0..16)
-            .map(|g| i32::from(a.bsums[16 * b + g]) * i32::from(w.mins[16 * b + g]))
-            .sum();
-        -(w.m[b] * a.d[b]) * summs as f32
-    } else if !a.s.is_empty() {
-        w.m[b] * a.s[b]
-    } else {
-        0.0
-    }
+fn min_sum(w: &Unpacked, a: &ActRow, b: usize) -> i32 {
+    (0..16)
+        .map(|g| i32::from(a.bsums[16 * b + g]) * i32::from(w.mins[16 * b + g]))
+        .sum()
 }
 
-/// The kernel in plain Rust, for CPUs without AVX2.
+/// `hsum_float_8`'s order: lanes `l` and `l + 4`, then the pairs.
+#[inline(always)]
+fn hsum8(l: [f32; 8]) -> f32 {
+    let h = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
+/// One super-block's float steps in the tiled kernel's order; `s2` is
+/// `None` for the types without minimums (Q3_K, Q6_K), whose kernel has
+/// no minimum step.
+#[inline(always)]
+fn kquant_step(acc: f32, d: f32, dmin: f32, s1: i32, s2: Option<i32>, da: f32) -> f32 {
+    let r = d * s1 as f32;
+    let r = match s2 {
+        Some(s2) => (-dmin).mul_add(s2 as f32, r),
+        None => r,
+    };
+    r.mul_add(da, acc)
+}
+
+/// The kernel in plain Rust, for CPUs without AVX2: the same float
+/// operations as the SIMD kernels.
 pub fn portable_dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
     for (o, a) in out.iter_mut().zip(acts) {
-        let mut acc = 0f32;
-        let mut extra = 0f32;
-        for (b, (wq, aq)) in
-            w.q.chunks_exact(block)
-                .zip(a.q.chunks_exact(block))
-                .enumerate()
-        {
-            let isum: i32 = wq
-                .iter()
-                .zip(aq)
-                .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                .sum();
-            acc += (w.d[b] * a.d[b]) * isum as f32;
-            extra += min_term(w, a, b);
+        let blocks = w.q.chunks_exact(block).zip(a.q.chunks_exact(block));
+        if block == QK8 {
+            let mut lanes = [0f32; 8];
+            let mut summs = 0f32;
+            for (b, (wq, aq)) in blocks.enumerate() {
+                let scale = w.d[b] * a.d[b];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    let q: i32 = (4 * i..4 * i + 4)
+                        .map(|j| i32::from(wq[j]) * i32::from(aq[j]))
+                        .sum();
+                    *lane = scale.mul_add(q as f32, *lane);
+                }
+                if !a.s.is_empty() {
+                    summs = w.m[b].mul_add(a.s[b], summs);
+                }
+            }
+            *o = if a.s.is_empty() {
+                hsum8(lanes)
+            } else {
+                hsum8(lanes) + summs
+            };
+        } else {
+            let mut acc = 0f32;
+            for (b, (wq, aq)) in blocks.enumerate() {
+                let s1: i32 = wq
+                    .iter()
+                    .zip(aq)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
+                let s2 = (!w.mins.is_empty()).then(|| min_sum(w, a, b));
+                acc = kquant_step(acc, w.d[b], w.m[b], s1, s2, a.d[b]);
+            }
+            *o = acc;
         }
-        *o = acc + extra;
     }
 }
 
-/// The 32-element-block kernel, instantiated once per instruction set:
-/// `$step` adds one block's exact integer pair sums, converted to float
-/// and times the block's `dw · da`, into sixteen float lanes (lanes 0–7
-/// from elements 0–15, 8–15 from 16–31, in both instruction sets),
-/// `$finish` folds the lanes; Q8_1's `m · s` terms go into eight lanes of
-/// their own, eight blocks at a time. Every instruction set performs the
-/// same float operations on the same integers, so gives the same bits.
+/// The 32-element-block kernel (AVX2): per block and token, the eight
+/// quad sums into eight float lanes with one FMA each; Q4_1/Q5_1's
+/// `m · s` in a scalar FMA chain.
 #[cfg(target_arch = "x86_64")]
-macro_rules! legacy_kernel {
-    ($features:literal, $zero:ident, $step:ident, $finish:ident) => {
-        #[target_feature(enable = $features)]
-        unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
-            let nb = w.d.len();
-            let nb8 = nb / 8 * 8;
-            let wq = w.q.as_ptr();
-            let with_min = !acts[0].s.is_empty();
-            // Tokens side by side: T independent accumulator chains (one
-            // alone would wait on its FMA's latency every block).
-            let mut acc = [$zero(); T];
-            for b in 0..nb {
-                let at = b * QK8;
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let a = acts[t];
-                    $step(acc, wq.add(at), a.q.as_ptr().add(at), w.d[b] * a.d[b]);
-                }
-            }
-            for t in 0..T {
-                let a = acts[t];
-                let mut mins = _mm256_setzero_ps();
-                let mut rest = 0f32;
-                if with_min {
-                    for b in (0..nb8).step_by(8) {
-                        mins = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(w.m[b..b + 8].as_ptr()),
-                            _mm256_loadu_ps(a.s[b..b + 8].as_ptr()),
-                            mins,
-                        );
-                    }
-                    for b in nb8..nb {
-                        rest += w.m[b] * a.s[b];
-                    }
-                }
-                out[t] = $finish(acc[t]) + (hsum(mins) + rest);
+#[target_feature(enable = "avx2,fma")]
+unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let wq = w.q.as_ptr();
+    let with_min = !acts[0].s.is_empty();
+    // Tokens side by side: T independent accumulator chains (one alone
+    // would wait on its FMA's latency every block).
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut summs = [0f32; T];
+    for b in 0..w.d.len() {
+        let at = b * QK8;
+        let (w0, w1) = (
+            _mm256_loadu_si256(wq.add(at).cast()),
+            _mm256_loadu_si256(wq.add(at + 16).cast()),
+        );
+        for t in 0..T {
+            let a = acts[t];
+            let aq = a.q.as_ptr().add(at);
+            let p0 = _mm256_madd_epi16(w0, _mm256_loadu_si256(aq.cast()));
+            let p1 = _mm256_madd_epi16(w1, _mm256_loadu_si256(aq.add(16).cast()));
+            // hadd gives the quads as [0, 1, 4, 5, 2, 3, 6, 7]; the
+            // permute puts quad i in lane i, as ggml's lanes are.
+            let quads = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(p0, p1));
+            let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[t]);
+            if with_min {
+                summs[t] = w.m[b].mul_add(a.s[b], summs[t]);
             }
         }
-    };
+    }
+    for t in 0..T {
+        let sum = avx2::hsum(acc[t]);
+        out[t] = if with_min { sum + summs[t] } else { sum };
+    }
 }
 
-/// The super-block kernel (also the generic path for any block of a
-/// multiple of 32), instantiated once per instruction set: `$step` adds 32
-/// elements' exact pair sums into the integer lanes, `$fold` brings them
-/// to eight lanes; per block the eight lanes, converted to float and
-/// times `dw · da`, go into eight float lanes with FMA, the minimum terms
-/// into a scalar.
+/// [`legacy_n`] with AVX-512 VNNI: one `vpdpbusd` on the i8 levels forms
+/// a block's eight quad sums directly (lane `i` from elements `4i..4i+3`,
+/// `|w|` against `a` with `w`'s sign, as ggml's `mul_sum_i8_pairs`
+/// does); the float steps are the same instructions in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+unsafe fn legacy_vnni_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let wq = w.q8.as_ptr();
+    let with_min = !acts[0].s.is_empty();
+    // The tokens' pointers hoisted out of the loop: through `acts` the
+    // compiler reloads them every block.
+    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
+    let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..w.d.len() {
+        let at = b * QK8;
+        let wv = _mm256_loadu_si256(wq.add(at).cast());
+        let abs_w = _mm256_sign_epi8(wv, wv);
+        let dw = *w.d.get_unchecked(b);
+        for t in 0..T {
+            let av = _mm256_loadu_si256(aq[t].add(at).cast());
+            let quads =
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(av, wv));
+            let scale = _mm256_set1_ps(dw * *ad[t].add(b));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[t]);
+        }
+    }
+    for t in 0..T {
+        let sum = avx2::hsum(acc[t]);
+        out[t] = if with_min {
+            // Q4_1/Q5_1's `m · s` chain, apart: it depends on no lane.
+            let a = acts[t];
+            let summs = (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
+            sum + summs
+        } else {
+            sum
+        };
+    }
+}
+
+/// Two weight rows against the same tokens (32-element blocks, AVX-512
+/// VNNI): `out0[t] = w0 · acts[t]`, `out1[t] = w1 · acts[t]`. Returns
+/// false, computing nothing, where this kernel does not apply (K-quants,
+/// no VNNI, levels not copied to i8); the caller then takes
+/// [`dot_tokens`] row by row.
+///
+/// The two rows share each 512-bit register (lanes 0–7 row 0, 8–15 row
+/// 1), so every lane performs exactly [`legacy_n`]'s operations for its
+/// row and the results are its bits, with half the float instructions.
+pub fn dot_tokens_pair(
+    w0: &Unpacked,
+    w1: &Unpacked,
+    acts: &[&ActRow],
+    block: usize,
+    out0: &mut [f32],
+    out1: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let usable = block == QK8
+            && has_vnni()
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && !w0.q8.is_empty()
+            && !w1.q8.is_empty()
+            && !acts.is_empty()
+            && !acts[0].q8.is_empty();
+        if usable {
+            // SAFETY: the CPU has AVX-512 F/VL/VNNI/DQ, AVX2 and FMA
+            // (checked above); the rows and tokens have the same length.
+            unsafe {
+                match acts.len() {
+                    4 => legacy_vnni_pair::<4>(w0, w1, acts, out0, out1),
+                    3 => legacy_vnni_pair::<3>(w0, w1, acts, out0, out1),
+                    2 => legacy_vnni_pair::<2>(w0, w1, acts, out0, out1),
+                    _ => legacy_vnni_pair::<1>(w0, w1, acts, out0, out1),
+                }
+            }
+            return true;
+        }
+    }
+    let _ = (w0, w1, acts, block, out0, out1);
+    false
+}
+
+/// The kernel of [`dot_tokens_pair`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni,avx512dq,avx512bw")]
+unsafe fn legacy_vnni_pair<const T: usize>(
+    w0: &Unpacked,
+    w1: &Unpacked,
+    acts: &[&ActRow],
+    out0: &mut [f32],
+    out1: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let (q0, q1) = (w0.q8.as_ptr(), w1.q8.as_ptr());
+    let with_min = !acts[0].s.is_empty();
+    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
+    let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..w0.d.len() {
+        let at = b * QK8;
+        let wv = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(q0.add(at).cast())),
+            _mm256_loadu_si256(q1.add(at).cast()),
+        );
+        let abs_w = _mm512_abs_epi8(wv);
+        // `a` with `w`'s sign, as `vpsignb` (which AVX-512 lacks): negated
+        // under the mask of negative weights. Where w is 0 `vpsignb` gives
+        // 0 and this gives `a`, but `|w|` is 0 there, so the sums agree.
+        let neg = _mm512_movepi8_mask(wv);
+        let dw = _mm512_insertf32x8::<1>(
+            _mm512_set1_ps(*w0.d.get_unchecked(b)),
+            _mm256_set1_ps(*w1.d.get_unchecked(b)),
+        );
+        for t in 0..T {
+            let av = _mm512_broadcast_i64x4(_mm256_loadu_si256(aq[t].add(at).cast()));
+            let signed = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
+            let quads = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs_w, signed);
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad[t].add(b)));
+            acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(quads), acc[t]);
+        }
+    }
+    for t in 0..T {
+        let lo = _mm512_castps512_ps256(acc[t]);
+        let hi = _mm512_extractf32x8_ps::<1>(acc[t]);
+        let (s0, s1) = (avx2::hsum(lo), avx2::hsum(hi));
+        if with_min {
+            let a = acts[t];
+            let m = |w: &Unpacked| (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
+            out0[t] = s0 + m(w0);
+            out1[t] = s1 + m(w1);
+        } else {
+            out0[t] = s0;
+            out1[t] = s1;
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512 VNNI with 256-bit forms (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static VNNI: OnceLock<bool> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512vl") && has!("avx512vnni")
+    })
+}
+
+/// The super-block kernel, instantiated once per instruction set: `$step`
+/// adds 32 elements' exact pair sums into the integer lanes, `$fold`
+/// brings them to eight lanes, and the tokens' eight-lane sums are
+/// reduced together ([`avx2::reduce_tokens`]) to each token's `s1`; the
+/// float steps are [`kquant_step`].
 #[cfg(target_arch = "x86_64")]
 macro_rules! kquant_kernel {
     ($features:literal, $zero:ident, $step:ident, $fold:ident) => {
@@ -271,28 +464,31 @@ macro_rules! kquant_kernel {
             block: usize,
             out: &mut [f32],
         ) {
-            let mut acc = [_mm256_setzero_ps(); T];
-            let mut extra = [0f32; T];
+            let mut acc = [0f32; T];
             let wq = w.q.as_ptr();
+            let aq: [*const i16; T] = std::array::from_fn(|t| acts[t].q.as_ptr());
+            let with_min = !w.mins.is_empty();
             for b in 0..w.d.len() {
                 let base = b * block;
                 let mut isum = [$zero(); T];
                 for k in (0..block).step_by(32) {
                     for (t, s) in isum.iter_mut().enumerate() {
-                        $step(s, wq.add(base + k), acts[t].q.as_ptr().add(base + k));
+                        $step(s, wq.add(base + k), aq[t].add(base + k));
                     }
                 }
+                let s1 =
+                    super::avx2::reduce_tokens(std::array::from_fn::<_, T, _>(|t| $fold(isum[t])));
                 for t in 0..T {
                     let a = acts[t];
-                    let scale = _mm256_set1_ps(w.d[b] * a.d[b]);
-                    let sum = _mm256_cvtepi32_ps($fold(isum[t]));
-                    acc[t] = _mm256_fmadd_ps(scale, sum, acc[t]);
-                    extra[t] += min_term_simd(w, a, b);
+                    let s2 = if with_min {
+                        Some(super::avx2::min_sum_simd(w, a, b))
+                    } else {
+                        None
+                    };
+                    acc[t] = kquant_step(acc[t], w.d[b], w.m[b], s1[t], s2, a.d[b]);
                 }
             }
-            for t in 0..T {
-                out[t] = hsum(acc[t]) + extra[t];
-            }
+            out[..T].copy_from_slice(&acc);
         }
     };
 }
@@ -305,10 +501,10 @@ macro_rules! token_dispatch {
         #[target_feature(enable = $features)]
         pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
             match (block == QK8, acts.len()) {
-                (true, 4) => legacy_n::<4>(w, acts, out),
-                (true, 3) => legacy_n::<3>(w, acts, out),
-                (true, 2) => legacy_n::<2>(w, acts, out),
-                (true, 1) => legacy_n::<1>(w, acts, out),
+                (true, 4) => super::legacy_n::<4>(w, acts, out),
+                (true, 3) => super::legacy_n::<3>(w, acts, out),
+                (true, 2) => super::legacy_n::<2>(w, acts, out),
+                (true, 1) => super::legacy_n::<1>(w, acts, out),
                 (false, 4) => dot_n::<4>(w, acts, block, out),
                 (false, 3) => dot_n::<3>(w, acts, block, out),
                 (false, 2) => dot_n::<2>(w, acts, block, out),
@@ -334,57 +530,51 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// [`min_term`] with the K-quants' sixteen `bsums · min` products in
-    /// one `madd` (an exact integer sum, so the same value).
+    /// [`min_sum`] with the sixteen `bsums · min` products in one `madd`
+    /// (an exact integer sum, so the same value).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn min_term_simd(w: &Unpacked, a: &ActRow, b: usize) -> f32 {
-        if w.mins.is_empty() {
-            return if a.s.is_empty() { 0.0 } else { w.m[b] * a.s[b] };
-        }
-        if w.m[b] == 0.0 {
-            return 0.0;
-        }
+    pub unsafe fn min_sum_simd(w: &Unpacked, a: &ActRow, b: usize) -> i32 {
         let bs = _mm256_loadu_si256(a.bsums[16 * b..16 * b + 16].as_ptr().cast());
         let mn = _mm256_loadu_si256(w.mins[16 * b..16 * b + 16].as_ptr().cast());
-        let p = _mm256_madd_epi16(bs, mn);
+        reduce8(_mm256_madd_epi16(bs, mn))
+    }
+
+    /// The sum of eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn reduce8(p: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        -(w.m[b] * a.d[b]) * _mm_cvtsi128_si32(s) as f32
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// The sums of up to four tokens' eight i32 lanes at once: two rounds
+    /// of `hadd` and one add of the halves (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn reduce_tokens<const T: usize>(v: [__m256i; T]) -> [i32; T] {
+        let z = _mm256_setzero_si256();
+        let at = |t: usize| if t < T { v[t] } else { z };
+        let h = _mm256_hadd_epi32(
+            _mm256_hadd_epi32(at(0), at(1)),
+            _mm256_hadd_epi32(at(2), at(3)),
+        );
+        let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        let mut all = [0i32; 4];
+        _mm_storeu_si128(all.as_mut_ptr().cast(), s);
+        std::array::from_fn(|t| all[t])
+    }
+
+    /// The eight lanes as they are.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fold8(v: __m256i) -> __m256i {
+        v
     }
 
     token_dispatch!("avx2,fma");
-
-    /// Sixteen float lanes of the legacy kernel.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn zero16() -> [__m256; 2] {
-        [_mm256_setzero_ps(); 2]
-    }
-
-    /// One 32-element block into the sixteen lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn step16(acc: &mut [__m256; 2], w: *const i16, a: *const i16, scale: f32) {
-        let s = _mm256_set1_ps(scale);
-        let p = _mm256_madd_epi16(_mm256_loadu_si256(w.cast()), _mm256_loadu_si256(a.cast()));
-        let p2 = _mm256_madd_epi16(
-            _mm256_loadu_si256(w.add(16).cast()),
-            _mm256_loadu_si256(a.add(16).cast()),
-        );
-        acc[0] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[0]);
-        acc[1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p2), acc[1]);
-    }
-
-    /// Lanes 0–7 plus lanes 8–15, then [`hsum`].
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn finish16(acc: [__m256; 2]) -> f32 {
-        hsum(_mm256_add_ps(acc[0], acc[1]))
-    }
-
-    legacy_kernel!("avx2,fma", zero16, step16, finish16);
 
     /// Eight i32 lanes of a K-quant super-block's integer sums.
     #[inline]
@@ -405,47 +595,37 @@ mod avx2 {
         *isum = _mm256_add_epi32(*isum, _mm256_add_epi32(p, p2));
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn isum_fold(isum: __m256i) -> __m256i {
-        isum
-    }
-
-    kquant_kernel!("avx2,fma", isum_zero, isum_step, isum_fold);
+    kquant_kernel!("avx2,fma", isum_zero, isum_step, fold8);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx2::{hsum, min_term_simd};
     use super::*;
     use std::arch::x86_64::*;
 
-    token_dispatch!("avx512f,avx512bw,avx2,fma");
-
-    /// The sixteen lanes in one register.
-    #[inline]
+    /// The 32-element blocks through VNNI where the CPU has it (and the
+    /// levels were copied to i8), else as on AVX2; the K-quants with
+    /// 512-bit integer sums.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn zero16() -> __m512 {
-        _mm512_setzero_ps()
+    pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        let vnni = block == QK8 && has_vnni() && !w.q8.is_empty() && !acts[0].q8.is_empty();
+        match (vnni, acts.len()) {
+            (true, 4) => legacy_vnni_n::<4>(w, acts, out),
+            (true, 3) => legacy_vnni_n::<3>(w, acts, out),
+            (true, 2) => legacy_vnni_n::<2>(w, acts, out),
+            (true, 1) => legacy_vnni_n::<1>(w, acts, out),
+            _ if block != QK8 && has_vnni() => {
+                super::avx512_vnni::kquant_tokens(w, acts, block, out)
+            }
+            _ => token_dispatched(w, acts, block, out),
+        }
     }
 
-    /// [`super::avx2`]'s `step16` with one 512-bit `madd`: lane `l` holds
-    /// the same pair sum as lane `l` of its two halves.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn step16(acc: &mut __m512, w: *const i16, a: *const i16, scale: f32) {
-        let p = _mm512_madd_epi16(_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
-        *acc = _mm512_fmadd_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(p), *acc);
+    mod dispatched {
+        use super::*;
+        token_dispatch!("avx512f,avx512bw,avx2,fma");
     }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn finish16(acc: __m512) -> f32 {
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
-        hsum(_mm256_add_ps(_mm512_castps512_ps256(acc), hi))
-    }
-
-    legacy_kernel!("avx512f,avx512bw,avx2,fma", zero16, step16, finish16);
+    use dispatched::dot_tokens as token_dispatched;
 
     /// The K-quant kernel's integer sums in sixteen lanes.
     #[inline]
@@ -462,18 +642,57 @@ mod avx512 {
         *isum = _mm512_add_epi32(*isum, p);
     }
 
-    /// Lane `l` plus lane `l + 8`: the pairs the AVX2 kernel's lane `l`
-    /// adds, so the same exact integers.
+    /// Lane `l` plus lane `l + 8` (exact).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    unsafe fn isum_fold(isum: __m512i) -> __m256i {
+    pub(super) unsafe fn fold16(isum: __m512i) -> __m256i {
         _mm256_add_epi32(
             _mm512_castsi512_si256(isum),
             _mm512_extracti64x4_epi64::<1>(isum),
         )
     }
 
-    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, isum_fold);
+    kquant_kernel!("avx512f,avx512bw,avx2,fma", isum_zero, isum_step, fold16);
+}
+
+/// The K-quant kernel with AVX-512 VNNI's `vpdpwssd`: the pair products
+/// and their sums in one instruction (the same exact integers).
+#[cfg(target_arch = "x86_64")]
+mod avx512_vnni {
+    use super::avx512::fold16;
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    unsafe fn isum_zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    unsafe fn isum_step(isum: &mut __m512i, w: *const i16, a: *const i16) {
+        let (wv, av) = (_mm512_loadu_si512(w.cast()), _mm512_loadu_si512(a.cast()));
+        *isum = _mm512_dpwssd_epi32(*isum, wv, av);
+    }
+
+    kquant_kernel!(
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        isum_zero,
+        isum_step,
+        fold16
+    );
+
+    /// [`dot_n`] for one to [`TOKENS`] tokens.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn kquant_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
+        match acts.len() {
+            4 => dot_n::<4>(w, acts, block, out),
+            3 => dot_n::<3>(w, acts, block, out),
+            2 => dot_n::<2>(w, acts, block, out),
+            _ => dot_n::<1>(w, acts, block, out),
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -489,9 +708,9 @@ mod tests {
             .collect()
     }
 
-    /// The AVX-512 kernel (where the CPU has it) and the vectorized
-    /// minimum terms give the AVX2 kernel's bits, and both stay near the
-    /// portable kernel, for legacy and K-quant layouts.
+    /// The AVX-512 kernels (VNNI for the 32-element blocks, one row or two
+    /// side by side, where the CPU has them), the AVX2 kernel and the
+    /// portable kernel give the same bits, for legacy and K-quant layouts.
     #[test]
     fn wide_kernels_equal_the_avx2_kernel() {
         for (block, with_mins, with_s) in
@@ -501,7 +720,11 @@ mod tests {
             let nb = n / block;
             let mut w = Unpacked::default();
             w.reset(n, nb);
-            w.q = row(n, 1, 4000);
+            // The 32-element blocks' levels fit i8 (the VNNI operand).
+            w.q = row(n, 1, if block == QK8 { 127 } else { 4000 });
+            if block == QK8 {
+                w.fill_i8();
+            }
             w.d = (0..nb).map(|b| 0.01 + b as f32 * 1e-3).collect();
             w.m = (0..nb).map(|b| if b == 1 { 0.0 } else { 0.02 }).collect();
             if with_mins {
@@ -510,6 +733,11 @@ mod tests {
             let acts: Vec<ActRow> = (0..TOKENS as u32)
                 .map(|t| ActRow {
                     q: row(n, 10 + t, 127),
+                    q8: if block == QK8 {
+                        row(n, 10 + t, 127).iter().map(|&v| v as i8).collect()
+                    } else {
+                        Vec::new()
+                    },
                     d: (0..nb).map(|b| 0.03 - b as f32 * 1e-3).collect(),
                     s: if with_s { vec![0.5; nb] } else { Vec::new() },
                     bsums: if with_mins {
@@ -526,12 +754,26 @@ mod tests {
                 dot_tokens(&w, &refs, block, &mut fast);
                 dot_tokens_avx2(&w, &refs, block, &mut avx2);
                 portable_dot_tokens(&w, &refs, block, &mut portable);
+                // Two rows side by side give each row's own bits.
+                let mut w2 = w.clone();
+                w2.q.reverse();
+                if block == QK8 {
+                    w2.fill_i8();
+                }
+                let (mut p0, mut p1, mut alone) = ([0f32; TOKENS], [0f32; TOKENS], [0f32; TOKENS]);
+                if dot_tokens_pair(&w, &w2, &refs, block, &mut p0, &mut p1) {
+                    dot_tokens(&w2, &refs, block, &mut alone);
+                    for t in 0..k {
+                        assert_eq!(p0[t].to_bits(), fast[t].to_bits(), "pair row 0, t {t}");
+                        assert_eq!(p1[t].to_bits(), alone[t].to_bits(), "pair row 1, t {t}");
+                    }
+                }
                 for t in 0..k {
                     assert_eq!(fast[t].to_bits(), avx2[t].to_bits(), "block {block} t {t}");
-                    let tol = 1e-5 * portable[t].abs().max(1.0);
-                    assert!(
-                        (avx2[t] - portable[t]).abs() <= tol,
-                        "{} vs {}",
+                    assert_eq!(
+                        avx2[t].to_bits(),
+                        portable[t].to_bits(),
+                        "block {block} t {t}: {} vs {}",
                         avx2[t],
                         portable[t]
                     );
