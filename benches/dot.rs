@@ -20,8 +20,6 @@
 //! --bench dot` (`-- --quick` for 64 tokens and one run each,
 //! `-- --types q4_K,f16`).
 
-use std::time::Instant;
-
 use kvant::quant::dot;
 use kvant::quant::{quantize, GgmlType};
 use rayon::prelude::*;
@@ -29,6 +27,11 @@ use rayon::prelude::*;
 #[allow(dead_code)]
 #[path = "../tests/support/ggml_cpu.rs"]
 mod ggml_cpu;
+
+#[path = "support/kernel_timing.rs"]
+mod kernel_timing;
+
+use kernel_timing::{best_of, values};
 
 /// ggml's product driven row by row: from_float per token, then vec_dot.
 fn ggml_matmul(ty: GgmlType, w: &[u8], n_out: usize, n_in: usize, x: &[f32], out: &mut [f32]) {
@@ -68,27 +71,6 @@ fn weight_bytes(ty: GgmlType, x: &[f32], n_in: usize) -> Vec<u8> {
         }
         _ => quantize(ty, x, n_in, None).expect("quantizes"),
     }
-}
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-fn values(n: usize, mut s: u64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
 }
 
 fn main() {

@@ -6,15 +6,11 @@
 //! over held-out text tokenized by llama.cpp. Within 1e-3 for F32/F16/BF16
 //! and 5e-3 for quantized files; argmax equal at ≥ 99.9 % of positions.
 //!
-//! Status: every type whose products ggml runs through `vec_dot`,
-//! llamafile's `tinyBLAS` or the tiled K-quant kernel gives logits
-//! bit-identical to llama.cpp's on every family (max |Δ| 0): F32, F16,
-//! BF16, Q8_0, Q5_1 and Q6_K (the `*_matches_llama_cpp` tests). Files
-//! with Q4_0 or Q4_K weights (Q4_0, Q4_K_M, and Q2_K's Q4_0 fallback on
-//! the 128-wide models) differ by 4e-3..2e-2 (argmax equal everywhere):
-//! on this AVX2 build llama.cpp repacks those weights into 8×8
-//! interleaved blocks (`GGML_CPU_REPACK`) whose `gemm`/`gemv` kernels sum
-//! in their own order; those tests are `#[ignore]`d until kvant mirrors it.
+//! Status: every file type gives logits bit-identical to llama.cpp's on
+//! every family (max |Δ| 0; the bounds above are the issue's): kvant runs
+//! each product through the kernel ggml's `mul_mat` picks (tinyBLAS, the
+//! repacked 8×8 Q4_0/Q4_K kernels, the tiled K-quant kernel, `vec_dot`)
+//! with its float operations in its order.
 
 mod support;
 
@@ -37,7 +33,8 @@ const TYPES: [(FileType, f32); 9] = [
     (FileType::Q8_0, 5e-3),
     (FileType::Q5_1, 5e-3),
     (FileType::Q6_K, 5e-3),
-    // From here on, files with repacked (Q4_0/Q4_K) weights.
+    // From here on, files with repacked (Q4_0/Q4_K) weights: their own
+    // tests, so a failure names the kernel family.
     (FileType::Q4_0, 5e-3),
     (FileType::Q4_K_M, 5e-3),
     (FileType::Q2_K, 5e-3),
@@ -155,7 +152,6 @@ fn nanogpt_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn nanogpt_az_repacked_types_match_llama_cpp() {
     family("nanogpt-az", "gpt2", &TYPES[REPACKED..]);
 }
@@ -166,7 +162,6 @@ fn nanogpt_k256_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn nanogpt_k256_repacked_types_match_llama_cpp() {
     family("nanogpt-k256", "gpt2", &TYPES[REPACKED..]);
 }
@@ -177,7 +172,6 @@ fn hf_gpt2_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_gpt2_az_repacked_types_match_llama_cpp() {
     family("hf-gpt2-az", "gpt2", &TYPES[REPACKED..]);
 }
@@ -188,7 +182,6 @@ fn hf_llama_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_llama_az_repacked_types_match_llama_cpp() {
     family("hf-llama-az", "llama", &TYPES[REPACKED..]);
 }
@@ -199,7 +192,6 @@ fn hf_llama3_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_llama3_az_repacked_types_match_llama_cpp() {
     family("hf-llama3-az", "llama", &TYPES[REPACKED..]);
 }
@@ -210,7 +202,6 @@ fn hf_mistral_sp_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_mistral_sp_az_repacked_types_match_llama_cpp() {
     family("hf-mistral-sp-az", "llama", &TYPES[REPACKED..]);
 }
@@ -221,7 +212,6 @@ fn hf_qwen2_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_qwen2_az_repacked_types_match_llama_cpp() {
     family("hf-qwen2-az", "qwen2", &TYPES[REPACKED..]);
 }
@@ -232,7 +222,6 @@ fn hf_qwen3_az_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "known gap: llama.cpp's repacked Q4_0/Q4_K kernels (see the module doc)"]
 fn hf_qwen3_az_repacked_types_match_llama_cpp() {
     family("hf-qwen3-az", "qwen3", &TYPES[REPACKED..]);
 }

@@ -41,14 +41,14 @@ pub const Q8_1_SIZE: usize = 36;
 pub const Q8_K_SIZE: usize = 292;
 
 /// The largest |x| of a block, as the AVX `max_ps` reduction finds it.
-fn abs_max(x: &[f32]) -> f32 {
+pub(super) fn abs_max(x: &[f32]) -> f32 {
     x.iter()
         .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m })
 }
 
 /// `_mm256_cvtps_epi32` on an already rounded value: `INT_MIN` for
 /// anything out of range or NaN.
-fn cvtps_epi32(v: f32) -> i32 {
+pub(super) fn cvtps_epi32(v: f32) -> i32 {
     if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         i32::MIN
     } else {
@@ -87,7 +87,7 @@ fn round_block_any(x: &[f32]) -> (f32, [i32; QK8]) {
 }
 
 /// `packs_epi32` then `packs_epi16`: saturate to i8.
-fn saturate_i8(v: i32) -> u8 {
+pub(super) fn saturate_i8(v: i32) -> u8 {
     v.clamp(-128, 127) as i8 as u8
 }
 

@@ -29,10 +29,11 @@
 //!   groups the floats differently and the results agree to float
 //!   reassociation.
 //!
-//! What is not mirrored yet: on AVX2, ggml repacks Q4_0 and Q4_K weights
-//! with a multiple of 8 rows into 8×8 interleaved blocks
-//! (`GGML_CPU_REPACK`, `ggml_repack_get_optimal_repack_type`) and runs
-//! their products through `gemm`/`gemv` kernels with their own order.
+//! On AVX2, ggml repacks Q4_0 and Q4_K weights with a multiple of 8 rows
+//! into 8×8 interleaved blocks (`GGML_CPU_REPACK`) and runs their products
+//! through `gemm`/`gemv` kernels with their own order: `repack_dot.rs`
+//! mirrors those, and the forward pass (`eval::forward::matmul`) picks
+//! between the two as ggml's `mul_mat` does.
 //!
 //! This module knows nothing of files or tensors' names: rows of bytes in,
 //! floats out.

@@ -9,7 +9,9 @@
 //! * [`dot`] — ggml-cpu's row products and matrix products against those
 //!   blocks (activations quantized to the weight's `vec_dot_type`), with
 //!   `activation` (Q8_0/Q8_1/Q8_K), `legacy_dot`, `kquants_dot`,
-//!   `dense_dot` and the shared fast engine `unpacked_dot` beside them.
+//!   `dense_dot` and the shared fast engine `unpacked_dot` beside them;
+//!   [`matmul_repacked`] — the product of the Q4_0/Q4_K weights ggml-cpu
+//!   repacks ([`is_repacked`]), in its 8x8 kernels' float order.
 //! * `policy` — which type each tensor gets ([`choose_types`], llama.cpp's
 //!   `llama-quant.cpp` rules); `imatrix` — reading importance matrices.
 //!
@@ -31,6 +33,7 @@ mod legacy;
 mod legacy_dot;
 mod lockstep;
 mod policy;
+mod repack_dot;
 mod rows;
 mod search;
 mod types;
@@ -41,5 +44,6 @@ pub use fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_b
 pub use ftype::FileType;
 pub use imatrix::{Imatrix, ImatrixError};
 pub use policy::{choose_types, PolicyError, PolicyModel, PolicyTensor, TypeOverrides};
+pub use repack_dot::{is_repacked, matmul_repacked};
 pub use rows::{dequantize, quantize, quantize_into, quantize_rows, Rows};
 pub use types::GgmlType;

@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod fixtures;
 pub mod ggml;
 pub mod ggml_cpu;
+pub mod ggml_repack;
 pub mod llama;
 pub mod llama_tools;
 pub mod logits;

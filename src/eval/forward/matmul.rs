@@ -5,7 +5,7 @@
 use super::weights::{Matrix, Store};
 use super::MatmulObserver;
 use crate::eval::EvalError;
-use crate::quant::{dot, GgmlType};
+use crate::quant::{dot, is_repacked, matmul_repacked, GgmlType};
 
 /// `out[t·n_out + r] = W[r] · x[t]` for `n_tokens` rows of `x`.
 pub(crate) fn matmul(
@@ -27,7 +27,11 @@ pub(crate) fn matmul(
 
 /// ggml-cpu's product: the activations converted to the weight type's
 /// `vec_dot_type` (f16 for F16, bf16 for BF16, Q8_0/Q8_1/Q8_K blocks for
-/// the quantized types), then integer (or dense) block dot products.
+/// the quantized types), then integer (or dense) block dot products, each
+/// through the kernel ggml's `mul_mat` picks for this weight and batch:
+/// llamafile's tinyBLAS for dense weights and two or more tokens, the
+/// repacked 8×8 kernels for the Q4_0/Q4_K weights ggml repacks at load,
+/// `vec_dot`'s order (or the tiled K-quant kernel's) for the rest.
 fn multiply(
     store: &Store,
     w: &Matrix,
@@ -38,6 +42,8 @@ fn multiply(
     let dense = matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     let result = if dense && n_tokens >= 2 && w.n_in.is_multiple_of(8) {
         dot::matmul_tinyblas(w.ty, store.data(w), w.n_out, w.n_in, x, n_tokens, out)
+    } else if is_repacked(w.ty, w.n_out, w.n_in) {
+        matmul_repacked(w.ty, store.data(w), w.n_out, w.n_in, x, n_tokens, out)
     } else {
         dot::matmul(w.ty, store.data(w), w.n_out, w.n_in, x, n_tokens, out)
     };
