@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::ops::v_expf8;
 use super::ops::{round_f16, v_expf};
 
 /// `GGML_FA_TILE_Q`: from this many queries on, ggml takes the tiled path.
@@ -74,6 +76,19 @@ pub(crate) fn attention(
         Vec::new()
     };
     let fma = has_fma();
+    let head = |h: usize| Head {
+        s,
+        k,
+        kt: &kt,
+        kt_len: kt_len(n_tokens),
+        v,
+        kv: h / (s.n_head / s.n_head_kv),
+        scale,
+    };
+    if tiled {
+        tiled_blocks(s, q, out, n_tokens, fma, &head);
+        return;
+    }
     out.par_chunks_mut(s.n_head * s.head_dim_v)
         .enumerate()
         .for_each_init(
@@ -82,19 +97,52 @@ pub(crate) fn attention(
                 for h in 0..s.n_head {
                     let qh = &q[(i * s.n_head + h) * s.head_dim_k..][..s.head_dim_k];
                     let oh = &mut out_row[h * s.head_dim_v..][..s.head_dim_v];
-                    let head = Head {
-                        s,
-                        k,
-                        kt: &kt,
-                        kt_len: kt_len(n_tokens),
-                        v,
-                        kv: h / (s.n_head / s.n_head_kv),
-                        scale,
-                    };
-                    head.run(fma, tiled, qh, i, oh, scratch);
+                    head(h).run(fma, false, qh, i, oh, scratch);
                 }
             },
         );
+}
+
+/// The tiled path for every head, a block of [`TILE_Q`] queries at a time
+/// per task: each key tile is scored against all the block's queries in
+/// turn while it is in L1 (one query at a time would stream every head's
+/// keys from L2 per query). Each query still meets the tiles in order
+/// with exactly [`Head::tile_step`]'s operations, so the bits are the
+/// one-query-at-a-time bits. Results are head-major, then transposed.
+fn tiled_blocks<'a>(
+    s: AttnShape,
+    q: &[f32],
+    out: &mut [f32],
+    n_tokens: usize,
+    fma: bool,
+    head: &(dyn Fn(usize) -> Head<'a> + Sync),
+) {
+    let dv = s.head_dim_v;
+    let mut by_head = vec![0f32; s.n_head * n_tokens * dv];
+    by_head
+        .par_chunks_mut(n_tokens * dv)
+        .enumerate()
+        .flat_map(|(h, rows)| {
+            rows.par_chunks_mut(TILE_Q * dv)
+                .enumerate()
+                .map(move |(b, o)| (h, b, o))
+        })
+        .for_each_init(
+            || Scratch::new(n_tokens, s.head_dim_k, dv),
+            |scratch, (h, b, o)| {
+                let i0 = b * TILE_Q;
+                let n = o.len() / dv;
+                let qs: Vec<&[f32]> = (i0..i0 + n)
+                    .map(|i| &q[(i * s.n_head + h) * s.head_dim_k..][..s.head_dim_k])
+                    .collect();
+                head(h).run_block(fma, &qs, i0, o, scratch);
+            },
+        );
+    for (i, row) in out.chunks_exact_mut(s.n_head * dv).enumerate() {
+        for (h, o) in row.chunks_exact_mut(dv).enumerate() {
+            o.copy_from_slice(&by_head[(h * n_tokens + i) * dv..][..dv]);
+        }
+    }
 }
 
 /// Positions per row of the transposed keys: whole tiles, so a tile's
@@ -131,6 +179,29 @@ fn has_fma() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// A query's online-softmax state between tiles: the running maximum and
+/// sum.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    m: f32,
+    sum: f32,
+}
+
+impl Running {
+    fn new() -> Running {
+        Running {
+            m: f32::NEG_INFINITY,
+            sum: 0.0,
+        }
+    }
+
+    /// `out /= sum` as ggml scales by the reciprocal.
+    fn finish(&self, out: &mut [f32]) {
+        let inv = if self.sum == 0.0 { 0.0 } else { 1.0 / self.sum };
+        out.iter_mut().for_each(|o| *o *= inv);
     }
 }
 
@@ -206,32 +277,85 @@ impl Head<'_> {
 
     /// The tiled path, step for step
     /// (`ggml_compute_forward_flash_attn_ext_tiled`): keys in tiles of
-    /// [`TILE_KV`] from position 0; per tile, scores as sequential f32
-    /// multiply-adds (`simd_gemm`), scaled, an online softmax with ggml's
-    /// vectorized `expf` (`ggml_vec_soft_max_f32`), and V accumulated by
-    /// sequential multiply-adds.
+    /// [`TILE_KV`] from position 0 ([`Head::tile_step`]), then the sum's
+    /// reciprocal.
     #[inline(always)]
     fn tiled(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
-        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        let mut st = Running::new();
         out.fill(0.0);
         for ic in (0..=i).step_by(TILE_KV) {
-            let n = (i + 1 - ic).min(TILE_KV);
-            let scores = &mut sc.scores[..TILE_KV];
-            self.tile_scores(q, ic, scores);
-            scores[n..].fill(f32::NEG_INFINITY);
-            let tile_max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let m_new = m.max(tile_max);
-            if m_new > m {
-                let ms = (m - m_new).exp();
-                out.iter_mut().for_each(|o| *o *= ms);
-                sum *= ms;
-            }
-            m = m_new;
-            sum = (f64::from(sum) + soft_max(scores, m)) as f32;
-            self.add_values(&scores[..n], ic, out);
+            self.tile_step(q, i, ic, &mut st, out, sc);
         }
-        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-        out.iter_mut().for_each(|o| *o *= inv);
+        st.finish(out);
+    }
+
+    /// The queries `i0..i0 + qs.len()` through the tiled path together
+    /// (`out` holds their rows): tile by tile, each query in turn, so each
+    /// query's operations are [`Head::tiled`]'s in the same order.
+    fn run_block(&self, fma: bool, qs: &[&[f32]], i0: usize, out: &mut [f32], sc: &mut Scratch) {
+        #[cfg(target_arch = "x86_64")]
+        if fma {
+            // SAFETY: the caller checked the CPU has AVX2 and FMA.
+            unsafe { self.run_block_fma(qs, i0, out, sc) };
+            return;
+        }
+        let _ = fma;
+        self.block_any(qs, i0, out, sc);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_block_fma(&self, qs: &[&[f32]], i0: usize, out: &mut [f32], sc: &mut Scratch) {
+        self.block_any(qs, i0, out, sc);
+    }
+
+    #[inline(always)]
+    fn block_any(&self, qs: &[&[f32]], i0: usize, out: &mut [f32], sc: &mut Scratch) {
+        let dv = self.s.head_dim_v;
+        out.fill(0.0);
+        let mut states = vec![Running::new(); qs.len()];
+        let last = i0 + qs.len() - 1;
+        for ic in (0..=last).step_by(TILE_KV) {
+            for (r, (q, o)) in qs.iter().zip(out.chunks_exact_mut(dv)).enumerate() {
+                let i = i0 + r;
+                if ic <= i {
+                    self.tile_step(q, i, ic, &mut states[r], o, sc);
+                }
+            }
+        }
+        for (st, o) in states.iter().zip(out.chunks_exact_mut(dv)) {
+            st.finish(o);
+        }
+    }
+
+    /// One key tile for query `i`: scores as sequential f32 multiply-adds
+    /// (`simd_gemm`), scaled, an online softmax with ggml's vectorized
+    /// `expf` (`ggml_vec_soft_max_f32`), and V accumulated by sequential
+    /// multiply-adds.
+    #[inline(always)]
+    fn tile_step(
+        &self,
+        q: &[f32],
+        i: usize,
+        ic: usize,
+        st: &mut Running,
+        out: &mut [f32],
+        sc: &mut Scratch,
+    ) {
+        let n = (i + 1 - ic).min(TILE_KV);
+        let scores = &mut sc.scores[..TILE_KV];
+        self.tile_scores(q, ic, scores);
+        scores[n..].fill(f32::NEG_INFINITY);
+        let tile_max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let m_new = st.m.max(tile_max);
+        if m_new > st.m {
+            let ms = (st.m - m_new).exp();
+            out.iter_mut().for_each(|o| *o *= ms);
+            st.sum *= ms;
+        }
+        st.m = m_new;
+        st.sum = (f64::from(st.sum) + soft_max(scores, st.m)) as f32;
+        self.add_values(&scores[..n], ic, out);
     }
 
     /// `scores[jj] = (Σ_d k[ic+jj][d]·q[d]) · scale` for a tile of keys,
@@ -340,6 +464,11 @@ impl Head<'_> {
 /// order and added in double.
 #[inline(always)]
 fn soft_max(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (has_fma).
+        return unsafe { soft_max_fma(x, max) };
+    }
     let mut sum = 0f64;
     let mut chunks = x.chunks_exact_mut(8);
     for c in &mut chunks {
@@ -348,6 +477,31 @@ fn soft_max(x: &mut [f32], max: f32) -> f64 {
         }
         let t = [c[0] + c[4], c[1] + c[5], c[2] + c[6], c[3] + c[7]];
         sum += f64::from((t[0] + t[2]) + (t[1] + t[3]));
+    }
+    for v in chunks.into_remainder() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    sum
+}
+
+/// [`soft_max`] eight lanes at a time: the same `expf` bits
+/// ([`v_expf8`]) and the same sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn soft_max_fma(x: &mut [f32], max: f32) -> f64 {
+    use std::arch::x86_64::*;
+    let mut sum = 0f64;
+    let m = _mm256_set1_ps(max);
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = v_expf8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+        _mm256_storeu_ps(c.as_mut_ptr(), v);
+        // Lanes l and l + 4, then the pairs: `hsum_float_8`'s order.
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        sum += f64::from(_mm_cvtss_f32(h));
     }
     for v in chunks.into_remainder() {
         *v = (*v - max).exp();

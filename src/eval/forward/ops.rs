@@ -139,14 +139,43 @@ pub fn swiglu(gate: &mut [f32], up: &[f32], n: usize) {
         .for_each(|(g, u)| {
             for (g, u) in g.chunks_exact_mut(n).zip(u.chunks_exact(n)) {
                 let n8 = n / 8 * 8;
-                for (x, &u) in g[..n8].iter_mut().zip(&u[..n8]) {
-                    *x = *x / (1.0 + v_expf(0.0 - *x)) * u;
-                }
+                swiglu8(&mut g[..n8], &u[..n8]);
                 for (x, &u) in g[n8..].iter_mut().zip(&u[n8..]) {
                     *x = *x / (1.0 + (-*x).exp()) * u;
                 }
             }
         });
+}
+
+/// `x / (1 + expf(−x)) · u` over whole groups of eight, with ggml's
+/// vectorized `expf`: eight lanes at once where the CPU has AVX2 and FMA,
+/// else lane by lane (the same bits).
+fn swiglu8(g: &mut [f32], u: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above); both
+        // slices hold whole groups of eight.
+        unsafe { swiglu8_fma(g, u) };
+        return;
+    }
+    for (x, &u) in g.iter_mut().zip(u) {
+        *x = *x / (1.0 + v_expf(0.0 - *x)) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu8_fma(g: &mut [f32], u: &[f32]) {
+    use std::arch::x86_64::*;
+    for (g, u) in g.chunks_exact_mut(8).zip(u.chunks_exact(8)) {
+        let x = _mm256_loadu_ps(g.as_ptr());
+        let e = v_expf8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let y = _mm256_mul_ps(
+            _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e)),
+            _mm256_loadu_ps(u.as_ptr()),
+        );
+        _mm256_storeu_ps(g.as_mut_ptr(), y);
+    }
 }
 
 /// ggml's `ggml_v_expf` (the AVX2 variant), one lane: a range reduction
@@ -176,6 +205,59 @@ pub fn v_expf(x: f32) -> f32 {
     } else {
         s2.mul_add(j, s2) * s1
     }
+}
+
+/// [`v_expf`] on eight lanes (AVX2 + FMA), each lane the scalar
+/// version's operations and so its bits: every path is computed and the
+/// lanes pick theirs, as ggml's vector code does.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn v_expf8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+    let r = c(0x4b40_0000);
+    let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+    let n = _mm256_sub_ps(z, r);
+    let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_set1_epi32(1f32.to_bits() as i32),
+    ));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+            u,
+            _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+        ),
+        u,
+        _mm256_mul_ps(c(0x3f7f_fff6), b),
+    );
+    let normal = _mm256_fmadd_ps(j, k, k);
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    // The scalar version's `!(|n| <= 126)` (true for NaN, as there).
+    let special = _mm256_cmp_ps::<_CMP_NLE_UQ>(abs_n, _mm256_set1_ps(126.0));
+    if _mm256_movemask_ps(special) == 0 {
+        return normal;
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let far = _mm256_blendv_ps(
+        _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
+        _mm256_mul_ps(s1, s1),
+        huge,
+    );
+    _mm256_blendv_ps(normal, far, special)
 }
 
 /// The value half precision stores for `x` (the F16 KV cache).
@@ -210,6 +292,45 @@ mod tests {
         // 0.5 is exact in f16; GELU(0.5) = 0.34571 rounds to f16.
         assert_eq!(x[3], round_f16(gelu_f32(0.5)));
         assert!((x[1] + 0.158_808).abs() < 1e-3);
+    }
+
+    /// The eight-lane `expf` gives the scalar version's bits everywhere:
+    /// ordinary arguments, the far ends (overflow, underflow, −∞) and NaN.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_expf_equals_the_scalar_one() {
+        use std::arch::x86_64::*;
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let mut xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.1).collect();
+        xs.extend([
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -87.5,
+            88.9,
+            -103.9,
+            0.0,
+            -0.0,
+        ]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(1.0);
+        }
+        for c in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe { _mm256_storeu_ps(got.as_mut_ptr(), v_expf8(_mm256_loadu_ps(c.as_ptr()))) };
+            for (&x, g) in c.iter().zip(got) {
+                let want = v_expf(x);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "expf({x}): {g} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]
