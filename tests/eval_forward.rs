@@ -381,7 +381,7 @@ impl MatmulObserver for Inputs {
 
 /// The observer sees what `llama-imatrix` sees through `cb_eval`: every
 /// `MUL_MAT` of llama.cpp's graph, in the same order, with the same weight
-/// name and the same input (GPT-2 and Qwen2, F32 files).
+/// name and the same input, bit for bit (GPT-2 and Qwen2, F32 files).
 #[test]
 fn the_observer_sees_what_cb_eval_sees() {
     let dir = tempfile::tempdir().unwrap();
@@ -402,13 +402,15 @@ fn the_observer_sees_what_cb_eval_sees() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&mine.0), names(&theirs), "{fixture}: products");
-        // GELU's f16 table can turn a last-bit difference into one f16
-        // step (2^-10 relative), so inputs are compared relative to that.
+        // The forward pass is llama.cpp's bit for bit, so every input is.
         for ((name, _, a), (_, _, b)) in mine.0.iter().zip(&theirs) {
             assert_eq!(a.len(), b.len(), "{fixture} {name}: rows");
-            for (x, y) in a.iter().zip(b) {
-                let allowed = 2f32.powi(-9) * y.abs().max(1.0);
-                assert!((x - y).abs() <= allowed, "{fixture} {name}: {x} vs {y}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_eq!(
+                    x.to_bits(),
+                    y.to_bits(),
+                    "{fixture} {name}[{i}]: {x} vs {y}"
+                );
             }
         }
     }

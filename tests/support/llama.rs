@@ -251,15 +251,25 @@ unsafe extern "C" fn collect_matmul(t: *mut ggml_tensor, ask: bool, user: *mut c
     }
 }
 
+/// A `cb_eval` callback filling a `T` passed as its user data.
+type Collector = unsafe extern "C" fn(*mut ggml_tensor, bool, *mut c_void) -> bool;
+
 impl Model {
+    /// Runs `ids` as `eval_logits` does, with `collect` as `cb_eval`
+    /// filling a fresh `T`.
+    fn eval_collecting<T: Default>(&self, ids: &[i32], collect: Collector) -> T {
+        let mut seen = T::default();
+        let user = &mut seen as *mut T as *mut c_void;
+        // SAFETY: `seen` outlives the context, freed right after decoding;
+        // `collect` casts its user data back to the same `T`.
+        unsafe { llama_free(self.decode(ids, Some((Some(collect), user)), None)) };
+        seen
+    }
+
     /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
     /// every matrix multiplication's weight name and input.
     pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
-        let mut seen: MatmulInputs = Vec::new();
-        let user = &mut seen as *mut MatmulInputs as *mut c_void;
-        // SAFETY: `seen` outlives the context, freed right after decoding.
-        unsafe { llama_free(self.decode(ids, Some((Some(collect_matmul), user)), None)) };
-        seen
+        self.eval_collecting(ids, collect_matmul)
     }
 }
 
@@ -315,12 +325,8 @@ unsafe extern "C" fn collect_named(t: *mut ggml_tensor, ask: bool, user: *mut c_
 
 impl Model {
     /// Runs `ids` as `eval_logits` does, recording every f32 tensor of
-    /// the graph.
+    /// the graph (for tracing where two forward passes part).
     pub fn eval_named_tensors(&self, ids: &[i32]) -> NamedTensors {
-        let mut seen: NamedTensors = Vec::new();
-        let user = &mut seen as *mut NamedTensors as *mut c_void;
-        // SAFETY: `seen` outlives the context, freed right after decoding.
-        unsafe { llama_free(self.decode(ids, Some((Some(collect_named), user)), None)) };
-        seen
+        self.eval_collecting(ids, collect_named)
     }
 }
