@@ -23,9 +23,11 @@
 //!   tokens on. With fewer tokens ggml runs `vec_dot_q*_K_q8_K`, whose
 //!   float grouping differs; there the two agree to float reassociation.
 //!
-//! The AVX2 kernel is chosen at run time (`is_x86_feature_detected!`); the
-//! portable one performs the same float operations on the same integers,
-//! so all give the same bits.
+//! The kernels are chosen at run time (`is_x86_feature_detected!`): AVX2,
+//! and where the CPU has them AVX-512 VNNI ones (`vpdpbusd` on the i8
+//! levels of the 32-element blocks, two weight rows per register;
+//! `vpdpwssd` for the K-quants' sums); the portable one performs the same
+//! float operations on the same integers, so all give the same bits.
 
 use super::activation::{Q8_0_SIZE, Q8_1_SIZE, Q8_K_SIZE, QK8, QK_K};
 use super::fp16::f16_bits_to_f32;
