@@ -300,47 +300,6 @@ unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f3
     }
 }
 
-/// [`legacy_n`] with AVX-512 VNNI: one `vpdpbusd` on the i8 levels forms
-/// a block's eight quad sums directly (lane `i` from elements `4i..4i+3`,
-/// `|w|` against `a` with `w`'s sign, as ggml's `mul_sum_i8_pairs`
-/// does); the float steps are the same instructions in the same order.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-unsafe fn legacy_vnni_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let wq = w.q8.as_ptr();
-    let with_min = !acts[0].s.is_empty();
-    // The tokens' pointers hoisted out of the loop: through `acts` the
-    // compiler reloads them every block.
-    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
-    let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..w.d.len() {
-        let at = b * QK8;
-        let wv = _mm256_loadu_si256(wq.add(at).cast());
-        let abs_w = _mm256_sign_epi8(wv, wv);
-        let dw = *w.d.get_unchecked(b);
-        for t in 0..T {
-            let av = _mm256_loadu_si256(aq[t].add(at).cast());
-            let quads =
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(av, wv));
-            let scale = _mm256_set1_ps(dw * *ad[t].add(b));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[t]);
-        }
-    }
-    for t in 0..T {
-        let sum = avx2::hsum(acc[t]);
-        out[t] = if with_min {
-            // Q4_1/Q5_1's `m · s` chain, apart: it depends on no lane.
-            let a = acts[t];
-            let summs = (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
-            sum + summs
-        } else {
-            sum
-        };
-    }
-}
-
 /// Two weight rows against the same tokens (32-element blocks, AVX-512
 /// VNNI): `out0[t] = w0 · acts[t]`, `out1[t] = w1 · acts[t]`. Returns
 /// false, computing nothing, where this kernel does not apply (K-quants,
@@ -362,7 +321,6 @@ pub fn dot_tokens_pair(
     {
         let usable = block == QK8
             && has_vnni()
-            && std::arch::is_x86_feature_detected!("avx512dq")
             && !w0.q8.is_empty()
             && !w1.q8.is_empty()
             && !acts.is_empty()
@@ -440,14 +398,19 @@ unsafe fn legacy_vnni_pair<const T: usize>(
     }
 }
 
-/// Whether the CPU has AVX-512 VNNI with 256-bit forms (checked once).
+/// Whether the CPU has AVX-512 VNNI with the BW/DQ/VL forms the VNNI
+/// kernels use (checked once).
 #[cfg(target_arch = "x86_64")]
 fn has_vnni() -> bool {
     use std::sync::OnceLock;
     static VNNI: OnceLock<bool> = OnceLock::new();
     *VNNI.get_or_init(|| {
         use std::arch::is_x86_feature_detected as has;
-        has!("avx512f") && has!("avx512vl") && has!("avx512vnni")
+        has!("avx512f")
+            && has!("avx512vl")
+            && has!("avx512vnni")
+            && has!("avx512bw")
+            && has!("avx512dq")
     })
 }
 
@@ -605,21 +568,15 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The 32-element blocks through VNNI where the CPU has it (and the
-    /// levels were copied to i8), else as on AVX2; the K-quants with
-    /// 512-bit integer sums.
+    /// The K-quants through VNNI's `vpdpwssd` where the CPU has it, else
+    /// with 512-bit `madd`; the 32-element blocks one row at a time on the
+    /// AVX2 kernel (two rows at a time take [`dot_tokens_pair`]).
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
-        let vnni = block == QK8 && has_vnni() && !w.q8.is_empty() && !acts[0].q8.is_empty();
-        match (vnni, acts.len()) {
-            (true, 4) => legacy_vnni_n::<4>(w, acts, out),
-            (true, 3) => legacy_vnni_n::<3>(w, acts, out),
-            (true, 2) => legacy_vnni_n::<2>(w, acts, out),
-            (true, 1) => legacy_vnni_n::<1>(w, acts, out),
-            _ if block != QK8 && has_vnni() => {
-                super::avx512_vnni::kquant_tokens(w, acts, block, out)
-            }
-            _ => token_dispatched(w, acts, block, out),
+        if block != QK8 && has_vnni() {
+            super::avx512_vnni::kquant_tokens(w, acts, block, out)
+        } else {
+            token_dispatched(w, acts, block, out)
         }
     }
 

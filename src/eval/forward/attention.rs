@@ -97,7 +97,7 @@ pub(crate) fn attention(
                 for h in 0..s.n_head {
                     let qh = &q[(i * s.n_head + h) * s.head_dim_k..][..s.head_dim_k];
                     let oh = &mut out_row[h * s.head_dim_v..][..s.head_dim_v];
-                    head(h).run(fma, false, qh, i, oh, scratch);
+                    head(h).run_one_row(fma, qh, i, oh, scratch);
                 }
             },
         );
@@ -107,8 +107,7 @@ pub(crate) fn attention(
 /// per task: each key tile is scored against all the block's queries in
 /// turn while it is in L1 (one query at a time would stream every head's
 /// keys from L2 per query). Each query still meets the tiles in order
-/// with exactly [`Head::tile_step`]'s operations, so the bits are the
-/// one-query-at-a-time bits. Results are head-major, then transposed.
+/// with exactly [`Head::tile_step`]'s operations, so the bits are ggml's. Results are head-major, then transposed.
 fn tiled_blocks<'a>(
     s: AttnShape,
     q: &[f32],
@@ -234,33 +233,25 @@ struct Head<'a> {
 }
 
 impl Head<'_> {
-    /// One query through the path ggml takes, compiled with FMA and AVX2
-    /// when `fma` (the same operations either way: a fused multiply-add
-    /// rounds once, instruction or libm).
-    fn run(&self, fma: bool, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+    /// One query through the one-row path (fewer than [`TILE_Q`]
+    /// queries), compiled with FMA and AVX2 when `fma` (the same
+    /// operations either way: a fused multiply-add rounds once,
+    /// instruction or libm).
+    fn run_one_row(&self, fma: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         if fma {
             // SAFETY: the caller checked the CPU has AVX2 and FMA.
-            unsafe { self.run_fma(tiled, q, i, out, sc) };
+            unsafe { self.one_row_fma(q, i, out, sc) };
             return;
         }
         let _ = fma;
-        self.run_any(tiled, q, i, out, sc);
+        self.one_row(q, i, out, sc);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_fma(&self, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
-        self.run_any(tiled, q, i, out, sc);
-    }
-
-    #[inline(always)]
-    fn run_any(&self, tiled: bool, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
-        if tiled {
-            self.tiled(q, i, out, sc);
-        } else {
-            self.one_row(q, i, out, sc);
-        }
+    unsafe fn one_row_fma(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
+        self.one_row(q, i, out, sc);
     }
 
     #[inline(always)]
@@ -275,23 +266,11 @@ impl Head<'_> {
         &self.v[(j * self.s.n_head_kv + self.kv) * dv..][..dv]
     }
 
-    /// The tiled path, step for step
-    /// (`ggml_compute_forward_flash_attn_ext_tiled`): keys in tiles of
-    /// [`TILE_KV`] from position 0 ([`Head::tile_step`]), then the sum's
-    /// reciprocal.
-    #[inline(always)]
-    fn tiled(&self, q: &[f32], i: usize, out: &mut [f32], sc: &mut Scratch) {
-        let mut st = Running::new();
-        out.fill(0.0);
-        for ic in (0..=i).step_by(TILE_KV) {
-            self.tile_step(q, i, ic, &mut st, out, sc);
-        }
-        st.finish(out);
-    }
-
-    /// The queries `i0..i0 + qs.len()` through the tiled path together
-    /// (`out` holds their rows): tile by tile, each query in turn, so each
-    /// query's operations are [`Head::tiled`]'s in the same order.
+    /// The tiled path (`ggml_compute_forward_flash_attn_ext_tiled`) for the
+    /// queries `i0..i0 + qs.len()` (`out` holds their rows): key tiles of
+    /// [`TILE_KV`] from position 0 ([`Head::tile_step`]), each query in turn
+    /// per tile, so each query meets its tiles in ggml's order; then the
+    /// sum's reciprocal.
     fn run_block(&self, fma: bool, qs: &[&[f32]], i0: usize, out: &mut [f32], sc: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         if fma {
