@@ -21,6 +21,7 @@
 //! it for every token.
 
 use super::fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+use super::row_blocks::RowBlock;
 
 /// The dense element types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,9 +266,9 @@ pub fn vec_dot2(ty: Dense, w: &[f32], a0: &[f32], a1: &[f32]) -> [f32; 2] {
 }
 
 /// Weight rows per parallel task of [`tinyblas_matmul`]: their widened
-/// f32 form (≤ 768 KiB for rows of 3072) stays in L2 while every token
-/// streams past.
-const TINYBLAS_ROWS_PER_TASK: usize = 64;
+/// f32 form (≤ 576 KiB for rows of 3072) stays in L2 while every token
+/// streams past; a multiple of the AVX-512 tile's rows.
+const TINYBLAS_ROWS_PER_TASK: usize = 48;
 
 /// llamafile's `tinyBLAS` order for one output (what ggml-cpu runs for F32,
 /// F16 and BF16 weights and two or more tokens, rows a multiple of 8): one
@@ -295,9 +296,8 @@ pub fn tinyblas_dot_ref(w: &[f32], a: &[f32]) -> f32 {
 /// little-endian rows of `n_in` elements of `ty` (`n_in` a multiple of 8),
 /// `x` is `n_tokens × n_in` f32. The activations are rounded to `ty` once;
 /// weight rows run in parallel tasks of [`TINYBLAS_ROWS_PER_TASK`], each
-/// widening its rows once and sweeping them with the AVX2 tile kernel
-/// (four rows × three tokens per step, so each load serves several
-/// products) when the CPU has it.
+/// widening its rows once and sweeping them with the best tile kernel the
+/// CPU has, writing its outputs straight into `out`.
 ///
 /// # Panics
 /// If the buffers do not have the sizes the shape implies: a programming
@@ -316,20 +316,14 @@ pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32]
         _ => x.par_iter().map(|&v| ty.round(v)).collect(),
     };
     let kernel = TinyblasKernel::detect();
-    let acts = match kernel {
-        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
-        _ => acts,
-    };
-    let mut by_row = vec![0f32; n_out * n_tokens];
+    let acts = kernel.lay_out(&acts, n_in);
     let row_bytes = n_in * ty.size();
-    by_row
-        .par_chunks_mut(TINYBLAS_ROWS_PER_TASK * n_tokens)
+    super::row_blocks::par_row_blocks(out, n_out, TINYBLAS_ROWS_PER_TASK)
         .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
-        .for_each_init(Vec::new, |rows, (o, wb)| {
+        .for_each_init(Vec::new, |rows, (mut o, wb)| {
             ty.widen(wb, rows);
-            tinyblas_block(kernel, rows, &acts, n_in, n_tokens, o);
+            tinyblas_block(kernel, rows, &acts, n_in, &mut o);
         });
-    super::dot::transpose_rows(&by_row, n_tokens, out);
 }
 
 /// Which tile kernel runs the tinyBLAS-order product.
@@ -357,14 +351,25 @@ impl TinyblasKernel {
         }
         TinyblasKernel::Portable
     }
+
+    /// The activations (`n_tokens × n_in`) in the layout this kernel reads.
+    fn lay_out(self, acts: &[f32], n_in: usize) -> Vec<f32> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            TinyblasKernel::Avx512 => pair_tokens(acts, n_in, tiles512::RP),
+            _ => acts.to_vec(),
+        }
+    }
 }
 
 /// Tokens interleaved in pairs for the AVX-512 kernel: pair `p`'s
 /// `c`-th 16 values are token `2p`'s elements `8c..8c+8` then token
-/// `2p+1`'s (zeros past the last token).
-fn pair_tokens(acts: &[f32], n_in: usize) -> Vec<f32> {
+/// `2p+1`'s, and zeros past the last token up to a multiple of
+/// `pairs_per_tile` pairs, so that every tile is a whole one.
+fn pair_tokens(acts: &[f32], n_in: usize, pairs_per_tile: usize) -> Vec<f32> {
     let n_tokens = acts.len() / n_in;
-    let mut out = vec![0f32; n_tokens.div_ceil(2) * 2 * n_in];
+    let n_pairs = n_tokens.div_ceil(2).next_multiple_of(pairs_per_tile);
+    let mut out = vec![0f32; n_pairs * 2 * n_in];
     for (t, a) in acts.chunks_exact(n_in).enumerate() {
         let pair = &mut out[(t / 2) * 2 * n_in..][..2 * n_in];
         for (c, chunk) in a.chunks_exact(8).enumerate() {
@@ -374,35 +379,40 @@ fn pair_tokens(acts: &[f32], n_in: usize) -> Vec<f32> {
     out
 }
 
-/// One task: `o[r·n_tokens + t] = rows[r] · acts[t]` (`acts` laid out for
-/// `kernel`).
+/// One task: row `r` of `o` for token `t` is `rows[r] · acts[t]` (`acts`
+/// laid out for `kernel`). `rows` may grow (zero rows that fill the last
+/// tile).
 fn tinyblas_block(
     kernel: TinyblasKernel,
-    rows: &[f32],
+    rows: &mut Vec<f32>,
     acts: &[f32],
     n_in: usize,
-    n_tokens: usize,
-    o: &mut [f32],
+    o: &mut RowBlock,
 ) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detect` found AVX-512F, AVX2 and FMA.
-        TinyblasKernel::Avx512 => return unsafe { tiles512::block(rows, acts, n_in, n_tokens, o) },
+        TinyblasKernel::Avx512 => {
+            let n_rows = rows.len() / n_in;
+            rows.resize(n_rows.next_multiple_of(tiles512::RM) * n_in, 0.0);
+            // SAFETY: `detect` found AVX-512F, AVX2 and FMA; `rows` and
+            // `acts` hold whole tiles (resized above, `pair_tokens`).
+            return unsafe { tiles512::block(rows, acts, n_in, o) };
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect` found AVX2 and FMA.
         TinyblasKernel::Avx2 => return unsafe { tiles::block(rows, acts, n_in, o) },
         _ => {}
     }
-    let n_tokens = acts.len() / n_in;
     for (r, wr) in rows.chunks_exact(n_in).enumerate() {
         for (t, at) in acts.chunks_exact(n_in).enumerate() {
-            o[r * n_tokens + t] = tinyblas_dot_ref(wr, at);
+            o.set(r, t, tinyblas_dot_ref(wr, at));
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod tiles {
+    use super::RowBlock;
     use std::arch::x86_64::*;
 
     /// Rows and tokens of the largest tile: 12 accumulators plus four
@@ -413,7 +423,7 @@ mod tiles {
     /// [`super::tinyblas_block`] with AVX2: tiles of up to RM rows × RN
     /// tokens, each output its own eight-lane accumulator.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut [f32]) {
+    pub unsafe fn block(rows: &[f32], acts: &[f32], n_in: usize, o: &mut RowBlock) {
         let n_rows = rows.len() / n_in;
         let n_tokens = acts.len() / n_in;
         let mut t0 = 0;
@@ -440,8 +450,9 @@ mod tiles {
                     _ => tile::<1, 1>(w, a, n_in, &mut res),
                 }
                 for (i, line) in res.iter().enumerate().take(nr) {
-                    let at = (r0 + i) * n_tokens + t0;
-                    o[at..at + nt].copy_from_slice(&line[..nt]);
+                    for (j, &v) in line.iter().enumerate().take(nt) {
+                        o.set(r0 + i, t0 + j, v);
+                    }
                 }
                 r0 += nr;
             }
@@ -493,96 +504,92 @@ mod tiles {
 #[cfg(target_arch = "x86_64")]
 mod tiles512 {
     use super::tiles::hsum;
+    use super::RowBlock;
     use std::arch::x86_64::*;
 
-    /// Rows and token pairs of the largest tile: 16 accumulators (32
-    /// outputs), four weight and four activation registers.
-    const RM: usize = 4;
-    const RP: usize = 4;
+    /// Rows and token pairs of a tile: 24 accumulators (48 outputs), four
+    /// activation registers and one weight register of the 32.
+    pub const RM: usize = 6;
+    pub const RP: usize = 4;
+
+    /// Elements of the row per sweep over the task's tiles: the tile's
+    /// activations for one sweep (16 KiB) stay in L1 while the weight rows
+    /// stream past from L2. Pausing an accumulator between sweeps and
+    /// resuming it leaves its sum unchanged.
+    const SWEEP: usize = 512;
+
+    /// The accumulators of one tile.
+    type Acc = [[__m512; RP]; RM];
 
     /// [`super::tinyblas_block`] with AVX-512: every output keeps its own
     /// eight lanes (half a register), so the sums are the AVX2 kernel's.
+    ///
+    /// # Safety
+    /// AVX-512F, AVX2 and FMA; `rows` holds a multiple of [`RM`] rows and
+    /// `pairs` a multiple of [`RP`] pairs of `n_in` elements (a multiple
+    /// of 8).
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn block(rows: &[f32], pairs: &[f32], n_in: usize, n_tokens: usize, o: &mut [f32]) {
-        let n_rows = rows.len() / n_in;
-        let n_pairs = n_tokens.div_ceil(2);
-        let mut p0 = 0;
-        while p0 < n_pairs {
-            let np = (n_pairs - p0).min(RP);
-            let mut r0 = 0;
-            while r0 < n_rows {
-                let nr = (n_rows - r0).min(RM);
-                let w = rows.as_ptr().add(r0 * n_in);
-                let a = pairs.as_ptr().add(p0 * 2 * n_in);
-                let mut res = [[[0f32; 2]; RP]; RM];
-                match (nr, np) {
-                    (4, 4) => tile::<4, 4>(w, a, n_in, &mut res),
-                    (4, 3) => tile::<4, 3>(w, a, n_in, &mut res),
-                    (4, 2) => tile::<4, 2>(w, a, n_in, &mut res),
-                    (4, 1) => tile::<4, 1>(w, a, n_in, &mut res),
-                    (3, 4) => tile::<3, 4>(w, a, n_in, &mut res),
-                    (3, 3) => tile::<3, 3>(w, a, n_in, &mut res),
-                    (3, 2) => tile::<3, 2>(w, a, n_in, &mut res),
-                    (3, 1) => tile::<3, 1>(w, a, n_in, &mut res),
-                    (2, 4) => tile::<2, 4>(w, a, n_in, &mut res),
-                    (2, 3) => tile::<2, 3>(w, a, n_in, &mut res),
-                    (2, 2) => tile::<2, 2>(w, a, n_in, &mut res),
-                    (2, 1) => tile::<2, 1>(w, a, n_in, &mut res),
-                    (1, 4) => tile::<1, 4>(w, a, n_in, &mut res),
-                    (1, 3) => tile::<1, 3>(w, a, n_in, &mut res),
-                    (1, 2) => tile::<1, 2>(w, a, n_in, &mut res),
-                    _ => tile::<1, 1>(w, a, n_in, &mut res),
+    pub unsafe fn block(rows: &[f32], pairs: &[f32], n_in: usize, o: &mut RowBlock) {
+        let n_tiles = rows.len() / n_in / RM;
+        let n_groups = pairs.len() / (2 * n_in) / RP;
+        let mut accs: Vec<Acc> = vec![[[_mm512_setzero_ps(); RP]; RM]; n_tiles];
+        for g in 0..n_groups {
+            let a = pairs.as_ptr().add(g * RP * 2 * n_in);
+            accs.fill([[_mm512_setzero_ps(); RP]; RM]);
+            let mut k0 = 0;
+            while k0 < n_in {
+                let k1 = (k0 + SWEEP).min(n_in);
+                for (ti, acc) in accs.iter_mut().enumerate() {
+                    let w = rows.as_ptr().add(ti * RM * n_in);
+                    tile(w, a, n_in, k0, k1, acc);
                 }
-                for (i, line) in res.iter().enumerate().take(nr) {
-                    for (j, pair) in line.iter().enumerate().take(np) {
-                        for (h, &v) in pair.iter().enumerate() {
-                            let t = 2 * (p0 + j) + h;
-                            if t < n_tokens {
-                                o[(r0 + i) * n_tokens + t] = v;
-                            }
+                k0 = k1;
+            }
+            for (ti, acc) in accs.iter().enumerate() {
+                for (i, line) in acc.iter().enumerate() {
+                    let r = ti * RM + i;
+                    if r >= o.n_rows() {
+                        break;
+                    }
+                    for (j, &s) in line.iter().enumerate() {
+                        let t = 2 * (g * RP + j);
+                        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+                        if t < o.n_tokens() {
+                            o.set(r, t, hsum(_mm512_castps512_ps256(s)));
+                        }
+                        if t + 1 < o.n_tokens() {
+                            o.set(r, t + 1, hsum(hi));
                         }
                     }
                 }
-                r0 += nr;
             }
-            p0 += np;
         }
     }
 
-    /// M rows (stride `n`) against P token pairs (stride `2n`): each
-    /// weight vector broadcast to both halves, each pair's two tokens in
-    /// one load.
+    /// Elements `k0..k1` of [`RM`] rows (stride `n`) against [`RP`] token
+    /// pairs (stride `2n`), added to `acc`: each weight vector broadcast to
+    /// both halves, each pair's two tokens in one load.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn tile<const M: usize, const P: usize>(
-        w: *const f32,
-        a: *const f32,
-        n: usize,
-        res: &mut [[[f32; 2]; RP]; RM],
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); P]; M];
-        let mut k = 0;
-        while k < n {
-            let mut av = [_mm512_setzero_ps(); P];
+    unsafe fn tile(w: *const f32, a: *const f32, n: usize, k0: usize, k1: usize, acc: &mut Acc) {
+        let mut s = *acc;
+        let mut k = k0;
+        while k < k1 {
+            let mut av = [_mm512_setzero_ps(); RP];
             for (j, v) in av.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(a.add(j * 2 * n + 2 * k));
             }
-            for (i, line) in acc.iter_mut().enumerate() {
+            for (i, line) in s.iter_mut().enumerate() {
                 let wv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
                     w.add(i * n + k).cast(),
                 )));
-                for (s, &x) in line.iter_mut().zip(&av) {
-                    *s = _mm512_fmadd_ps(wv, x, *s);
+                for (x, &y) in line.iter_mut().zip(&av) {
+                    *x = _mm512_fmadd_ps(wv, y, *x);
                 }
             }
             k += 8;
         }
-        for (line, out) in acc.iter().zip(res.iter_mut()) {
-            for (&s, o) in line.iter().zip(out.iter_mut()) {
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
-                *o = [hsum(_mm512_castps512_ps256(s)), hsum(hi)];
-            }
-        }
+        *acc = s;
     }
 }
 
@@ -633,14 +640,15 @@ mod tests {
                 tinyblas_matmul(ty, &w, n_in, n_out, &x, &mut out);
                 let acts: Vec<f32> = x.iter().map(|&v| ty.round(v)).collect();
                 for kernel in kernels() {
-                    let layout = match kernel {
-                        TinyblasKernel::Avx512 => pair_tokens(&acts, n_in),
-                        _ => acts.clone(),
-                    };
-                    let mut by_row = vec![0f32; n_out * n_tokens];
-                    tinyblas_block(kernel, &wide, &layout, n_in, n_tokens, &mut by_row);
-                    let mut direct = vec![0f32; n_out * n_tokens];
-                    crate::quant::dot::transpose_rows(&by_row, n_tokens, &mut direct);
+                    // One block of every row, so each kernel's tails show.
+                    let layout = kernel.lay_out(&acts, n_in);
+                    let mut direct = vec![f32::NAN; n_out * n_tokens];
+                    let mut rows = wide.clone();
+                    let mut blocks: Vec<_> = rayon::iter::ParallelIterator::collect(
+                        crate::quant::row_blocks::par_row_blocks(&mut direct, n_out, n_out),
+                    );
+                    tinyblas_block(kernel, &mut rows, &layout, n_in, &mut blocks[0]);
+                    drop(blocks);
                     assert_eq!(direct, out, "{kernel:?} {ty:?} {n_in}x{n_out}");
                 }
                 for t in 0..n_tokens {

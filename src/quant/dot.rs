@@ -47,6 +47,7 @@ use super::activation::{
 use super::dense_dot::{self, Dense};
 use super::kquants_dot::{self, KQuant};
 use super::legacy_dot::{self, Legacy};
+use super::row_blocks::RowBlock;
 use super::unpacked_dot::{dot_tokens, dot_tokens_pair, ActKind, ActRow, Unpacked, TOKENS};
 use super::{GgmlType, QuantError};
 
@@ -214,17 +215,14 @@ pub fn matmul(
     if n_out == 0 || n_tokens == 0 {
         return Ok(());
     }
-    // by_row[r * n_tokens + t], transposed into `out` at the end so that
-    // each task writes one contiguous slice.
-    let mut by_row = vec![0f32; n_out * n_tokens];
-    let chunk = ROWS_PER_TASK * n_tokens;
+    let blocks = super::row_blocks::par_row_blocks(out, n_out, ROWS_PER_TASK);
+    let weight_blocks = w.par_chunks(ROWS_PER_TASK * row_bytes);
     match fam {
         Family::Dense(d) => {
             let acts: Vec<f32> = x.iter().map(|&v| d.round(v)).collect();
-            by_row
-                .par_chunks_mut(chunk)
-                .zip(w.par_chunks(ROWS_PER_TASK * row_bytes))
-                .for_each(|(o, wb)| dense_rows(d, wb, row_bytes, &acts, n_in, o));
+            blocks
+                .zip(weight_blocks)
+                .for_each(|(mut o, wb)| dense_rows(d, wb, row_bytes, &acts, n_in, &mut o));
         }
         Family::Legacy(_) | Family::K(_) => {
             let dot_type = vec_dot_type(weight);
@@ -241,32 +239,14 @@ pub fn matmul(
                     ActRow::decode(kind, n_in, &b)
                 })
                 .collect();
-            by_row
-                .par_chunks_mut(chunk)
-                .zip(w.par_chunks(ROWS_PER_TASK * row_bytes))
-                .for_each_init(Vec::new, |rows, (o, wb)| {
-                    quant_rows(fam, block, wb, row_bytes, &acts, n_in, rows, o)
+            blocks
+                .zip(weight_blocks)
+                .for_each_init(Vec::new, |rows, (mut o, wb)| {
+                    quant_rows(fam, block, wb, row_bytes, &acts, n_in, rows, &mut o)
                 });
         }
     }
-    transpose_rows(&by_row, n_tokens, out);
     Ok(())
-}
-
-/// `out[t·n_out + r] = by_row[r·n_tokens + t]`, eight rows at a time so
-/// that each token's writes are one contiguous run.
-pub(super) fn transpose_rows(by_row: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let n_out = by_row.len() / n_tokens;
-    const ROWS: usize = 8;
-    for (g, group) in by_row.chunks(ROWS * n_tokens).enumerate() {
-        let k = group.len() / n_tokens;
-        for (t, o) in out.chunks_exact_mut(n_out).enumerate() {
-            let o = &mut o[g * ROWS..g * ROWS + k];
-            for (i, v) in o.iter_mut().enumerate() {
-                *v = group[i * n_tokens + t];
-            }
-        }
-    }
 }
 
 /// The F32/F16/BF16 product as ggml-cpu runs it for two or more tokens
@@ -310,7 +290,7 @@ pub fn matmul_tinyblas(
 
 /// One task of dense rows: widen each weight row once, two tokens per
 /// kernel call.
-fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, o: &mut [f32]) {
+fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, o: &mut RowBlock) {
     let n_tokens = acts.len() / n_in;
     let rows: Vec<Vec<f32>> = wb
         .chunks_exact(row_bytes)
@@ -327,10 +307,10 @@ fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, 
             if t + 1 < n_tokens {
                 let a1 = &acts[(t + 1) * n_in..(t + 2) * n_in];
                 let [s0, s1] = dense_dot::vec_dot2(d, wr, a0, a1);
-                o[r * n_tokens + t] = s0;
-                o[r * n_tokens + t + 1] = s1;
+                o.set(r, t, s0);
+                o.set(r, t + 1, s1);
             } else {
-                o[r * n_tokens + t] = dense_dot::vec_dot(d, wr, a0);
+                o.set(r, t, dense_dot::vec_dot(d, wr, a0));
             }
         }
         t += 2;
@@ -350,9 +330,8 @@ fn quant_rows(
     acts: &[ActRow],
     n_in: usize,
     rows: &mut Vec<Unpacked>,
-    o: &mut [f32],
+    o: &mut RowBlock,
 ) {
-    let n_tokens = acts.len();
     let n_rows = wb.len() / row_bytes;
     rows.resize_with(n_rows.max(rows.len()), Unpacked::default);
     for (r, u) in wb.chunks_exact(row_bytes).zip(rows.iter_mut()) {
@@ -370,21 +349,23 @@ fn quant_rows(
             *slot = a;
         }
         let refs = &refs[..group.len()];
+        let t = t0 * TOKENS;
         let mut r = 0;
         while r < rows.len() {
-            let at = r * n_tokens + t0 * TOKENS;
             if r + 1 < rows.len() {
                 let mut res1 = [0f32; TOKENS];
                 if dot_tokens_pair(&rows[r], &rows[r + 1], refs, block, &mut res, &mut res1) {
-                    o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
-                    let at1 = at + n_tokens;
-                    o[at1..at1 + group.len()].copy_from_slice(&res1[..group.len()]);
+                    for (j, (&v0, &v1)) in res.iter().zip(&res1).take(group.len()).enumerate() {
+                        o.set_rows(r, t + j, &[v0, v1]);
+                    }
                     r += 2;
                     continue;
                 }
             }
             dot_tokens(&rows[r], refs, block, &mut res);
-            o[at..at + group.len()].copy_from_slice(&res[..group.len()]);
+            for (j, &v) in res.iter().take(group.len()).enumerate() {
+                o.set(r, t + j, v);
+            }
             r += 1;
         }
     }

@@ -34,6 +34,7 @@ mod legacy_dot;
 mod lockstep;
 mod policy;
 mod repack_dot;
+mod row_blocks;
 mod rows;
 mod search;
 mod types;

@@ -146,30 +146,27 @@ pub fn matmul_repacked(
     }
     let acts = Acts::quantize(kind, x, n_in, n_tokens);
     let kernel = Kernel::detect();
-    // by_group[g][t][r]: each task writes one contiguous slice.
-    let mut by_group = vec![0f32; n_out * n_tokens];
-    by_group
-        .par_chunks_mut(COLS * n_tokens)
+    super::row_blocks::par_row_blocks(out, n_out, COLS)
         .zip(w.par_chunks(COLS * row_bytes))
-        .for_each_init(Group::default, |group, (o, wg)| {
+        .for_each_init(Group::default, |group, (mut o, wg)| {
             group.decode(kind, wg, n_in, kernel);
-            for (i, o) in o.chunks_mut(GROUP * COLS).enumerate() {
-                let t0 = i * GROUP;
-                let n = o.len() / COLS;
+            let mut res = [0f32; GROUP * COLS];
+            let mut t0 = 0;
+            while t0 < n_tokens {
+                let n = GROUP.min(n_tokens - t0);
                 let tile = Tile {
                     t0,
                     n,
                     gemm: t0 < acts.n_gemm,
                 };
-                kernel.run(kind, group, &acts, tile, o);
+                // res[t][r] for the tile's tokens and the group's rows.
+                kernel.run(kind, group, &acts, tile, &mut res[..n * COLS]);
+                for (j, line) in res.chunks_exact(COLS).take(n).enumerate() {
+                    o.set_rows(0, t0 + j, line);
+                }
+                t0 += n;
             }
         });
-    for (t, o) in out.chunks_exact_mut(n_out).enumerate() {
-        for (g, o) in o.chunks_exact_mut(COLS).enumerate() {
-            let at = (g * n_tokens + t) * COLS;
-            o.copy_from_slice(&by_group[at..at + COLS]);
-        }
-    }
     Ok(())
 }
 
