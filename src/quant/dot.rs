@@ -46,6 +46,7 @@ use super::activation::{
 };
 use super::dense_dot::{self, Dense};
 use super::kquants_dot::{self, KQuant};
+use super::kquants_vnni;
 use super::legacy_dot::{self, Legacy};
 use super::row_blocks::RowBlock;
 use super::unpacked_dot::{dot_tokens, dot_tokens_pair, ActKind, ActRow, Unpacked, TOKENS};
@@ -215,6 +216,51 @@ pub fn matmul(
     if n_out == 0 || n_tokens == 0 {
         return Ok(());
     }
+    if let Family::K(k) = fam {
+        if kquants_vnni::applies(n_tokens) {
+            kquants_vnni::matmul(k, w, n_out, n_in, x, out);
+            return Ok(());
+        }
+    }
+    unpacked_matmul(weight, fam, w, row_bytes, n_in, x, out)
+}
+
+/// [`matmul`]'s K-quant product without the VNNI kernel: the tiled
+/// kernel's order on i16 levels, the yardstick `kquants_vnni`'s test
+/// compares with.
+#[cfg(test)]
+pub(super) fn matmul_tiled_without_vnni(
+    weight: GgmlType,
+    w: &[u8],
+    n_out: usize,
+    n_in: usize,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let fam = family(weight).expect("a quantized type");
+    let row_bytes = weight.row_size(n_in).expect("whole blocks");
+    assert_eq!(out.len(), n_out * n_tokens);
+    unpacked_matmul(weight, fam, w, row_bytes, n_in, x, out).expect("valid sizes");
+}
+
+/// [`matmul`] through the unpacked rows of `unpacked_dot.rs` (sizes
+/// already checked).
+fn unpacked_matmul(
+    weight: GgmlType,
+    fam: Family,
+    w: &[u8],
+    row_bytes: usize,
+    n_in: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let n_out = w.len() / row_bytes;
+    let bad = || QuantError::BadRowLength {
+        ty: weight,
+        block: weight.block_size(),
+        n_per_row: n_in,
+    };
     let blocks = super::row_blocks::par_row_blocks(out, n_out, ROWS_PER_TASK);
     let weight_blocks = w.par_chunks(ROWS_PER_TASK * row_bytes);
     match fam {

@@ -63,7 +63,20 @@ pub struct Levels {
     pub dmin: f32,
 }
 
-/// Decodes super-block `b` of type `ty`.
+/// `s` as an array (its length is the array's: the callers slice it so).
+#[inline(always)]
+fn fixed<const N: usize>(s: &[u8]) -> &[u8; N] {
+    s.try_into().expect("a slice of the array's length")
+}
+
+/// `s` as a mutable array.
+#[inline(always)]
+fn fixed_mut<const N: usize>(s: &mut [i8]) -> &mut [i8; N] {
+    s.try_into().expect("a slice of the array's length")
+}
+
+/// Decodes super-block `b` of type `ty` (fixed-length loops, so that the
+/// compiler vectorizes them: this runs once per weight block and product).
 pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
     let mut l = Levels {
         q: [0; QK_K],
@@ -74,9 +87,15 @@ pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
     };
     match ty {
         KQuant::Q2K => {
-            for e in 0..QK_K {
-                let (k, s, i) = (e / 128, (e % 128) / 32, e % 32);
-                l.q[e] = ((b[16 + 32 * k + i] >> (2 * s)) & 3) as i8;
+            let qs: &[u8; 64] = fixed(&b[16..80]);
+            for k in 0..2 {
+                for s in 0..4 {
+                    let q: &mut [i8; 32] = fixed_mut(&mut l.q[128 * k + 32 * s..][..32]);
+                    let src: &[u8; 32] = fixed(&qs[32 * k..32 * k + 32]);
+                    for (q, &v) in q.iter_mut().zip(src) {
+                        *q = ((v >> (2 * s)) & 3) as i8;
+                    }
+                }
             }
             for (g, &sc) in b[..16].iter().enumerate() {
                 l.scale[g] = i16::from(sc & 0xF);
@@ -85,11 +104,18 @@ pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
             (l.d, l.dmin) = (get_f16(b, 80), get_f16(b, 82));
         }
         KQuant::Q3K => {
-            for e in 0..QK_K {
-                let (k, s, i) = (e / 128, (e % 128) / 32, e % 32);
-                let low = ((b[32 + 32 * k + i] >> (2 * s)) & 3) as i8;
-                let high_set = b[i] & (1u8 << (4 * k + s)) != 0;
-                l.q[e] = low - if high_set { 0 } else { 4 };
+            let hmask: &[u8; 32] = fixed(&b[..32]);
+            for k in 0..2 {
+                let qs: &[u8; 32] = fixed(&b[32 + 32 * k..64 + 32 * k]);
+                for s in 0..4 {
+                    let q: &mut [i8; 32] = fixed_mut(&mut l.q[128 * k + 32 * s..][..32]);
+                    let bit = 4 * k + s;
+                    for ((q, &v), &h) in q.iter_mut().zip(qs).zip(hmask) {
+                        let low = ((v >> (2 * s)) & 3) as i8;
+                        // 4 is subtracted where the high bit is clear.
+                        *q = low - 4 + 4 * ((h >> bit) & 1) as i8;
+                    }
+                }
             }
             for (s, v) in l.scale.iter_mut().zip(q3k_scales(&b[96..108])) {
                 *s = i16::from(v);
@@ -102,16 +128,21 @@ pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
             } else {
                 (&b[48..176], Some(&b[16..48]))
             };
-            for e in 0..QK_K {
-                let (j, hi, i) = (e / 64, (e % 64) / 32, e % 32);
-                let byte = qs[32 * j + i];
-                let mut v = if hi == 0 { byte & 0xF } else { byte >> 4 };
+            for j in 0..4 {
+                let src: &[u8; 32] = fixed(&qs[32 * j..32 * j + 32]);
+                let (lo, hi) = l.q[64 * j..64 * j + 64].split_at_mut(32);
+                let (lo, hi): (&mut [i8; 32], &mut [i8; 32]) = (fixed_mut(lo), fixed_mut(hi));
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
+                    *l = (v & 0xF) as i8;
+                    *h = (v >> 4) as i8;
+                }
                 if let Some(qh) = qh {
-                    if qh[i] & (1u8 << (2 * j + hi)) != 0 {
-                        v += 16;
+                    let qh: &[u8; 32] = fixed(qh);
+                    for ((l, h), &m) in lo.iter_mut().zip(hi.iter_mut()).zip(qh) {
+                        *l += 16 * ((m >> (2 * j)) & 1) as i8;
+                        *h += 16 * ((m >> (2 * j + 1)) & 1) as i8;
                     }
                 }
-                l.q[e] = v as i8;
             }
             for g in 0..16 {
                 let (sc, m) = get_scale_min_k4(g / 2, &b[4..16]);
@@ -121,12 +152,18 @@ pub fn levels(ty: KQuant, b: &[u8]) -> Levels {
             (l.d, l.dmin) = (get_f16(b, 0), get_f16(b, 2));
         }
         KQuant::Q6K => {
-            for e in 0..QK_K {
-                let (k, s, i) = (e / 128, (e % 128) / 32, e % 32);
-                let ql = b[64 * k + i + 32 * (s % 2)];
-                let low = if s < 2 { ql & 0xF } else { ql >> 4 };
-                let high = (b[128 + 32 * k + i] >> (2 * s)) & 3;
-                l.q[e] = (low | (high << 4)) as i8 - 32;
+            for k in 0..2 {
+                let qh: &[u8; 32] = fixed(&b[128 + 32 * k..160 + 32 * k]);
+                for s in 0..4 {
+                    let ql: &[u8; 32] = fixed(&b[64 * k + 32 * (s % 2)..][..32]);
+                    let shift = 4 * (s / 2);
+                    let q: &mut [i8; 32] = fixed_mut(&mut l.q[128 * k + 32 * s..][..32]);
+                    for ((q, &lo), &h) in q.iter_mut().zip(ql).zip(qh) {
+                        let low = (lo >> shift) & 0xF;
+                        let high = (h >> (2 * s)) & 3;
+                        *q = (low | (high << 4)) as i8 - 32;
+                    }
+                }
             }
             for g in 0..16 {
                 l.scale[g] = i16::from(b[192 + g] as i8);

@@ -29,6 +29,7 @@ mod imatrix;
 mod imatrix_kernels;
 mod kquants;
 mod kquants_dot;
+mod kquants_vnni;
 mod legacy;
 mod legacy_dot;
 mod lockstep;

@@ -41,8 +41,12 @@ pub struct Unpacked {
     /// One i16 level per element (times the group scale for K-quants).
     pub q: Vec<i16>,
     /// The same levels as i8, for the 32-element blocks (where they fit):
-    /// the VNNI kernel's operand. Empty for the K-quants.
+    /// the VNNI kernel's signed operand. Empty for the K-quants.
     pub q8: Vec<i8>,
+    /// Per four consecutive levels: `−128 · Σ level`, the start of each
+    /// VNNI lane, which takes the activations biased by 128 (see
+    /// [`ActRow::biased`]). Empty with [`Unpacked::q8`].
+    pub quad_bias: Vec<i32>,
     /// Per block: the weight scale `d`.
     pub d: Vec<f32>,
     /// Per block: `m` (Q4_1/Q5_1) or `dmin` (K-quants), else 0.
@@ -63,6 +67,7 @@ impl Unpacked {
         self.m.resize(blocks, 0.0);
         self.mins.clear();
         self.q8.clear();
+        self.quad_bias.clear();
         if blocks > 0 && n / blocks == QK_K {
             self.mins.resize(16 * blocks, 0);
         }
@@ -73,6 +78,12 @@ impl Unpacked {
     pub fn fill_i8(&mut self) {
         self.q8.clear();
         self.q8.extend(self.q.iter().map(|&v| v as i8));
+        self.quad_bias.clear();
+        self.quad_bias.extend(
+            self.q8
+                .chunks_exact(4)
+                .map(|q| -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>()),
+        );
     }
 }
 
@@ -81,8 +92,9 @@ impl Unpacked {
 pub struct ActRow {
     /// The quants, widened.
     pub q: Vec<i16>,
-    /// The quants as stored (Q8_0/Q8_1 only), for the VNNI kernel.
-    pub q8: Vec<i8>,
+    /// The quants plus 128, as u8 (Q8_0/Q8_1 only): the VNNI kernel's
+    /// unsigned operand. `Σ (a + 128) · w − 128 · Σ w = Σ a · w` exactly.
+    pub biased: Vec<u8>,
     /// Per block: `d`.
     pub d: Vec<f32>,
     /// Per block: Q8_1's `s` (empty otherwise).
@@ -123,7 +135,7 @@ impl ActRow {
                         r.s.push(f16_at(b, 2));
                     }
                     r.q.extend(b[qs..qs + QK8].iter().map(|&v| i16::from(v as i8)));
-                    r.q8.extend(b[qs..qs + QK8].iter().map(|&v| v as i8));
+                    r.biased.extend(b[qs..qs + QK8].iter().map(|&v| v ^ 0x80));
                 }
             }
             ActKind::Q8K => {
@@ -324,7 +336,7 @@ pub fn dot_tokens_pair(
             && !w0.q8.is_empty()
             && !w1.q8.is_empty()
             && !acts.is_empty()
-            && !acts[0].q8.is_empty();
+            && !acts[0].biased.is_empty();
         if usable {
             // SAFETY: the CPU has AVX-512 F/VL/VNNI/DQ, AVX2 and FMA
             // (checked above); the rows and tokens have the same length.
@@ -355,8 +367,9 @@ unsafe fn legacy_vnni_pair<const T: usize>(
 ) {
     use std::arch::x86_64::*;
     let (q0, q1) = (w0.q8.as_ptr(), w1.q8.as_ptr());
+    let (b0, b1) = (w0.quad_bias.as_ptr(), w1.quad_bias.as_ptr());
     let with_min = !acts[0].s.is_empty();
-    let aq: [*const i8; T] = std::array::from_fn(|t| acts[t].q8.as_ptr());
+    let aq: [*const u8; T] = std::array::from_fn(|t| acts[t].biased.as_ptr());
     let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..w0.d.len() {
@@ -365,19 +378,19 @@ unsafe fn legacy_vnni_pair<const T: usize>(
             _mm512_castsi256_si512(_mm256_loadu_si256(q0.add(at).cast())),
             _mm256_loadu_si256(q1.add(at).cast()),
         );
-        let abs_w = _mm512_abs_epi8(wv);
-        // `a` with `w`'s sign, as `vpsignb` (which AVX-512 lacks): negated
-        // under the mask of negative weights. Where w is 0 `vpsignb` gives
-        // 0 and this gives `a`, but `|w|` is 0 there, so the sums agree.
-        let neg = _mm512_movepi8_mask(wv);
+        // Each lane starts at −128 · Σ w of its quad, so adding
+        // Σ (a + 128) · w leaves the exact quad sum Σ a · w.
+        let bias = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(at / 4).cast())),
+            _mm256_loadu_si256(b1.add(at / 4).cast()),
+        );
         let dw = _mm512_insertf32x8::<1>(
             _mm512_set1_ps(*w0.d.get_unchecked(b)),
             _mm256_set1_ps(*w1.d.get_unchecked(b)),
         );
         for t in 0..T {
             let av = _mm512_broadcast_i64x4(_mm256_loadu_si256(aq[t].add(at).cast()));
-            let signed = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
-            let quads = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs_w, signed);
+            let quads = _mm512_dpbusd_epi32(bias, av, wv);
             let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad[t].add(b)));
             acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(quads), acc[t]);
         }
@@ -692,8 +705,11 @@ mod tests {
             let acts: Vec<ActRow> = (0..TOKENS as u32)
                 .map(|t| ActRow {
                     q: row(n, 10 + t, 127),
-                    q8: if block == QK8 {
-                        row(n, 10 + t, 127).iter().map(|&v| v as i8).collect()
+                    biased: if block == QK8 {
+                        row(n, 10 + t, 127)
+                            .iter()
+                            .map(|&v| (v as u8) ^ 0x80)
+                            .collect()
                     } else {
                         Vec::new()
                     },
