@@ -31,6 +31,7 @@ use super::activation::{Q8_K_SIZE, QK_K};
 use super::dot::quantize_activation_row;
 use super::kquants_dot::{levels, KQuant};
 use super::row_blocks::{par_row_blocks, RowBlock};
+use super::unpacked_dot::has_vnni;
 use super::GgmlType;
 
 /// Tokens per register: the lanes of a 512-bit register of i32 sums.
@@ -51,21 +52,6 @@ const MIN_TOKENS: usize = 8;
 /// takes it.
 pub(super) fn applies(n_tokens: usize) -> bool {
     n_tokens >= MIN_TOKENS && has_vnni()
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_vnni() -> bool {
-    use std::sync::OnceLock;
-    static VNNI: OnceLock<bool> = OnceLock::new();
-    *VNNI.get_or_init(|| {
-        use std::arch::is_x86_feature_detected as has;
-        has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("fma")
-    })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn has_vnni() -> bool {
-    false
 }
 
 /// The bias that makes a type's levels non-negative bytes.
@@ -103,7 +89,7 @@ pub(super) fn matmul(k: KQuant, w: &[u8], n_out: usize, n_in: usize, x: &[f32], 
             for (g, group) in groups.iter().enumerate() {
                 for r0 in (0..rows.n_rows).step_by(BAND) {
                     let mut res = [[0f32; LANES]; BAND];
-                    // SAFETY: `applies` found AVX-512F/BW/VNNI and FMA
+                    // SAFETY: `applies` found AVX-512F/BW/VNNI, AVX2 and FMA
                     // (the only caller's condition); `rows` holds whole
                     // bands and `group` whole lanes of `n_in` elements.
                     unsafe { avx512::band(rows, r0, group, bias(k), has_min(k), &mut res) };

@@ -146,27 +146,51 @@ pub fn matmul_repacked(
     }
     let acts = Acts::quantize(kind, x, n_in, n_tokens);
     let kernel = Kernel::detect();
-    super::row_blocks::par_row_blocks(out, n_out, COLS)
-        .zip(w.par_chunks(COLS * row_bytes))
-        .for_each_init(Group::default, |group, (mut o, wg)| {
-            group.decode(kind, wg, n_in, kernel);
-            let mut res = [0f32; GROUP * COLS];
-            let mut t0 = 0;
-            while t0 < n_tokens {
-                let n = GROUP.min(n_tokens - t0);
-                let tile = Tile {
-                    t0,
-                    n,
-                    gemm: t0 < acts.n_gemm,
-                };
-                // res[t][r] for the tile's tokens and the group's rows.
-                kernel.run(kind, group, &acts, tile, &mut res[..n * COLS]);
-                for (j, line) in res.chunks_exact(COLS).take(n).enumerate() {
-                    o.set_rows(0, t0 + j, line);
+    // With VNNI, Q4_K's gemm tiles take two groups (sixteen rows) at once.
+    let vnni = kind == Kind::Q4K && super::unpacked_dot::has_vnni();
+    let groups_per_task = if vnni { 2 } else { 1 };
+    super::row_blocks::par_row_blocks(out, n_out, groups_per_task * COLS)
+        .zip(w.par_chunks(groups_per_task * COLS * row_bytes))
+        .for_each_init(
+            || [Group::default(), Group::default()],
+            |groups, (mut o, wt)| {
+                let n_groups = wt.len() / (COLS * row_bytes);
+                for (g, wg) in groups.iter_mut().zip(wt.chunks_exact(COLS * row_bytes)) {
+                    g.decode(kind, wg, n_in, kernel);
                 }
-                t0 += n;
-            }
-        });
+                let mut t0 = 0;
+                while t0 < n_tokens {
+                    let n = GROUP.min(n_tokens - t0);
+                    let tile = Tile {
+                        t0,
+                        n,
+                        gemm: t0 < acts.n_gemm,
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    if vnni && n_groups == 2 && tile.gemm {
+                        let mut res = [[0f32; 2 * COLS]; GROUP];
+                        // SAFETY: `has_vnni` found AVX-512 F/BW/VNNI, AVX2
+                        // and FMA; both groups hold rows of `n_in`, and a
+                        // gemm tile is a whole group of tokens.
+                        unsafe { avx512::q4_k_pair(&groups[0], &groups[1], &acts, t0, &mut res) };
+                        for (j, line) in res.iter().enumerate() {
+                            o.set_rows(0, t0 + j, line);
+                        }
+                        t0 += n;
+                        continue;
+                    }
+                    for (gi, group) in groups.iter().take(n_groups).enumerate() {
+                        // res[t][r] for the tile's tokens and the group's rows.
+                        let mut res = [0f32; GROUP * COLS];
+                        kernel.run(kind, group, &acts, tile, &mut res[..n * COLS]);
+                        for (j, line) in res.chunks_exact(COLS).take(n).enumerate() {
+                            o.set_rows(gi * COLS, t0 + j, line);
+                        }
+                    }
+                    t0 += n;
+                }
+            },
+        );
     Ok(())
 }
 
@@ -764,6 +788,108 @@ mod avx2 {
     }
 }
 
+/// Q4_K's gemm with AVX-512 VNNI: two groups of eight rows side by side
+/// (lanes 0–7 the first group's rows, 8–15 the second's), so every lane
+/// performs [`avx2`]'s gemm float steps for its row and token, on the same
+/// exact integers: `vpdpbusd` forms each sub-block's `Σ level·a` in i32
+/// (levels 0..=15 unsigned, quants signed), which the sub-block's scale
+/// then multiplies.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Acts, Group, COLS, GROUP, QK8, QK_K, SUBS};
+
+    /// Both groups' eight values at `at` in one register.
+    #[inline(always)]
+    unsafe fn join_ps(a: &[f32], b: &[f32], at: usize) -> __m512 {
+        let lo = _mm256_loadu_ps(a[at..at + COLS].as_ptr());
+        let hi = _mm256_loadu_ps(b[at..at + COLS].as_ptr());
+        _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
+    }
+
+    /// Both groups' eight bytes at `at`, widened to 32-bit lanes.
+    #[inline(always)]
+    unsafe fn join_bytes(a: &[u8], b: &[u8], at: usize) -> __m512i {
+        let lo = _mm_loadl_epi64(a[at..at + COLS].as_ptr().cast());
+        let hi = _mm_loadl_epi64(b[at..at + COLS].as_ptr().cast());
+        _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(lo, hi))
+    }
+
+    /// `res[k][lane]` for the gemm tile of tokens `t0..t0 + GROUP`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI/DQ, AVX2 and FMA; `g0` and `g1` are decoded Q4_K
+    /// groups of the same `n_in`, and `t0 + GROUP ≤ acts.n_gemm`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma")]
+    pub unsafe fn q4_k_pair(
+        g0: &Group,
+        g1: &Group,
+        acts: &Acts,
+        t0: usize,
+        res: &mut [[f32; 2 * COLS]; GROUP],
+    ) {
+        const K: usize = GROUP;
+        let (n, nb, ns) = (g0.n_in, g0.n_in / QK_K, g0.n_in / QK8);
+        for g in [g0, g1] {
+            assert!(g.n_in == n && g.q.len() == COLS * n && g.d.len() == COLS * nb);
+            assert!(g.dmin.len() == COLS * nb && g.scale.len() == COLS * ns);
+            assert!(g.min.len() == COLS * ns);
+        }
+        assert!(t0 + K <= acts.n_gemm);
+        let a: [*const i8; K] = std::array::from_fn(|k| acts.qs[(t0 + k) * n..][..n].as_ptr());
+        let d = &acts.d[t0 * nb..(t0 + K) * nb];
+        let sums = &acts.sums[t0 * ns..(t0 + K) * ns];
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm512_setzero_ps(); K];
+        let mut acc_min = [_mm512_setzero_ps(); K];
+        for b in 0..nb {
+            let dw = join_ps(&g0.d, &g1.d, b * COLS);
+            let dmw = join_ps(&g0.dmin, &g1.dmin, b * COLS);
+            let da: [__m512; K] = std::array::from_fn(|k| _mm512_set1_ps(d[k * nb + b]));
+            for p in 0..SUBS / 2 {
+                let s0 = b * SUBS + 2 * p;
+                let mut isum = [zero; K];
+                let mut mins = [zero; 2];
+                for (j, min) in mins.iter_mut().enumerate() {
+                    let e0 = (s0 + j) * QK8;
+                    let (w0, w1) = (g0.q.as_ptr().add(e0 * COLS), g1.q.as_ptr().add(e0 * COLS));
+                    let mut raw = [zero; K];
+                    for c in 0..QK8 / 4 {
+                        let w = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(w0.add(32 * c).cast())),
+                            _mm256_loadu_si256(w1.add(32 * c).cast()),
+                        );
+                        for (k, r) in raw.iter_mut().enumerate() {
+                            let four = a[k].add(e0 + 4 * c).cast::<i32>().read_unaligned();
+                            *r = _mm512_dpbusd_epi32(*r, w, _mm512_set1_epi32(four));
+                        }
+                    }
+                    let sc = join_bytes(&g0.scale, &g1.scale, (s0 + j) * COLS);
+                    for (s, &r) in isum.iter_mut().zip(&raw) {
+                        *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(r, sc));
+                    }
+                    *min = join_bytes(&g0.min, &g1.min, (s0 + j) * COLS);
+                }
+                // (min of 2p, min of 2p+1) against (Σa of 2p, Σa of 2p+1).
+                let mn = _mm512_or_si512(mins[0], _mm512_slli_epi32::<16>(mins[1]));
+                for k in 0..K {
+                    let lo = sums[k * ns + s0] as u16 as u32;
+                    let hi = sums[k * ns + s0 + 1] as u16 as u32;
+                    let imin = _mm512_madd_epi16(mn, _mm512_set1_epi32((lo | hi << 16) as i32));
+                    // The gemm adds each pair of sub-blocks on its own.
+                    let (dd, dm) = (_mm512_mul_ps(dw, da[k]), _mm512_mul_ps(dmw, da[k]));
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[k]), dd, acc[k]);
+                    acc_min[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dm, acc_min[k]);
+                }
+            }
+        }
+        for ((line, a), m) in res.iter_mut().zip(acc).zip(acc_min) {
+            _mm512_storeu_ps(line.as_mut_ptr(), _mm512_sub_ps(a, m));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,6 +914,70 @@ mod tests {
         assert_eq!(d_mat, -d_row);
         assert_eq!(mat[3], 127);
         assert_eq!(row[3], -127);
+    }
+
+    /// The VNNI pair kernel gives each group's AVX2 gemm bits, and a
+    /// weight of an odd number of groups (the last one alone) comes out
+    /// the same through `matmul_repacked` as group by group.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_pair_kernel_equals_the_avx2_kernel() {
+        if !crate::quant::unpacked_dot::has_vnni() {
+            eprintln!("this CPU has no AVX-512 VNNI: the pair kernel was not run");
+            return;
+        }
+        let (n_out, n_in, n_tokens) = (24, 512, 10);
+        let w: Vec<f32> = (0..n_out * n_in)
+            .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+            .collect();
+        let wq = crate::quant::quantize(GgmlType::Q4K, &w, n_in, None).expect("quantizes");
+        let x: Vec<f32> = (0..n_tokens * n_in)
+            .map(|i| ((i * 104_729) % 997) as f32 / 498.0 - 1.0)
+            .collect();
+        let acts = Acts::quantize(Kind::Q4K, &x, n_in, n_tokens);
+        let row_bytes = wq.len() / n_out;
+        let groups: Vec<Group> = wq
+            .chunks_exact(COLS * row_bytes)
+            .map(|wg| {
+                let mut g = Group::default();
+                g.decode(Kind::Q4K, wg, n_in, Kernel::detect());
+                g
+            })
+            .collect();
+        // Group by group with the AVX2 kernel: want[t][r].
+        let mut want = vec![0f32; n_tokens * n_out];
+        for (gi, g) in groups.iter().enumerate() {
+            for t0 in (0..n_tokens).step_by(GROUP) {
+                let n = GROUP.min(n_tokens - t0);
+                let tile = Tile {
+                    t0,
+                    n,
+                    gemm: t0 < acts.n_gemm,
+                };
+                let mut res = [0f32; GROUP * COLS];
+                Kernel::detect().run(Kind::Q4K, g, &acts, tile, &mut res[..n * COLS]);
+                for (j, line) in res.chunks_exact(COLS).take(n).enumerate() {
+                    want[(t0 + j) * n_out + gi * COLS..][..COLS].copy_from_slice(line);
+                }
+            }
+        }
+        let mut pair = [[0f32; 2 * COLS]; GROUP];
+        // SAFETY: the CPU has VNNI (checked above); tokens 0..4 are a gemm tile.
+        unsafe { avx512::q4_k_pair(&groups[0], &groups[1], &acts, 0, &mut pair) };
+        for (t, line) in pair.iter().enumerate() {
+            assert_eq!(
+                line.map(f32::to_bits).to_vec(),
+                bits(&want[t * n_out..t * n_out + 2 * COLS]),
+                "token {t}"
+            );
+        }
+        let mut got = vec![f32::NAN; n_tokens * n_out];
+        matmul_repacked(GgmlType::Q4K, &wq, n_out, n_in, &x, n_tokens, &mut got).expect("runs");
+        assert_eq!(bits(&got), bits(&want));
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

@@ -411,10 +411,10 @@ unsafe fn legacy_vnni_pair<const T: usize>(
     }
 }
 
-/// Whether the CPU has AVX-512 VNNI with the BW/DQ/VL forms the VNNI
-/// kernels use (checked once).
+/// Whether the CPU has AVX-512 VNNI with the BW/DQ/VL forms, AVX2 and
+/// FMA, which every VNNI kernel of `quant/` may use (checked once).
 #[cfg(target_arch = "x86_64")]
-fn has_vnni() -> bool {
+pub(super) fn has_vnni() -> bool {
     use std::sync::OnceLock;
     static VNNI: OnceLock<bool> = OnceLock::new();
     *VNNI.get_or_init(|| {
@@ -424,7 +424,15 @@ fn has_vnni() -> bool {
             && has!("avx512vnni")
             && has!("avx512bw")
             && has!("avx512dq")
+            && has!("avx2")
+            && has!("fma")
     })
+}
+
+/// No VNNI off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn has_vnni() -> bool {
+    false
 }
 
 /// The super-block kernel, instantiated once per instruction set: `$step`
