@@ -25,9 +25,12 @@
 //!
 //! The kernels are chosen at run time (`is_x86_feature_detected!`): AVX2,
 //! and where the CPU has them AVX-512 VNNI ones (`vpdpbusd` on the i8
-//! levels of the 32-element blocks, two weight rows per register;
+//! levels of the 32-element blocks, two weight rows per register, the
+//! activations biased by 128 so that they are the unsigned operand;
 //! `vpdpwssd` for the K-quants' sums); the portable one performs the same
-//! float operations on the same integers, so all give the same bits.
+//! float operations on the same integers, so all give the same bits. With
+//! VNNI, K-quant products of 8 or more tokens take `kquants_vnni.rs`
+//! instead (sixteen tokens per register, the same bits).
 
 use super::activation::{Q8_0_SIZE, Q8_1_SIZE, Q8_K_SIZE, QK8, QK_K};
 use super::fp16::f16_bits_to_f32;
