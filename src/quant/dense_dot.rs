@@ -20,6 +20,8 @@
 //! widened, which is exact): the caller widens a weight row once and uses
 //! it for every token.
 
+use std::borrow::Cow;
+
 use super::fp16::{bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
 use super::row_blocks::RowBlock;
 
@@ -311,12 +313,12 @@ pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32]
     if n_out == 0 || n_tokens == 0 {
         return;
     }
-    let acts: Vec<f32> = match ty {
-        Dense::F32 => x.to_vec(),
-        _ => x.par_iter().map(|&v| ty.round(v)).collect(),
+    let rounded: Cow<[f32]> = match ty {
+        Dense::F32 => Cow::Borrowed(x),
+        _ => Cow::Owned(x.par_iter().map(|&v| ty.round(v)).collect()),
     };
     let kernel = TinyblasKernel::detect();
-    let acts = kernel.lay_out(&acts, n_in);
+    let acts = kernel.lay_out(rounded, n_in);
     let row_bytes = n_in * ty.size();
     super::row_blocks::par_row_blocks(out, n_out, TINYBLAS_ROWS_PER_TASK)
         .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
@@ -352,12 +354,13 @@ impl TinyblasKernel {
         TinyblasKernel::Portable
     }
 
-    /// The activations (`n_tokens × n_in`) in the layout this kernel reads.
-    fn lay_out(self, acts: &[f32], n_in: usize) -> Vec<f32> {
+    /// The activations (`n_tokens × n_in`) in the layout this kernel reads
+    /// (the row-major ones as they are, unless the kernel pairs tokens).
+    fn lay_out(self, acts: Cow<'_, [f32]>, n_in: usize) -> Cow<'_, [f32]> {
         match self {
             #[cfg(target_arch = "x86_64")]
-            TinyblasKernel::Avx512 => pair_tokens(acts, n_in, tiles512::RP),
-            _ => acts.to_vec(),
+            TinyblasKernel::Avx512 => Cow::Owned(pair_tokens(&acts, n_in, tiles512::RP)),
+            _ => acts,
         }
     }
 }
@@ -641,7 +644,7 @@ mod tests {
                 let acts: Vec<f32> = x.iter().map(|&v| ty.round(v)).collect();
                 for kernel in kernels() {
                     // One block of every row, so each kernel's tails show.
-                    let layout = kernel.lay_out(&acts, n_in);
+                    let layout = kernel.lay_out(Cow::Borrowed(&acts), n_in);
                     let mut direct = vec![f32::NAN; n_out * n_tokens];
                     let mut rows = wide.clone();
                     let mut blocks: Vec<_> = rayon::iter::ParallelIterator::collect(

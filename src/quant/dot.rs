@@ -232,15 +232,13 @@ pub fn matmul(
 pub(super) fn matmul_tiled_without_vnni(
     weight: GgmlType,
     w: &[u8],
-    n_out: usize,
     n_in: usize,
     x: &[f32],
-    n_tokens: usize,
     out: &mut [f32],
 ) {
     let fam = family(weight).expect("a quantized type");
     let row_bytes = weight.row_size(n_in).expect("whole blocks");
-    assert_eq!(out.len(), n_out * n_tokens);
+    assert_eq!(out.len(), w.len() / row_bytes * (x.len() / n_in));
     unpacked_matmul(weight, fam, w, row_bytes, n_in, x, out).expect("valid sizes");
 }
 

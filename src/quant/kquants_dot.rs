@@ -46,6 +46,12 @@ impl KQuant {
             KQuant::Q6K => 210,
         }
     }
+
+    /// Whether the type has per-group minimums (Q2_K, Q4_K, Q5_K), and so
+    /// the tiled kernel's minimum step.
+    pub const fn has_min(self) -> bool {
+        matches!(self, KQuant::Q2K | KQuant::Q4K | KQuant::Q5K)
+    }
 }
 
 /// One decoded super-block: levels in element order, the integer scale
@@ -245,7 +251,7 @@ pub fn unpack(ty: KQuant, n: usize, w: &[u8], out: &mut Unpacked) {
         out.m[i] = l.dmin;
         out.mins[16 * i..16 * i + 16].copy_from_slice(&l.min);
     }
-    if matches!(ty, KQuant::Q3K | KQuant::Q6K) {
+    if !ty.has_min() {
         // No minimums: the kernels then take no minimum step, as ggml's
         // tiled kernel has none for these types.
         out.mins.clear();

@@ -63,11 +63,6 @@ fn bias(k: KQuant) -> i32 {
     }
 }
 
-/// Whether the type has per-group minimums (and so the minimum step).
-fn has_min(k: KQuant) -> bool {
-    matches!(k, KQuant::Q2K | KQuant::Q4K | KQuant::Q5K)
-}
-
 /// `out[t·n_out + r] = W[r] · x[t]` for K-quant weights `w` (`n_out` rows
 /// of `n_in` elements, `n_in` a multiple of 256 — the caller checked the
 /// sizes) and f32 activations `x`, quantized to Q8_K here. Call only where
@@ -92,7 +87,7 @@ pub(super) fn matmul(k: KQuant, w: &[u8], n_out: usize, n_in: usize, x: &[f32], 
                     // SAFETY: `applies` found AVX-512F/BW/VNNI, AVX2 and FMA
                     // (the only caller's condition); `rows` holds whole
                     // bands and `group` whole lanes of `n_in` elements.
-                    unsafe { avx512::band(rows, r0, group, bias(k), has_min(k), &mut res) };
+                    unsafe { avx512::band(rows, r0, group, bias(k), k.has_min(), &mut res) };
                     store(&res, r0, g * LANES, &mut o);
                 }
             }
@@ -345,7 +340,7 @@ mod tests {
                     .map(|i| ((i * 104_729) % 997) as f32 * 1e-2 - 5.0)
                     .collect();
                 let mut want = vec![0f32; n_out * n_tokens];
-                dot::matmul_tiled_without_vnni(ty, &w, n_out, n_in, &x, n_tokens, &mut want);
+                dot::matmul_tiled_without_vnni(ty, &w, n_in, &x, &mut want);
                 let mut got = vec![f32::NAN; n_out * n_tokens];
                 matmul(k, &w, n_out, n_in, &x, &mut got);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {

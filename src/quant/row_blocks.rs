@@ -31,7 +31,7 @@ pub(crate) fn par_row_blocks(
         .map(move |b| {
             let r0 = b * rows_per_block;
             RowBlock {
-                base: base.clone(),
+                base,
                 n_out,
                 n_tokens,
                 r0,
@@ -103,13 +103,8 @@ impl RowBlock<'_> {
 }
 
 /// The output's first element, shared by the blocks.
+#[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-
-impl Clone for OutPtr {
-    fn clone(&self) -> Self {
-        OutPtr(self.0)
-    }
-}
 
 // SAFETY: the pointer is only dereferenced through `RowBlock`, whose
 // blocks cover disjoint elements (see `RowBlock::set`), while the
@@ -128,7 +123,7 @@ mod tests {
     fn blocks_cover_the_output_once() {
         for (n_out, n_tokens, per) in [(7, 3, 2), (8, 1, 8), (5, 4, 16)] {
             let mut out = vec![-1f32; n_out * n_tokens];
-            let blocks: Vec<(usize, usize)> = par_row_blocks(&mut out, n_out, per)
+            let rows: Vec<usize> = par_row_blocks(&mut out, n_out, per)
                 .enumerate()
                 .map(|(b, mut blk)| {
                     for r in 0..blk.n_rows() {
@@ -136,10 +131,10 @@ mod tests {
                             blk.set(r, t, (t * 1000 + b * per + r) as f32);
                         }
                     }
-                    (b, blk.n_rows())
+                    blk.n_rows()
                 })
                 .collect();
-            assert_eq!(blocks.iter().map(|b| b.1).sum::<usize>(), n_out);
+            assert_eq!(rows.iter().sum::<usize>(), n_out);
             for t in 0..n_tokens {
                 for r in 0..n_out {
                     assert_eq!(out[t * n_out + r], (t * 1000 + r) as f32);

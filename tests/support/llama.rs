@@ -251,25 +251,15 @@ unsafe extern "C" fn collect_matmul(t: *mut ggml_tensor, ask: bool, user: *mut c
     }
 }
 
-/// A `cb_eval` callback filling a `T` passed as its user data.
-type Collector = unsafe extern "C" fn(*mut ggml_tensor, bool, *mut c_void) -> bool;
-
 impl Model {
-    /// Runs `ids` as `eval_logits` does, with `collect` as `cb_eval`
-    /// filling a fresh `T`.
-    fn eval_collecting<T: Default>(&self, ids: &[i32], collect: Collector) -> T {
-        let mut seen = T::default();
-        let user = &mut seen as *mut T as *mut c_void;
-        // SAFETY: `seen` outlives the context, freed right after decoding;
-        // `collect` casts its user data back to the same `T`.
-        unsafe { llama_free(self.decode(ids, Some((Some(collect), user)), None)) };
-        seen
-    }
-
     /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
     /// every matrix multiplication's weight name and input.
     pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
-        self.eval_collecting(ids, collect_matmul)
+        let mut seen: MatmulInputs = Vec::new();
+        let user = &mut seen as *mut MatmulInputs as *mut c_void;
+        // SAFETY: `seen` outlives the context, freed right after decoding.
+        unsafe { llama_free(self.decode(ids, Some((Some(collect_matmul), user)), None)) };
+        seen
     }
 }
 
@@ -283,50 +273,5 @@ impl Drop for Model {
     fn drop(&mut self) {
         // SAFETY: the pointer came from llama_model_load_from_file.
         unsafe { llama_model_free(self.model) }
-    }
-}
-
-/// Every f32 tensor `cb_eval` is shown, by graph name (`ffn_up-0`, …),
-/// as `ne[0]`-wide rows.
-pub type NamedTensors = Vec<(String, usize, Vec<f32>)>;
-
-unsafe extern "C" fn collect_named(t: *mut ggml_tensor, ask: bool, user: *mut c_void) -> bool {
-    // SAFETY: llama.cpp hands a valid tensor; `user` is the NamedTensors
-    // passed by eval_named_tensors, alive for the whole decode.
-    unsafe {
-        if ask {
-            return true;
-        }
-        if (*t).type_ != GGML_TYPE_F32 {
-            return true;
-        }
-        let name = std::ffi::CStr::from_ptr((*t).name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        let ne = (*t).ne;
-        let mut values = Vec::new();
-        for i3 in 0..ne[3] {
-            for i2 in 0..ne[2] {
-                for i1 in 0..ne[1] {
-                    let at = i1 as usize * (*t).nb[1]
-                        + i2 as usize * (*t).nb[2]
-                        + i3 as usize * (*t).nb[3];
-                    let row = ((*t).data as *const u8).add(at);
-                    for i0 in 0..ne[0] as usize {
-                        values.push(*(row.add(i0 * (*t).nb[0]) as *const f32));
-                    }
-                }
-            }
-        }
-        (*(user as *mut NamedTensors)).push((name, ne[0] as usize, values));
-        true
-    }
-}
-
-impl Model {
-    /// Runs `ids` as `eval_logits` does, recording every f32 tensor of
-    /// the graph (for tracing where two forward passes part).
-    pub fn eval_named_tensors(&self, ids: &[i32]) -> NamedTensors {
-        self.eval_collecting(ids, collect_named)
     }
 }

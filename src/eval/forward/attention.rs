@@ -107,7 +107,8 @@ pub(crate) fn attention(
 /// per task: each key tile is scored against all the block's queries in
 /// turn while it is in L1 (one query at a time would stream every head's
 /// keys from L2 per query). Each query still meets the tiles in order
-/// with exactly [`Head::tile_step`]'s operations, so the bits are ggml's. Results are head-major, then transposed.
+/// with exactly [`Head::tile_step`]'s operations, so the bits are ggml's.
+/// Results are head-major, then transposed.
 fn tiled_blocks<'a>(
     s: AttnShape,
     q: &[f32],
