@@ -49,7 +49,9 @@ use super::kquants_dot::{self, KQuant};
 use super::kquants_vnni;
 use super::legacy_dot::{self, Legacy};
 use super::row_blocks::RowBlock;
-use super::unpacked_dot::{dot_tokens, dot_tokens_pair, ActKind, ActRow, Unpacked, TOKENS};
+use super::unpacked_dot::{
+    dot_rows_vnni, dot_tokens, has_vnni, ActKind, ActRow, Unpacked, TOKENS, VNNI_TOKENS,
+};
 use super::{GgmlType, QuantError};
 
 /// The family a weight type's kernels belong to.
@@ -275,18 +277,34 @@ fn unpacked_matmul(
                 _ => (ActKind::Q8K, QK_K),
             };
             let act_bytes = dot_type.row_size(n_in).ok_or_else(bad)?;
+            // 32-element blocks take the VNNI kernel where the CPU has it,
+            // with its own layouts of the weights and activations.
+            let vnni = block == QK8 && has_vnni();
             let acts: Vec<ActRow> = x
                 .par_chunks(n_in)
-                .map(|row| {
-                    let mut b = vec![0u8; act_bytes];
-                    quantize_activation_row(dot_type, row, &mut b);
-                    ActRow::decode(kind, n_in, &b)
-                })
+                .map_init(
+                    || vec![0u8; act_bytes],
+                    |b, row| {
+                        quantize_activation_row(dot_type, row, b);
+                        if vnni {
+                            ActRow::decode_biased(kind, n_in, b)
+                        } else {
+                            ActRow::decode(kind, n_in, b)
+                        }
+                    },
+                )
                 .collect();
+            let layout = RowLayout {
+                fam,
+                block,
+                vnni,
+                row_bytes,
+                n_in,
+            };
             blocks
                 .zip(weight_blocks)
                 .for_each_init(Vec::new, |rows, (mut o, wb)| {
-                    quant_rows(fam, block, wb, row_bytes, &acts, n_in, rows, &mut o)
+                    quant_rows(layout, wb, &acts, rows, &mut o)
                 });
         }
     }
@@ -361,58 +379,73 @@ fn dense_rows(d: Dense, wb: &[u8], row_bytes: usize, acts: &[f32], n_in: usize, 
     }
 }
 
+/// How a product's quantized weight rows are laid out and multiplied.
+#[derive(Clone, Copy)]
+struct RowLayout {
+    fam: Family,
+    /// 32 (legacy) or 256 (K-quants) elements a block.
+    block: usize,
+    /// Whether the rows take [`dot_rows_vnni`] (the activations were
+    /// decoded biased for it).
+    vnni: bool,
+    row_bytes: usize,
+    n_in: usize,
+}
+
 /// One task of quantized rows: unpack each weight row once (into `rows`,
 /// the worker's buffers, reused from task to task), then sweep the tokens
-/// [`TOKENS`] at a time over all of the task's rows, so a group of
+/// a group at a time over all of the task's rows, so a group of
 /// activation rows stays in L1 while it meets every weight row.
-#[allow(clippy::too_many_arguments)]
 fn quant_rows(
-    fam: Family,
-    block: usize,
+    l: RowLayout,
     wb: &[u8],
-    row_bytes: usize,
     acts: &[ActRow],
-    n_in: usize,
     rows: &mut Vec<Unpacked>,
     o: &mut RowBlock,
 ) {
-    let n_rows = wb.len() / row_bytes;
+    let n_rows = wb.len() / l.row_bytes;
     rows.resize_with(n_rows.max(rows.len()), Unpacked::default);
-    for (r, u) in wb.chunks_exact(row_bytes).zip(rows.iter_mut()) {
-        match fam {
-            Family::Legacy(l) => legacy_dot::unpack(l, n_in, r, u),
-            Family::K(k) => kquants_dot::unpack(k, n_in, r, u),
+    for (r, u) in wb.chunks_exact(l.row_bytes).zip(rows.iter_mut()) {
+        match l.fam {
+            Family::Legacy(ty) if l.vnni => legacy_dot::unpack_i8(ty, l.n_in, r, u),
+            Family::Legacy(ty) => legacy_dot::unpack(ty, l.n_in, r, u),
+            Family::K(k) => kquants_dot::unpack(k, l.n_in, r, u),
             Family::Dense(_) => unreachable!("dense rows take dense_rows"),
         }
     }
     let rows = &rows[..n_rows];
+    if l.vnni {
+        let mut res = [0f32; VNNI_TOKENS * ROWS_PER_TASK];
+        for (g, group) in acts.chunks(VNNI_TOKENS).enumerate() {
+            let refs = refs_of::<VNNI_TOKENS>(group);
+            let res = &mut res[..group.len() * n_rows];
+            dot_rows_vnni(rows, &refs[..group.len()], res);
+            for (j, vs) in res.chunks_exact(n_rows).enumerate() {
+                o.set_rows(0, g * VNNI_TOKENS + j, vs);
+            }
+        }
+        return;
+    }
     let mut res = [0f32; TOKENS];
     for (t0, group) in acts.chunks(TOKENS).enumerate() {
-        let mut refs = [&group[0]; TOKENS];
-        for (slot, a) in refs.iter_mut().zip(group) {
-            *slot = a;
-        }
-        let refs = &refs[..group.len()];
-        let t = t0 * TOKENS;
-        let mut r = 0;
-        while r < rows.len() {
-            if r + 1 < rows.len() {
-                let mut res1 = [0f32; TOKENS];
-                if dot_tokens_pair(&rows[r], &rows[r + 1], refs, block, &mut res, &mut res1) {
-                    for (j, (&v0, &v1)) in res.iter().zip(&res1).take(group.len()).enumerate() {
-                        o.set_rows(r, t + j, &[v0, v1]);
-                    }
-                    r += 2;
-                    continue;
-                }
-            }
-            dot_tokens(&rows[r], refs, block, &mut res);
+        let refs = refs_of::<TOKENS>(group);
+        for (r, w) in rows.iter().enumerate() {
+            dot_tokens(w, &refs[..group.len()], l.block, &mut res);
             for (j, &v) in res.iter().take(group.len()).enumerate() {
-                o.set(r, t + j, v);
+                o.set(r, t0 * TOKENS + j, v);
             }
-            r += 1;
         }
     }
+}
+
+/// The rows of a group of at most `N` activation rows, by reference (the
+/// slots past the group repeat its first row).
+fn refs_of<const N: usize>(group: &[ActRow]) -> [&ActRow; N] {
+    let mut refs = [&group[0]; N];
+    for (slot, a) in refs.iter_mut().zip(group) {
+        *slot = a;
+    }
+    refs
 }
 
 /// The scalar versions, written to mirror ggml's generic C

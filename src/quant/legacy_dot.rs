@@ -15,7 +15,7 @@
 
 use super::activation::{Q8_0_SIZE, Q8_1_SIZE, QK8};
 use super::fp16::f16_bits_to_f32;
-use super::unpacked_dot::Unpacked;
+use super::unpacked_dot::{quad_biases, Unpacked};
 
 #[inline]
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -160,7 +160,43 @@ pub fn unpack(ty: Legacy, n: usize, w: &[u8], out: &mut Unpacked) {
         out.d[ib] = d;
         out.m[ib] = m;
     }
-    out.fill_i8();
+}
+
+/// Weight row `w` (`n` elements) as i8 levels, each quad's VNNI bias and
+/// the per-block factors: the form `dot_rows_vnni` takes (`q` left
+/// empty). Q8_0's levels are its bytes.
+pub fn unpack_i8(ty: Legacy, n: usize, w: &[u8], out: &mut Unpacked) {
+    let nb = n / QK8;
+    out.q.clear();
+    out.mins.clear();
+    out.q8.resize(n, 0);
+    out.quad_bias.resize(n / 4, 0);
+    out.d.resize(nb, 0.0);
+    out.m.resize(nb, 0.0);
+    let mut levels = [0i16; QK8];
+    for (ib, (wb, q8)) in w
+        .chunks_exact(ty.size())
+        .zip(out.q8.chunks_exact_mut(QK8))
+        .take(nb)
+        .enumerate()
+    {
+        let (d, m) = if ty == Legacy::Q8_0 {
+            for (l, &b) in q8.iter_mut().zip(&wb[2..2 + QK8]) {
+                *l = b as i8;
+            }
+            (f16_at(wb, 0), 0.0)
+        } else {
+            let dm = block_levels(ty, wb, &mut levels);
+            for (l, &v) in q8.iter_mut().zip(&levels) {
+                // Legacy levels are −16..=15 (Q8_0's −128..=127 above).
+                *l = v as i8;
+            }
+            dm
+        };
+        out.d[ib] = d;
+        out.m[ib] = m;
+    }
+    quad_biases(&out.q8, &mut out.quad_bias);
 }
 
 #[cfg(test)]
@@ -199,6 +235,22 @@ mod tests {
                 let got = f32::from(u.q[i]) * u.d[i / QK8] + u.m[i / QK8];
                 assert_eq!(got, w, "{ty:?} element {i}");
             }
+            // The VNNI form: the same levels as i8, each quad's bias
+            // −128 · Σ levels, the same factors, no i16 levels.
+            let mut v = Unpacked::default();
+            unpack_i8(ty, n, &bytes, &mut v);
+            assert!(v.q.is_empty(), "{ty:?}");
+            assert_eq!(
+                v.q8,
+                u.q.iter().map(|&l| l as i8).collect::<Vec<_>>(),
+                "{ty:?}"
+            );
+            let bias: Vec<i32> =
+                u.q.chunks_exact(4)
+                    .map(|q| -128 * q.iter().map(|&l| i32::from(l)).sum::<i32>())
+                    .collect();
+            assert_eq!(v.quad_bias, bias, "{ty:?}");
+            assert_eq!((&v.d, &v.m), (&u.d, &u.m), "{ty:?}");
         }
     }
 }

@@ -76,17 +76,24 @@ impl Unpacked {
         }
     }
 
-    /// Copies the levels into [`Unpacked::q8`] (32-element blocks only:
-    /// their levels are −128..=127).
+    /// Copies the levels into [`Unpacked::q8`] and sets
+    /// [`Unpacked::quad_bias`] (32-element blocks only: their levels are
+    /// −128..=127), as `legacy_dot::unpack_i8` lays a row out.
+    #[cfg(test)]
     pub fn fill_i8(&mut self) {
         self.q8.clear();
         self.q8.extend(self.q.iter().map(|&v| v as i8));
         self.quad_bias.clear();
-        self.quad_bias.extend(
-            self.q8
-                .chunks_exact(4)
-                .map(|q| -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>()),
-        );
+        self.quad_bias.resize(self.q8.len() / 4, 0);
+        quad_biases(&self.q8, &mut self.quad_bias);
+    }
+}
+
+/// `bias[k] = −128 · Σ q[4k..4k + 4]`: where each VNNI lane starts.
+pub fn quad_biases(q: &[i8], bias: &mut [i32]) {
+    for (b, quad) in bias.iter_mut().zip(q.chunks_exact(4)) {
+        let sum = i32::from(quad[0]) + i32::from(quad[1]) + i32::from(quad[2]) + i32::from(quad[3]);
+        *b = -128 * sum;
     }
 }
 
@@ -118,12 +125,21 @@ pub enum ActKind {
 }
 
 impl ActRow {
-    /// Decodes `n` elements of activation bytes.
+    /// Decodes `n` elements of activation bytes, the quants widened to
+    /// i16 ([`ActRow::q`]): the AVX2 and portable kernels' form.
     pub fn decode(kind: ActKind, n: usize, bytes: &[u8]) -> ActRow {
-        let mut r = ActRow {
-            q: Vec::with_capacity(n),
-            ..ActRow::default()
-        };
+        Self::decode_as(kind, n, bytes, false)
+    }
+
+    /// Decodes `n` elements of Q8_0/Q8_1 bytes with the quants biased
+    /// ([`ActRow::biased`], `q` left empty): [`dot_rows_vnni`]'s form.
+    pub fn decode_biased(kind: ActKind, n: usize, bytes: &[u8]) -> ActRow {
+        debug_assert!(kind != ActKind::Q8K, "Q8_K rows have no biased form");
+        Self::decode_as(kind, n, bytes, true)
+    }
+
+    fn decode_as(kind: ActKind, n: usize, bytes: &[u8], biased: bool) -> ActRow {
+        let mut r = ActRow::default();
         let f16_at = |b: &[u8], at: usize| f16_bits_to_f32(u16::from_le_bytes([b[at], b[at + 1]]));
         match kind {
             ActKind::Q8_0 | ActKind::Q8_1 => {
@@ -132,16 +148,26 @@ impl ActRow {
                 } else {
                     (Q8_1_SIZE, 4)
                 };
+                if biased {
+                    r.biased.reserve(n);
+                } else {
+                    r.q.reserve(n);
+                }
                 for b in bytes.chunks_exact(size).take(n / QK8) {
                     r.d.push(f16_at(b, 0));
                     if kind == ActKind::Q8_1 {
                         r.s.push(f16_at(b, 2));
                     }
-                    r.q.extend(b[qs..qs + QK8].iter().map(|&v| i16::from(v as i8)));
-                    r.biased.extend(b[qs..qs + QK8].iter().map(|&v| v ^ 0x80));
+                    let quants: &[u8; QK8] = b[qs..qs + QK8].try_into().expect("a block's quants");
+                    if biased {
+                        r.biased.extend(quants.map(|v| v ^ 0x80));
+                    } else {
+                        r.q.extend(quants.map(|v| i16::from(v as i8)));
+                    }
                 }
             }
             ActKind::Q8K => {
+                r.q.reserve(n);
                 for b in bytes.chunks_exact(Q8_K_SIZE).take(n / QK_K) {
                     r.d.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                     r.q.extend(b[4..4 + QK_K].iter().map(|&v| i16::from(v as i8)));
@@ -315,63 +341,94 @@ unsafe fn legacy_n<const T: usize>(w: &Unpacked, acts: &[&ActRow], out: &mut [f3
     }
 }
 
-/// Two weight rows against the same tokens (32-element blocks, AVX-512
-/// VNNI): `out0[t] = w0 · acts[t]`, `out1[t] = w1 · acts[t]`. Returns
-/// false, computing nothing, where this kernel does not apply (K-quants,
-/// no VNNI, levels not copied to i8); the caller then takes
-/// [`dot_tokens`] row by row.
+/// Tokens [`dot_rows_vnni`] takes per pass over the rows.
+pub const VNNI_TOKENS: usize = 8;
+
+/// `out[j · rows.len() + r] = rows[r] · acts[j]` for every weight row and
+/// each of the (at most [`VNNI_TOKENS`]) activation rows, token-major as
+/// the product's output: 32-element blocks with AVX-512 VNNI.
 ///
-/// The two rows share each 512-bit register (lanes 0–7 row 0, 8–15 row
-/// 1), so every lane performs exactly [`legacy_n`]'s operations for its
-/// row and the results are its bits, with half the float instructions.
-pub fn dot_tokens_pair(
-    w0: &Unpacked,
-    w1: &Unpacked,
-    acts: &[&ActRow],
-    block: usize,
-    out0: &mut [f32],
-    out1: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let usable = block == QK8
-            && has_vnni()
-            && !w0.q8.is_empty()
-            && !w1.q8.is_empty()
+/// Two rows share each 512-bit register (lanes 0–7 the first, 8–15 the
+/// second; an odd last row is paired with itself), so every lane performs
+/// exactly [`legacy_n`]'s operations for its row and the results are its
+/// bits, with half the float instructions. One call covers a whole task's
+/// rows, so the cost of a call is paid once per group of tokens.
+///
+/// The rows come from `legacy_dot::unpack_i8`, the activations from
+/// [`ActRow::decode_biased`].
+///
+/// # Panics
+/// Without AVX-512 VNNI ([`has_vnni`]), or when the rows, activations and
+/// `out` do not have matching sizes: a programming error.
+pub fn dot_rows_vnni(rows: &[Unpacked], acts: &[&ActRow], out: &mut [f32]) {
+    let n = rows.first().map_or(0, |w| w.q8.len());
+    assert!(
+        has_vnni()
             && !acts.is_empty()
-            && !acts[0].biased.is_empty();
-        if usable {
-            // SAFETY: the CPU has AVX-512 F/VL/VNNI/DQ, AVX2 and FMA
-            // (checked above); the rows and tokens have the same length.
-            unsafe {
-                match acts.len() {
-                    4 => legacy_vnni_pair::<4>(w0, w1, acts, out0, out1),
-                    3 => legacy_vnni_pair::<3>(w0, w1, acts, out0, out1),
-                    2 => legacy_vnni_pair::<2>(w0, w1, acts, out0, out1),
-                    _ => legacy_vnni_pair::<1>(w0, w1, acts, out0, out1),
-                }
-            }
-            return true;
-        }
+            && acts.len() <= VNNI_TOKENS
+            && out.len() == rows.len() * acts.len()
+            && rows.iter().all(|w| {
+                w.q8.len() == n
+                    && w.quad_bias.len() == n / 4
+                    && w.d.len() == n / QK8
+                    && w.m.len() == n / QK8
+            })
+            && acts.iter().all(|a| {
+                a.biased.len() == n
+                    && a.d.len() == n / QK8
+                    && (a.s.is_empty() || a.s.len() == n / QK8)
+            }),
+        "dot_rows_vnni: rows and activations do not match"
+    );
+    // SAFETY: the CPU has AVX-512 F/VL/VNNI/DQ/BW, AVX2 and FMA
+    // (`has_vnni`, asserted above), and every row and activation holds
+    // `n` levels and `n / 32` block factors (asserted above).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match acts.len() {
+            8 => rows_vnni::<8>(rows, acts, out),
+            7 => rows_vnni::<7>(rows, acts, out),
+            6 => rows_vnni::<6>(rows, acts, out),
+            5 => rows_vnni::<5>(rows, acts, out),
+            4 => rows_vnni::<4>(rows, acts, out),
+            3 => rows_vnni::<3>(rows, acts, out),
+            2 => rows_vnni::<2>(rows, acts, out),
+            _ => rows_vnni::<1>(rows, acts, out),
+        };
     }
-    let _ = (w0, w1, acts, block, out0, out1);
-    false
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = out;
 }
 
-/// The kernel of [`dot_tokens_pair`].
+/// [`dot_rows_vnni`] for `T` tokens: the rows two at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni,avx512dq,avx512bw")]
+unsafe fn rows_vnni<const T: usize>(rows: &[Unpacked], acts: &[&ActRow], out: &mut [f32]) {
+    let n_rows = rows.len();
+    let acts: &[&ActRow; T] = acts.try_into().expect("T activation rows");
+    for r in (0..n_rows).step_by(2) {
+        let r1 = (r + 1).min(n_rows - 1);
+        let (s0, s1) = legacy_vnni_pair::<T>(&rows[r], &rows[r1], acts);
+        for t in 0..T {
+            out[t * n_rows + r] = s0[t];
+            out[t * n_rows + r1] = s1[t];
+        }
+    }
+}
+
+/// Two weight rows against `T` tokens: `(w0 · acts[t], w1 · acts[t])`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni,avx512dq,avx512bw")]
+#[inline]
 unsafe fn legacy_vnni_pair<const T: usize>(
     w0: &Unpacked,
     w1: &Unpacked,
-    acts: &[&ActRow],
-    out0: &mut [f32],
-    out1: &mut [f32],
-) {
+    acts: &[&ActRow; T],
+) -> ([f32; T], [f32; T]) {
     use std::arch::x86_64::*;
     let (q0, q1) = (w0.q8.as_ptr(), w1.q8.as_ptr());
     let (b0, b1) = (w0.quad_bias.as_ptr(), w1.quad_bias.as_ptr());
-    let with_min = !acts[0].s.is_empty();
+    let (d0, d1) = (w0.d.as_ptr(), w1.d.as_ptr());
     let aq: [*const u8; T] = std::array::from_fn(|t| acts[t].biased.as_ptr());
     let ad: [*const f32; T] = std::array::from_fn(|t| acts[t].d.as_ptr());
     let mut acc = [_mm512_setzero_ps(); T];
@@ -387,10 +444,7 @@ unsafe fn legacy_vnni_pair<const T: usize>(
             _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(at / 4).cast())),
             _mm256_loadu_si256(b1.add(at / 4).cast()),
         );
-        let dw = _mm512_insertf32x8::<1>(
-            _mm512_set1_ps(*w0.d.get_unchecked(b)),
-            _mm256_set1_ps(*w1.d.get_unchecked(b)),
-        );
+        let dw = _mm512_insertf32x8::<1>(_mm512_set1_ps(*d0.add(b)), _mm256_set1_ps(*d1.add(b)));
         for t in 0..T {
             let av = _mm512_broadcast_i64x4(_mm256_loadu_si256(aq[t].add(at).cast()));
             let quads = _mm512_dpbusd_epi32(bias, av, wv);
@@ -398,20 +452,22 @@ unsafe fn legacy_vnni_pair<const T: usize>(
             acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(quads), acc[t]);
         }
     }
+    let mut out = ([0f32; T], [0f32; T]);
     for t in 0..T {
         let lo = _mm512_castps512_ps256(acc[t]);
         let hi = _mm512_extractf32x8_ps::<1>(acc[t]);
         let (s0, s1) = (avx2::hsum(lo), avx2::hsum(hi));
-        if with_min {
-            let a = acts[t];
-            let m = |w: &Unpacked| (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
-            out0[t] = s0 + m(w0);
-            out1[t] = s1 + m(w1);
+        let a = acts[t];
+        if a.s.is_empty() {
+            out.0[t] = s0;
+            out.1[t] = s1;
         } else {
-            out0[t] = s0;
-            out1[t] = s1;
+            let m = |w: &Unpacked| (0..w.d.len()).fold(0f32, |s, b| w.m[b].mul_add(a.s[b], s));
+            out.0[t] = s0 + m(w0);
+            out.1[t] = s1 + m(w1);
         }
     }
+    out
 }
 
 /// Whether the CPU has AVX-512 VNNI with the BW/DQ/VL forms, AVX2 and
@@ -740,20 +796,6 @@ mod tests {
                 dot_tokens(&w, &refs, block, &mut fast);
                 dot_tokens_avx2(&w, &refs, block, &mut avx2);
                 portable_dot_tokens(&w, &refs, block, &mut portable);
-                // Two rows side by side give each row's own bits.
-                let mut w2 = w.clone();
-                w2.q.reverse();
-                if block == QK8 {
-                    w2.fill_i8();
-                }
-                let (mut p0, mut p1, mut alone) = ([0f32; TOKENS], [0f32; TOKENS], [0f32; TOKENS]);
-                if dot_tokens_pair(&w, &w2, &refs, block, &mut p0, &mut p1) {
-                    dot_tokens(&w2, &refs, block, &mut alone);
-                    for t in 0..k {
-                        assert_eq!(p0[t].to_bits(), fast[t].to_bits(), "pair row 0, t {t}");
-                        assert_eq!(p1[t].to_bits(), alone[t].to_bits(), "pair row 1, t {t}");
-                    }
-                }
                 for t in 0..k {
                     assert_eq!(fast[t].to_bits(), avx2[t].to_bits(), "block {block} t {t}");
                     assert_eq!(
@@ -763,6 +805,73 @@ mod tests {
                         avx2[t],
                         portable[t]
                     );
+                }
+            }
+        }
+    }
+
+    /// The VNNI rows kernel gives each row the bits of the AVX2 kernel,
+    /// for every token count it takes, even and odd row counts (the odd
+    /// last row paired with itself) and Q8_1's `m · s` terms.
+    #[test]
+    fn vnni_rows_equal_the_avx2_kernel_row_by_row() {
+        let n = 24 * QK8;
+        let nb = n / QK8;
+        for with_s in [false, true] {
+            let rows: Vec<Unpacked> = (0..5u32)
+                .map(|r| {
+                    let mut w = Unpacked::default();
+                    w.reset(n, nb);
+                    w.q = row(n, 1 + r, 127);
+                    w.fill_i8();
+                    w.d = (0..nb)
+                        .map(|b| 0.01 + (b as f32 + r as f32) * 1e-3)
+                        .collect();
+                    w.m = (0..nb)
+                        .map(|b| if with_s { 0.02 - b as f32 * 1e-4 } else { 0.0 })
+                        .collect();
+                    w
+                })
+                .collect();
+            let acts: Vec<ActRow> = (0..VNNI_TOKENS as u32)
+                .map(|t| ActRow {
+                    q: row(n, 10 + t, 127),
+                    biased: row(n, 10 + t, 127)
+                        .iter()
+                        .map(|&v| (v as u8) ^ 0x80)
+                        .collect(),
+                    d: (0..nb).map(|b| 0.03 - b as f32 * 1e-3).collect(),
+                    s: if with_s {
+                        (0..nb).map(|b| 0.5 + b as f32 * 0.01).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    bsums: Vec::new(),
+                })
+                .collect();
+            if !has_vnni() {
+                // Then the products take the AVX2 kernel, which the test
+                // above compares with the portable one.
+                eprintln!("no AVX-512 VNNI here: the AVX2 kernel runs instead");
+                return;
+            }
+            for n_rows in [4, 5] {
+                let rows = &rows[..n_rows];
+                for k in 1..=VNNI_TOKENS {
+                    let refs: Vec<&ActRow> = acts[..k].iter().collect();
+                    let mut out = vec![f32::NAN; n_rows * k];
+                    dot_rows_vnni(rows, &refs, &mut out);
+                    for (r, w) in rows.iter().enumerate() {
+                        for (t, a) in refs.iter().enumerate() {
+                            let mut want = [0f32; 1];
+                            dot_tokens_avx2(w, &[a], QK8, &mut want);
+                            assert_eq!(
+                                out[t * n_rows + r].to_bits(),
+                                want[0].to_bits(),
+                                "row {r} of {n_rows}, token {t} of {k}, with s {with_s}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::ops::v_expf8;
-use super::ops::{round_f16, v_expf};
+use super::ops::{round_f16, round_f16_all, v_expf};
 
 /// `GGML_FA_TILE_Q`: from this many queries on, ggml takes the tiled path.
 const TILE_Q: usize = 64;
@@ -65,30 +65,43 @@ pub(crate) fn attention(
     out: &mut [f32],
     n_tokens: usize,
 ) {
-    k.par_iter_mut().for_each(|x| *x = round_f16(*x));
-    v.par_iter_mut().for_each(|x| *x = round_f16(*x));
+    round_f16_all(k);
+    round_f16_all(v);
     let scale = 1.0 / (s.head_dim_k as f32).sqrt();
     let tiled = n_tokens >= TILE_Q;
     let (k, v) = (&*k, &*v);
-    let kt = if tiled {
-        transpose_keys(s, k, n_tokens)
-    } else {
-        Vec::new()
-    };
     let fma = has_fma();
-    let head = |h: usize| Head {
-        s,
-        k,
-        kt: &kt,
-        kt_len: kt_len(n_tokens),
-        v,
-        kv: h / (s.n_head / s.n_head_kv),
-        scale,
-    };
+    let kv_of = |h: usize| h / (s.n_head / s.n_head_kv);
     if tiled {
+        let kt = transpose_keys(s, k, n_tokens);
+        let vh = values_by_head(s, v, n_tokens);
+        let head = |h: usize| Head {
+            s,
+            k,
+            kt: &kt[kv_of(h) * kt_head_len(s, n_tokens)..][..kt_head_len(s, n_tokens)],
+            v: ValueRows {
+                v: &vh,
+                first: kv_of(h) * n_tokens * s.head_dim_v,
+                stride: s.head_dim_v,
+            },
+            kv: kv_of(h),
+            scale,
+        };
         tiled_blocks(s, q, out, n_tokens, fma, &head);
         return;
     }
+    let head = |h: usize| Head {
+        s,
+        k,
+        kt: &[],
+        v: ValueRows {
+            v,
+            first: kv_of(h) * s.head_dim_v,
+            stride: s.n_head_kv * s.head_dim_v,
+        },
+        kv: kv_of(h),
+        scale,
+    };
     out.par_chunks_mut(s.n_head * s.head_dim_v)
         .enumerate()
         .for_each_init(
@@ -145,28 +158,57 @@ fn tiled_blocks<'a>(
     }
 }
 
-/// Positions per row of the transposed keys: whole tiles, so a tile's
-/// scores never read past the end.
-fn kt_len(n_tokens: usize) -> usize {
-    n_tokens.div_ceil(TILE_KV) * TILE_KV
+/// Floats of one KV head's transposed keys: whole tiles, so a tile's
+/// scores never read past the last position.
+fn kt_head_len(s: AttnShape, n_tokens: usize) -> usize {
+    n_tokens.div_ceil(TILE_KV) * s.head_dim_k * TILE_KV
 }
 
-/// The keys as `[kv head][dim][position]` (zero past the last position),
-/// so the tiled path scores eight keys with one vector per dimension.
+/// The keys as `[kv head][tile][dim][TILE_KV positions]` (zero past the
+/// last position), so the tiled path scores eight keys with one vector per
+/// dimension. Each tile is contiguous (16 KiB for 64 dimensions): with
+/// rows of all positions, a tile's rows were a power of two apart and
+/// fell into a few L1 sets, and the tile left L1 between queries.
 fn transpose_keys(s: AttnShape, k: &[f32], n_tokens: usize) -> Vec<f32> {
-    let (dk, len) = (s.head_dim_k, kt_len(n_tokens));
-    let mut kt = vec![0f32; s.n_head_kv * dk * len];
-    kt.par_chunks_mut(dk * len)
+    let dk = s.head_dim_k;
+    let mut kt = vec![0f32; s.n_head_kv * kt_head_len(s, n_tokens)];
+    kt.par_chunks_mut(kt_head_len(s, n_tokens))
         .enumerate()
         .for_each(|(kv, head)| {
-            for j in 0..n_tokens {
-                let key = &k[(j * s.n_head_kv + kv) * dk..][..dk];
-                for (d, &x) in key.iter().enumerate() {
-                    head[d * len + j] = x;
+            for (t, tile) in head.chunks_exact_mut(dk * TILE_KV).enumerate() {
+                for jj in 0..TILE_KV.min(n_tokens - t * TILE_KV) {
+                    let j = t * TILE_KV + jj;
+                    let key = &k[(j * s.n_head_kv + kv) * dk..][..dk];
+                    for (d, &x) in key.iter().enumerate() {
+                        tile[d * TILE_KV + jj] = x;
+                    }
                 }
             }
         });
     kt
+}
+
+/// The values as `[kv head][position][dim]`, so a tile's value rows are
+/// contiguous (see [`transpose_keys`]).
+fn values_by_head(s: AttnShape, v: &[f32], n_tokens: usize) -> Vec<f32> {
+    let dv = s.head_dim_v;
+    let mut vh = vec![0f32; s.n_head_kv * n_tokens * dv];
+    vh.par_chunks_mut(n_tokens * dv)
+        .enumerate()
+        .for_each(|(kv, head)| {
+            for (j, row) in head.chunks_exact_mut(dv).enumerate() {
+                row.copy_from_slice(&v[(j * s.n_head_kv + kv) * dv..][..dv]);
+            }
+        });
+    vh
+}
+
+/// Where a head's value rows are: row `j` is `v[first + j · stride..]`.
+#[derive(Clone, Copy)]
+struct ValueRows<'a> {
+    v: &'a [f32],
+    first: usize,
+    stride: usize,
 }
 
 /// True when the CPU runs fused multiply-adds as instructions; without
@@ -225,10 +267,9 @@ impl Scratch {
 struct Head<'a> {
     s: AttnShape,
     k: &'a [f32],
-    /// The keys transposed (`transpose_keys`), for the tiled path.
+    /// This head's keys transposed (`transpose_keys`), for the tiled path.
     kt: &'a [f32],
-    kt_len: usize,
-    v: &'a [f32],
+    v: ValueRows<'a>,
     kv: usize,
     scale: f32,
 }
@@ -263,8 +304,7 @@ impl Head<'_> {
 
     #[inline(always)]
     fn value(&self, j: usize) -> &[f32] {
-        let dv = self.s.head_dim_v;
-        &self.v[(j * self.s.n_head_kv + self.kv) * dv..][..dv]
+        &self.v.v[self.v.first + j * self.v.stride..][..self.s.head_dim_v]
     }
 
     /// The tiled path (`ggml_compute_forward_flash_attn_ext_tiled`) for the
@@ -344,10 +384,10 @@ impl Head<'_> {
     #[inline(always)]
     fn tile_scores(&self, q: &[f32], ic: usize, scores: &mut [f32]) {
         let dk = self.s.head_dim_k;
-        let head = &self.kt[self.kv * dk * self.kt_len..][..dk * self.kt_len];
+        let tile = &self.kt[ic * dk..][..dk * TILE_KV];
         let mut acc = [0f32; TILE_KV];
         for (d, &qd) in q.iter().enumerate() {
-            let keys = &head[d * self.kt_len + ic..][..TILE_KV];
+            let keys = &tile[d * TILE_KV..][..TILE_KV];
             for (a, &k) in acc.iter_mut().zip(keys) {
                 *a = k.mul_add(qd, *a);
             }
@@ -563,8 +603,11 @@ mod tests {
             s,
             k: &k16,
             kt: &[],
-            kt_len: 0,
-            v: &v,
+            v: ValueRows {
+                v: &v,
+                first: 0,
+                stride: 4,
+            },
             kv: 0,
             scale: 0.5,
         };
