@@ -190,7 +190,8 @@ const ROWS_PER_TASK: usize = 32;
 /// `n_out` rows of `n_in` elements of `weight`, `x` is `n_tokens × n_in`
 /// f32 row-major. The activations are converted once, then weight rows
 /// run in parallel (rayon), each task decoding its rows once and sweeping
-/// the tokens [`TOKENS`] at a time.
+/// the tokens [`TOKENS`] at a time ([`VNNI_TOKENS`] over all of the
+/// task's rows in one call where the 32-element blocks take VNNI).
 ///
 /// # Errors
 /// [`QuantError::Unsupported`] for a weight type without a product,

@@ -650,7 +650,7 @@ mod avx512 {
 
     /// The K-quants through VNNI's `vpdpwssd` where the CPU has it, else
     /// with 512-bit `madd`; the 32-element blocks one row at a time on the
-    /// AVX2 kernel (two rows at a time take [`dot_tokens_pair`]).
+    /// AVX2 kernel (products with VNNI take [`dot_rows_vnni`] instead).
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub unsafe fn dot_tokens(w: &Unpacked, acts: &[&ActRow], block: usize, out: &mut [f32]) {
         if block != QK8 && has_vnni() {
@@ -850,9 +850,14 @@ mod tests {
                 })
                 .collect();
             if !has_vnni() {
-                // Then the products take the AVX2 kernel, which the test
-                // above compares with the portable one.
-                eprintln!("no AVX-512 VNNI here: the AVX2 kernel runs instead");
+                // Then the products take the AVX2 kernel (compared with the
+                // portable one above), and this kernel refuses to run.
+                let refs: Vec<&ActRow> = acts.iter().collect();
+                let mut out = vec![0f32; rows.len() * refs.len()];
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    dot_rows_vnni(&rows, &refs, &mut out)
+                }));
+                assert!(ran.is_err(), "dot_rows_vnni ran without VNNI");
                 return;
             }
             for n_rows in [4, 5] {
