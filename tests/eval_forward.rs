@@ -5,6 +5,10 @@
 //! on the same GGUF file — written by kvant's converter from the fixture —
 //! over held-out text tokenized by llama.cpp. Within 1e-3 for F32/F16/BF16
 //! and 5e-3 for quantized files; argmax equal at ≥ 99.9 % of positions.
+//! Each sequence is also run with logits from its second half only, as
+//! llama-perplexity asks for them: llama.cpp's graph then drops the other
+//! rows after the last layer's attention, and so does kvant
+//! ([`Outputs::From`]).
 //!
 //! Status: every file type gives logits bit-identical to llama.cpp's on
 //! every family (max |Δ| 0; the bounds above are the issue's): kvant runs
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
-use kvant::eval::forward::{MatmulObserver, Model};
+use kvant::eval::forward::{MatmulObserver, Model, Outputs};
 use kvant::eval::EvalError;
 use kvant::quant::FileType;
 
@@ -92,18 +96,21 @@ fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// kvant's logits against llama.cpp's on `gguf`: (max |Δ|, argmax
-/// agreement, positions).
+/// kvant's logits against llama.cpp's on `gguf`, every position and the
+/// second half only: (max |Δ|, argmax agreement, positions).
 fn compare(gguf: &Path, seqs: &[Vec<u32>]) -> (f32, usize, usize) {
     let judge = llama::Model::load(gguf, false);
     let ours = Model::open_gguf(gguf).unwrap_or_else(|e| panic!("{}: {e}", gguf.display()));
     assert_eq!(ours.n_vocab(), judge.n_vocab());
     let (mut worst, mut agree, mut total) = (0f32, 0, 0);
-    for seq in seqs {
+    let runs = seqs
+        .iter()
+        .flat_map(|seq| [(seq, Outputs::All), (seq, Outputs::From(seq.len() / 2))]);
+    for (seq, outputs) in runs {
         let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
-        let theirs = judge.eval_logits(&ids);
-        let mine = ours.logits(seq, None).unwrap();
-        assert_eq!(mine.len(), seq.len() * ours.n_vocab());
+        let theirs = judge.eval_logits_from(&ids, outputs.first());
+        let mine = ours.outputs(seq, outputs, None).unwrap();
+        assert_eq!(mine.len(), theirs.len() * ours.n_vocab());
         for (row, want) in mine.chunks_exact(ours.n_vocab()).zip(&theirs) {
             let d = row
                 .iter()
@@ -252,6 +259,10 @@ fn bad_token_ids_and_empty_sequences_are_errors() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(m.logits(&[], None), Err(EvalError::EmptySequence)));
+    match m.outputs(&[1, 2, 3], Outputs::From(3), None) {
+        Err(EvalError::NoOutputs { first, n_tokens }) => assert_eq!((first, n_tokens), (3, 3)),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A file whose `blk.1.ffn_up.weight` holds an infinity: the error names
@@ -390,28 +401,58 @@ fn the_observer_sees_what_cb_eval_sees() {
         let judge = llama::Model::load(&gguf, false);
         let seq = &sequences(&judge, 128)[0];
         let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
+        let model = Model::open_gguf(&gguf).unwrap();
+        for outputs in [Outputs::All, Outputs::From(seq.len() / 2)] {
+            let theirs = judge.eval_matmul_inputs_from(&ids, outputs.first());
+            let mut mine = Inputs::default();
+            model.outputs(seq, outputs, Some(&mut mine)).unwrap();
+            same_inputs(&format!("{fixture} {outputs:?}"), &mine.0, &theirs);
+        }
+        // What an importance matrix that leaves output.weight out needs:
+        // every block's products see every token, and only the output
+        // product is cut to the rows kept.
+        let first = seq.len() / 2;
         let theirs = judge.eval_matmul_inputs(&ids);
         let mut mine = Inputs::default();
-        Model::open_gguf(&gguf)
-            .unwrap()
-            .logits(seq, Some(&mut mine))
+        let logits = model
+            .outputs(seq, Outputs::FromAfterLastLayer(first), Some(&mut mine))
             .unwrap();
-        let names = |v: &[(String, usize, Vec<f32>)]| {
-            v.iter()
-                .map(|(n, k, _)| (n.clone(), *k))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&mine.0), names(&theirs), "{fixture}: products");
-        // The forward pass is llama.cpp's bit for bit, so every input is.
-        for ((name, _, a), (_, _, b)) in mine.0.iter().zip(&theirs) {
-            assert_eq!(a.len(), b.len(), "{fixture} {name}: rows");
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                assert_eq!(
-                    x.to_bits(),
-                    y.to_bits(),
-                    "{fixture} {name}[{i}]: {x} vs {y}"
-                );
-            }
+        let ((name, n_in, output_input), blocks) = mine.0.split_last().unwrap();
+        let ((their_name, _, their_output_input), their_blocks) = theirs.split_last().unwrap();
+        same_inputs(&format!("{fixture} blocks"), blocks, their_blocks);
+        assert_eq!(name, their_name);
+        let kept = &their_output_input[first * n_in..];
+        assert!(output_input
+            .iter()
+            .map(|v| v.to_bits())
+            .eq(kept.iter().map(|v| v.to_bits())));
+        let all = model.logits(seq, None).unwrap();
+        let kept = &all[first * model.n_vocab()..];
+        assert!(logits
+            .iter()
+            .map(|v| v.to_bits())
+            .eq(kept.iter().map(|v| v.to_bits())));
+    }
+}
+
+/// Two runs' products: the same weights in the same order, with the same
+/// inputs bit for bit.
+fn same_inputs(
+    what: &str,
+    mine: &[(String, usize, Vec<f32>)],
+    theirs: &[(String, usize, Vec<f32>)],
+) {
+    let names = |v: &[(String, usize, Vec<f32>)]| {
+        v.iter()
+            .map(|(n, k, _)| (n.clone(), *k))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(mine), names(theirs), "{what}: products");
+    // The forward pass is llama.cpp's bit for bit, so every input is.
+    for ((name, _, a), (_, _, b)) in mine.iter().zip(theirs) {
+        assert_eq!(a.len(), b.len(), "{what} {name}: rows");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "{what} {name}[{i}]: {x} vs {y}");
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use kvant::convert::{convert, ConvertRequest, NoProgress, OutputSpec};
 use kvant::eval::{
     chunk_bos, evaluate, Base, ChunkPlan, ChunkProgress, EvalReport, LogitSource, LogitsHeader,
-    LogitsReader, LogitsWriter, MatmulObserver, MeasureError,
+    LogitsReader, LogitsWriter, MatmulObserver, MeasureError, Outputs,
 };
 use kvant::gguf::GgufFile;
 use kvant::quant::FileType;
@@ -40,11 +40,12 @@ impl LogitSource for LlamaLogits {
     fn logits(
         &self,
         tokens: &[u32],
+        outputs: Outputs,
         observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, MeasureError> {
         assert!(observer.is_none(), "llama.cpp's logits have no observer");
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        Ok(self.0.eval_logits(&ids).concat())
+        Ok(self.0.eval_logits(&ids)[outputs.first()..].concat())
     }
 }
 

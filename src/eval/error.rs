@@ -48,6 +48,14 @@ pub enum EvalError {
     /// An empty token sequence was given.
     #[error("the token sequence is empty")]
     EmptySequence,
+    /// The positions asked for start past the sequence's end.
+    #[error("logits from position {first} were asked of a sequence of {n_tokens} tokens")]
+    NoOutputs {
+        /// The first position asked for.
+        first: usize,
+        /// The sequence's length.
+        n_tokens: usize,
+    },
     /// A token id is not in the vocabulary.
     #[error("token id {token} at position {position} is out of range (vocabulary of {n_vocab})")]
     TokenOutOfRange {

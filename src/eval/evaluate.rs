@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::forward::Outputs;
 use super::imatrix_collect::ImatrixCollector;
 use super::kld::{compare, encode_record, record_words, KldSummary, KldSums};
 use super::logits_file::{LogitsReader, LogitsWriter};
@@ -20,11 +21,13 @@ pub trait LogitSource {
     /// Vocabulary size (logits per position).
     fn n_vocab(&self) -> usize;
 
-    /// The logits (`tokens.len() × n_vocab`, row-major) of one sequence
-    /// starting at position 0; `observer` sees every matrix product's input.
+    /// The logits of positions `outputs.first()..` (`(tokens.len() −
+    /// first) × n_vocab`, row-major) of one sequence starting at position
+    /// 0; `observer` sees every matrix product's input.
     fn logits(
         &self,
         tokens: &[u32],
+        outputs: Outputs,
         observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, MeasureError>;
 }
@@ -37,9 +40,10 @@ impl LogitSource for super::forward::Model {
     fn logits(
         &self,
         tokens: &[u32],
+        outputs: Outputs,
         observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, MeasureError> {
-        Ok(super::forward::Model::logits(self, tokens, observer)?)
+        Ok(self.outputs(tokens, outputs, observer)?)
     }
 }
 
@@ -100,18 +104,21 @@ pub fn evaluate(
     let (mut nll, mut kld) = (NllSums::default(), KldSums::default());
     let mut base_records = Vec::new();
     let mut own_records = vec![0u16; plan.scored_per_chunk() * words];
+    // Like llama-perplexity, only the positions that are scored (and the
+    // last one) get logits.
+    let outputs = Outputs::From(plan.first_scored());
     progress.start(plan.n_chunks);
     for index in 0..plan.n_chunks {
         let input = plan.chunk_input(tokens, index, bos);
         let targets = plan.chunk(tokens, index);
-        let logits = checked_logits(model, &input, None)?;
+        let logits = checked_logits(model, &input, outputs, None)?;
         if save.is_some() {
             encode_chunk(&plan, &logits, n_vocab, targets, &mut own_records);
         }
         match &mut base {
             Base::None => score_chunk(&plan, &logits, n_vocab, targets, &mut nll),
             Base::Model(b) => {
-                let base_logits = checked_logits(*b, &input, None)?;
+                let base_logits = checked_logits(*b, &input, outputs, None)?;
                 base_records.resize(own_records.len(), 0);
                 encode_chunk(&plan, &base_logits, n_vocab, targets, &mut base_records);
                 compare_chunk(&plan, &logits, n_vocab, targets, &base_records, &mut kld);
@@ -139,25 +146,29 @@ pub fn evaluate(
     })
 }
 
-/// The model's logits for `input`, checked for shape.
+/// The model's logits for `input` from position `outputs.first()` on,
+/// checked for shape.
 fn checked_logits(
     model: &dyn LogitSource,
     input: &[u32],
+    outputs: Outputs,
     observer: Option<&mut dyn MatmulObserver>,
 ) -> Result<Vec<f32>, MeasureError> {
     let n_vocab = model.n_vocab();
-    let logits = model.logits(input, observer)?;
-    if logits.len() != input.len() * n_vocab {
+    let logits = model.logits(input, outputs, observer)?;
+    let n_tokens = input.len().saturating_sub(outputs.first());
+    if logits.len() != n_tokens * n_vocab {
         return Err(MeasureError::LogitShape {
             got: logits.len(),
-            n_tokens: input.len(),
+            n_tokens,
             n_vocab,
         });
     }
     Ok(logits)
 }
 
-/// Encodes a chunk's scored positions as base records.
+/// Encodes a chunk's scored positions (`logits` from the first scored
+/// position on) as base records.
 fn encode_chunk(
     plan: &ChunkPlan,
     logits: &[f32],
@@ -168,13 +179,14 @@ fn encode_chunk(
     let words = record_words(n_vocab);
     let first = plan.first_scored();
     for k in plan.scored_positions() {
-        let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+        let row = &logits[(k - first) * n_vocab..(k - first + 1) * n_vocab];
         let rec = &mut records[(k - first) * words..(k - first + 1) * words];
         encode_record(row, targets[k + 1] as usize, rec);
     }
 }
 
-/// Compares a chunk's scored positions with the base records.
+/// Compares a chunk's scored positions (`logits` from the first scored
+/// position on) with the base records.
 fn compare_chunk(
     plan: &ChunkPlan,
     logits: &[f32],
@@ -186,7 +198,7 @@ fn compare_chunk(
     let words = record_words(n_vocab);
     let first = plan.first_scored();
     for k in plan.scored_positions() {
-        let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+        let row = &logits[(k - first) * n_vocab..(k - first + 1) * n_vocab];
         let rec = &records[(k - first) * words..(k - first + 1) * words];
         kld.add(&compare(row, rec, targets[k + 1] as usize));
     }
@@ -214,14 +226,24 @@ pub fn collect_imatrix(
     let n_vocab = model.n_vocab();
     let mut collector = ImatrixCollector::new(plan.n_ctx, process_output);
     let mut nll = NllSums::default();
+    // llama-imatrix requests every position's logits, so every block's
+    // products see every token; only the perplexity it prints needs
+    // logits, and only `output.weight`'s statistics need the other rows.
+    let first = plan.first_scored();
+    let outputs = if process_output {
+        Outputs::All
+    } else {
+        Outputs::FromAfterLastLayer(first)
+    };
     progress.start(plan.n_chunks);
     for index in 0..plan.n_chunks {
         let input = plan.chunk_input(tokens, index, bos);
-        let logits = checked_logits(model, &input, Some(&mut collector))?;
+        let logits = checked_logits(model, &input, outputs, Some(&mut collector))?;
         collector.check()?;
         let targets = plan.chunk(tokens, index);
+        let row_of = |k: usize| k - outputs.first();
         for k in plan.scored_positions() {
-            let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+            let row = &logits[row_of(k) * n_vocab..(row_of(k) + 1) * n_vocab];
             nll.add(token_nll(row, targets[k + 1] as usize));
         }
         progress.chunk_done(index, nll.perplexity().value);

@@ -37,7 +37,7 @@ pub use evaluate::{
     collect_imatrix, evaluate, Base, ChunkProgress, EvalReport, ImatrixRun, LogitSource,
     NoChunkProgress,
 };
-pub use forward::MatmulObserver;
+pub use forward::{MatmulObserver, Outputs};
 pub use imatrix_collect::{ImatrixCollector, ImatrixEntry};
 pub use kld::KldSummary;
 pub use logits_file::{LogitsHeader, LogitsReader, LogitsWriter};

@@ -149,7 +149,8 @@ pub struct Estimate {
 }
 
 /// Adds the scored positions of one chunk to `sums`. `logits` holds the
-/// model's `n_ctx × n_vocab` logits for the chunk, `targets` the chunk's
+/// model's logits for the chunk's positions from
+/// [`ChunkPlan::first_scored`] on (`n_vocab` each), `targets` the chunk's
 /// original tokens.
 pub fn score_chunk(
     plan: &ChunkPlan,
@@ -161,11 +162,12 @@ pub fn score_chunk(
     use rayon::prelude::*;
     // Each position's softmax is independent: computed in parallel, added
     // in position order (the same sums as one by one).
+    let first = plan.first_scored();
     let nlls: Vec<f64> = plan
         .scored_positions()
         .into_par_iter()
         .map(|k| {
-            let row = &logits[k * n_vocab..(k + 1) * n_vocab];
+            let row = &logits[(k - first) * n_vocab..(k - first + 1) * n_vocab];
             token_nll(row, targets[k + 1] as usize)
         })
         .collect();

@@ -118,19 +118,22 @@ impl Model {
     }
 
     /// Decodes `ids` in one batch on a fresh context (CPU, 2 threads,
-    /// logits everywhere), with `cb_eval` set and a LoRA adapter applied
-    /// at a scale when given. The caller frees the context.
+    /// logits requested from position `first_output` on, as
+    /// llama-perplexity requests them from `n_ctx/2`), with `cb_eval` set
+    /// and a LoRA adapter applied at a scale when given. The caller frees
+    /// the context.
     ///
     /// # Safety
     /// `eval`'s user data must outlive the returned context.
     unsafe fn decode(
         &self,
         ids: &[i32],
+        first_output: usize,
         eval: Option<(ggml_backend_sched_eval_callback, *mut c_void)>,
         lora: Option<(*mut llama_adapter_lora, f32)>,
     ) -> *mut llama_context {
         let n = ids.len() as i32;
-        assert!(n > 0);
+        assert!(n > 0 && first_output < ids.len());
         // SAFETY: context and batch are created, used within their sizes
         // and the batch freed here; every pointer is checked.
         unsafe {
@@ -161,7 +164,7 @@ impl Model {
                 *batch.pos.add(i) = i as i32;
                 *batch.n_seq_id.add(i) = 1;
                 *(*batch.seq_id.add(i)).add(0) = 0;
-                *batch.logits.add(i) = 1;
+                *batch.logits.add(i) = i8::from(i >= first_output);
             }
             let mut b = batch;
             b.n_tokens = n;
@@ -175,7 +178,14 @@ impl Model {
     /// The logits at every position of `ids`, one vector of n_vocab per
     /// position, computed in one batch on a fresh context (CPU, 2 threads).
     pub fn eval_logits(&self, ids: &[i32]) -> Vec<Vec<f32>> {
-        self.logits(ids, None)
+        self.logits(ids, 0, None)
+    }
+
+    /// The logits at positions `first..` of `ids`, the only ones
+    /// requested (llama.cpp's graph then drops the other rows after the
+    /// last layer's attention).
+    pub fn eval_logits_from(&self, ids: &[i32], first: usize) -> Vec<Vec<f32>> {
+        self.logits(ids, first, None)
     }
 
     /// Loads a GGUF LoRA adapter for this model with llama.cpp's
@@ -197,17 +207,22 @@ impl Model {
     /// [`Model::eval_logits`] with `lora` applied at `scale`
     /// (`llama_set_adapters_lora`).
     pub fn eval_logits_with_lora(&self, ids: &[i32], lora: &Lora<'_>, scale: f32) -> Vec<Vec<f32>> {
-        self.logits(ids, Some((lora.ptr, scale)))
+        self.logits(ids, 0, Some((lora.ptr, scale)))
     }
 
-    fn logits(&self, ids: &[i32], lora: Option<(*mut llama_adapter_lora, f32)>) -> Vec<Vec<f32>> {
+    fn logits(
+        &self,
+        ids: &[i32],
+        first: usize,
+        lora: Option<(*mut llama_adapter_lora, f32)>,
+    ) -> Vec<Vec<f32>> {
         // SAFETY: no callback; the adapter (if any) lives as long as the
         // model; the context is read within its outputs and freed here.
         unsafe {
-            let ctx = self.decode(ids, None, lora);
+            let ctx = self.decode(ids, first, None, lora);
             let n_vocab = self.n_vocab();
             let mut out = Vec::with_capacity(ids.len());
-            for i in 0..ids.len() as i32 {
+            for i in first as i32..ids.len() as i32 {
                 let p = llama_get_logits_ith(ctx, i);
                 assert!(!p.is_null(), "no logits at {i}");
                 out.push(std::slice::from_raw_parts(p, n_vocab).to_vec());
@@ -255,10 +270,16 @@ impl Model {
     /// Runs `ids` as `eval_logits` does, with a `cb_eval` that records
     /// every matrix multiplication's weight name and input.
     pub fn eval_matmul_inputs(&self, ids: &[i32]) -> MatmulInputs {
+        self.eval_matmul_inputs_from(ids, 0)
+    }
+
+    /// [`Model::eval_matmul_inputs`] with logits requested from position
+    /// `first` on only.
+    pub fn eval_matmul_inputs_from(&self, ids: &[i32], first: usize) -> MatmulInputs {
         let mut seen: MatmulInputs = Vec::new();
         let user = &mut seen as *mut MatmulInputs as *mut c_void;
         // SAFETY: `seen` outlives the context, freed right after decoding.
-        unsafe { llama_free(self.decode(ids, Some((Some(collect_matmul), user)), None)) };
+        unsafe { llama_free(self.decode(ids, first, Some((Some(collect_matmul), user)), None)) };
         seen
     }
 }

@@ -9,7 +9,7 @@ use super::hparams::HParams;
 use super::linear::{Linear, Qkv, QkvWidths};
 use super::ops::{add_assign, gelu, layer_norm};
 use super::weights::{Matrix, Store};
-use super::{embed, Buffers, MatmulObserver};
+use super::{embed, Buffers, MatmulObserver, Outputs};
 use crate::eval::EvalError;
 
 /// LayerNorm weight and bias.
@@ -84,12 +84,13 @@ impl Gpt2 {
         })
     }
 
-    /// Logits of every position, `n_tokens × n_vocab`.
+    /// Logits of the positions `outputs` keeps, `rows × n_vocab`.
     pub fn logits(
         &self,
         store: &Store,
         hp: &HParams,
         tokens: &[u32],
+        outputs: Outputs,
         mut observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, EvalError> {
         let n_tokens = tokens.len();
@@ -106,7 +107,8 @@ impl Gpt2 {
         embed(store, &self.pos_embd, &positions, &mut b.h)?;
         add_assign(&mut b.x, &b.h);
         let shape = AttnShape::of(hp);
-        for layer in &self.layers {
+        let mut rows = n_tokens;
+        for (il, layer) in self.layers.iter().enumerate() {
             let ln = &layer.attn_norm;
             layer_norm(&b.x, &mut b.h, n, hp.norm_eps, &ln.w, &ln.b);
             layer.qkv.forward(
@@ -122,28 +124,25 @@ impl Gpt2 {
                 .wo
                 .forward(store, &b.attn, n_tokens, &mut b.h, &mut observer)?;
             add_assign(&mut b.x, &b.h[..n_tokens * n]);
+            if il + 1 == self.layers.len() {
+                rows = b.drop_first_rows(outputs.dropped_after_last_attention(), rows, hp);
+            }
             let ln = &layer.ffn_norm;
             layer_norm(&b.x, &mut b.h, n, hp.norm_eps, &ln.w, &ln.b);
             layer
                 .up
-                .forward(store, &b.h, n_tokens, &mut b.ff, &mut observer)?;
+                .forward(store, &b.h, rows, &mut b.ff, &mut observer)?;
             gelu(&mut b.ff);
             layer
                 .down
-                .forward(store, &b.ff, n_tokens, &mut b.h, &mut observer)?;
-            add_assign(&mut b.x, &b.h[..n_tokens * n]);
+                .forward(store, &b.ff, rows, &mut b.h, &mut observer)?;
+            add_assign(&mut b.x, &b.h[..rows * n]);
         }
+        let rows = b.drop_first_rows(outputs.dropped_before_output(), rows, hp);
         let ln = &self.output_norm;
         layer_norm(&b.x, &mut b.h, n, hp.norm_eps, &ln.w, &ln.b);
-        let mut logits = vec![0f32; n_tokens * self.output.n_out];
-        super::matmul::matmul(
-            store,
-            &self.output,
-            &b.h,
-            n_tokens,
-            &mut logits,
-            &mut observer,
-        )?;
+        let mut logits = vec![0f32; rows * self.output.n_out];
+        super::matmul::matmul(store, &self.output, &b.h, rows, &mut logits, &mut observer)?;
         Ok(logits)
     }
 }

@@ -13,7 +13,7 @@ use super::linear::{Linear, Qkv, QkvWidths};
 use super::ops::{add_assign, rms_norm, swiglu};
 use super::rope::{Rope, RopeMode};
 use super::weights::{Matrix, Store};
-use super::{embed, Buffers, MatmulObserver};
+use super::{embed, Buffers, MatmulObserver, Outputs};
 use crate::eval::EvalError;
 
 #[derive(Debug, Clone)]
@@ -98,12 +98,13 @@ impl Llama {
         })
     }
 
-    /// Logits of every position, `n_tokens × n_vocab`.
+    /// Logits of the positions `outputs` keeps, `rows × n_vocab`.
     pub fn logits(
         &self,
         store: &Store,
         hp: &HParams,
         tokens: &[u32],
+        outputs: Outputs,
         mut observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, EvalError> {
         let n_tokens = tokens.len();
@@ -116,7 +117,8 @@ impl Llama {
             mode: self.mode,
             freq_factors: self.freq_factors.as_deref(),
         };
-        for layer in &self.layers {
+        let mut rows = n_tokens;
+        for (il, layer) in self.layers.iter().enumerate() {
             b.h.copy_from_slice(&b.x);
             rms_norm(&mut b.h, n, eps, &layer.attn_norm);
             layer.qkv.forward(
@@ -138,26 +140,30 @@ impl Llama {
                 .wo
                 .forward(store, &b.attn, n_tokens, &mut b.h, &mut observer)?;
             add_assign(&mut b.x, &b.h);
+            if il + 1 == self.layers.len() {
+                rows = b.drop_first_rows(outputs.dropped_after_last_attention(), rows, hp);
+            }
             b.h.copy_from_slice(&b.x);
             rms_norm(&mut b.h, n, eps, &layer.ffn_norm);
             // ggml runs the gate first: it is swiglu's first source.
             layer
                 .gate
-                .forward(store, &b.h, n_tokens, &mut b.ff, &mut observer)?;
+                .forward(store, &b.h, rows, &mut b.ff, &mut observer)?;
             layer
                 .up
-                .forward(store, &b.h, n_tokens, &mut b.ff_up, &mut observer)?;
+                .forward(store, &b.h, rows, &mut b.ff_up, &mut observer)?;
             swiglu(&mut b.ff, &b.ff_up, n_ff);
             layer
                 .down
-                .forward(store, &b.ff, n_tokens, &mut b.h, &mut observer)?;
+                .forward(store, &b.ff, rows, &mut b.h, &mut observer)?;
             add_assign(&mut b.x, &b.h);
         }
+        let rows = b.drop_first_rows(outputs.dropped_before_output(), rows, hp);
         b.h.copy_from_slice(&b.x);
         rms_norm(&mut b.h, n, eps, &self.output_norm);
-        let mut logits = vec![0f32; n_tokens * self.output.w.n_out];
+        let mut logits = vec![0f32; rows * self.output.w.n_out];
         self.output
-            .forward(store, &b.h, n_tokens, &mut logits, &mut observer)?;
+            .forward(store, &b.h, rows, &mut logits, &mut observer)?;
         Ok(logits)
     }
 }

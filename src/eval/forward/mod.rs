@@ -9,7 +9,9 @@
 //!   tensors, mapped to GGUF names and layouts by `arch`'s plan.
 //! * [`Model::logits`] runs one sequence from position 0, the whole
 //!   sequence through each matrix at once (one llama.cpp micro-batch), on
-//!   rayon's global pool.
+//!   rayon's global pool. [`Model::outputs`] returns only the positions a
+//!   caller scores ([`Outputs`]) and, like llama.cpp, does not compute
+//!   the others' last feed-forward and output product.
 //!
 //! What is mirrored, and where from (llama.cpp pinned by the
 //! `llama-cpp-sys-2 =0.1.161` dev-dependency): the graphs of
@@ -50,6 +52,52 @@ pub trait MatmulObserver {
     /// weight named `weight_name` (its GGUF name, e.g.
     /// `blk.0.attn_qkv.weight`; a tied output is `token_embd.weight`).
     fn observe(&mut self, weight_name: &str, input: &[f32], n_tokens: usize, n_in: usize);
+}
+
+/// Which positions' logits a pass returns, and where it drops the rest.
+///
+/// llama-perplexity requests logits only from `n_ctx/2` on, and llama.cpp's
+/// graphs then gather those rows (`ggml_get_rows(cur, inp_out_ids)`) right
+/// after the last layer's attention: the last feed-forward and the output
+/// product (a third of a small model's work) run on half the rows. Rows
+/// are independent, so the kept rows' values do not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// Every position (`llama_decode` with logits requested everywhere).
+    All,
+    /// Positions `first..`, the others dropped after the last layer's
+    /// attention, as llama.cpp does.
+    From(usize),
+    /// Positions `first..`, the others dropped only before the output
+    /// norm, so that every block's products still see every token (what
+    /// an importance matrix collects when it leaves `output.weight` out).
+    FromAfterLastLayer(usize),
+}
+
+impl Outputs {
+    /// The first position whose logits are returned.
+    pub fn first(self) -> usize {
+        match self {
+            Outputs::All => 0,
+            Outputs::From(first) | Outputs::FromAfterLastLayer(first) => first,
+        }
+    }
+
+    /// The rows to drop after the last layer's attention.
+    fn dropped_after_last_attention(self) -> usize {
+        match self {
+            Outputs::From(first) => first,
+            _ => 0,
+        }
+    }
+
+    /// The rows to drop before the output norm.
+    fn dropped_before_output(self) -> usize {
+        match self {
+            Outputs::FromAfterLastLayer(first) => first,
+            _ => 0,
+        }
+    }
 }
 
 /// The graph of one architecture with its weights.
@@ -177,8 +225,30 @@ impl Model {
         tokens: &[u32],
         observer: Option<&mut dyn MatmulObserver>,
     ) -> Result<Vec<f32>, EvalError> {
+        self.outputs(tokens, Outputs::All, observer)
+    }
+
+    /// The logits of positions `outputs.first()..` of one sequence
+    /// starting at position 0, row-major `(n_tokens − first) × n_vocab`,
+    /// the other positions dropped where `outputs` says.
+    ///
+    /// # Errors
+    /// Those of [`Model::logits`], and [`EvalError::NoOutputs`] when
+    /// `first` is not a position of the sequence.
+    pub fn outputs(
+        &self,
+        tokens: &[u32],
+        outputs: Outputs,
+        observer: Option<&mut dyn MatmulObserver>,
+    ) -> Result<Vec<f32>, EvalError> {
         if tokens.is_empty() {
             return Err(EvalError::EmptySequence);
+        }
+        if outputs.first() >= tokens.len() {
+            return Err(EvalError::NoOutputs {
+                first: outputs.first(),
+                n_tokens: tokens.len(),
+            });
         }
         if let Some((position, &token)) = tokens
             .iter()
@@ -192,8 +262,8 @@ impl Model {
             });
         }
         match &self.graph {
-            Graph::Gpt2(g) => g.logits(&self.store, &self.hp, tokens, observer),
-            Graph::Llama(g) => g.logits(&self.store, &self.hp, tokens, observer),
+            Graph::Gpt2(g) => g.logits(&self.store, &self.hp, tokens, outputs, observer),
+            Graph::Llama(g) => g.logits(&self.store, &self.hp, tokens, outputs, observer),
         }
     }
 }
@@ -235,6 +305,24 @@ impl Buffers {
             },
             scratch: Vec::new(),
         }
+    }
+}
+
+impl Buffers {
+    /// Drops the first `drop` of the residual stream's `rows` rows
+    /// (`ggml_get_rows(cur, inp_out_ids)`) and shortens the buffers the
+    /// rest of the pass uses to the rows kept, whose number it returns.
+    fn drop_first_rows(&mut self, drop: usize, rows: usize, hp: &HParams) -> usize {
+        if drop == 0 {
+            return rows;
+        }
+        let kept = rows - drop;
+        self.x.copy_within(drop * hp.n_embd..rows * hp.n_embd, 0);
+        self.x.truncate(kept * hp.n_embd);
+        self.h.truncate(kept * hp.n_embd);
+        self.ff.truncate(kept * hp.n_ff);
+        self.ff_up.truncate(kept * hp.n_ff);
+        kept
     }
 }
 
