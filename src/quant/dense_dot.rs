@@ -322,10 +322,35 @@ pub fn tinyblas_matmul(ty: Dense, w: &[u8], n_in: usize, n_out: usize, x: &[f32]
     let row_bytes = n_in * ty.size();
     super::row_blocks::par_row_blocks(out, n_out, TINYBLAS_ROWS_PER_TASK)
         .zip(w.par_chunks(TINYBLAS_ROWS_PER_TASK * row_bytes))
-        .for_each_init(Vec::new, |rows, (mut o, wb)| {
-            ty.widen(wb, rows);
+        .for_each_init(Vec::new, |buf, (mut o, wb)| {
+            let rows = task_rows(ty, kernel, wb, n_in, buf);
             tinyblas_block(kernel, rows, &acts, n_in, &mut o);
         });
+}
+
+/// A task's weight rows as f32, in whole tiles of the kernel: F32 rows
+/// read where they lie (a GGUF aligns its tensors) when they fill whole
+/// tiles, other rows widened into `buf` and padded with zero rows.
+fn task_rows<'a>(
+    ty: Dense,
+    kernel: TinyblasKernel,
+    wb: &'a [u8],
+    n_in: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let n_rows = wb.len() / (n_in * ty.size());
+    let tile = kernel.tile_rows();
+    if ty == Dense::F32 && cfg!(target_endian = "little") && n_rows.is_multiple_of(tile) {
+        // SAFETY: every bit pattern is an f32, and `align_to` only yields
+        // the aligned middle.
+        let (head, rows, tail) = unsafe { wb.align_to::<f32>() };
+        if head.is_empty() && tail.is_empty() {
+            return rows;
+        }
+    }
+    ty.widen(wb, buf);
+    buf.resize(n_rows.next_multiple_of(tile) * n_in, 0.0);
+    buf
 }
 
 /// Which tile kernel runs the tinyBLAS-order product.
@@ -352,6 +377,15 @@ impl TinyblasKernel {
             }
         }
         TinyblasKernel::Portable
+    }
+
+    /// The rows of one tile: a task's rows are padded to a multiple.
+    fn tile_rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            TinyblasKernel::Avx512 => tiles512::RM,
+            _ => 1,
+        }
     }
 
     /// The activations (`n_tokens × n_in`) in the layout this kernel reads
@@ -383,11 +417,10 @@ fn pair_tokens(acts: &[f32], n_in: usize, pairs_per_tile: usize) -> Vec<f32> {
 }
 
 /// One task: row `r` of `o` for token `t` is `rows[r] · acts[t]` (`acts`
-/// laid out for `kernel`). `rows` may grow (zero rows that fill the last
-/// tile).
+/// laid out for `kernel`, `rows` whole tiles of it, [`task_rows`]).
 fn tinyblas_block(
     kernel: TinyblasKernel,
-    rows: &mut Vec<f32>,
+    rows: &[f32],
     acts: &[f32],
     n_in: usize,
     o: &mut RowBlock,
@@ -395,10 +428,9 @@ fn tinyblas_block(
     match kernel {
         #[cfg(target_arch = "x86_64")]
         TinyblasKernel::Avx512 => {
-            let n_rows = rows.len() / n_in;
-            rows.resize(n_rows.next_multiple_of(tiles512::RM) * n_in, 0.0);
+            assert!((rows.len() / n_in).is_multiple_of(tiles512::RM));
             // SAFETY: `detect` found AVX-512F, AVX2 and FMA; `rows` and
-            // `acts` hold whole tiles (resized above, `pair_tokens`).
+            // `acts` hold whole tiles (asserted, `pair_tokens`).
             return unsafe { tiles512::block(rows, acts, n_in, o) };
         }
         #[cfg(target_arch = "x86_64")]
@@ -626,13 +658,47 @@ mod tests {
         .collect()
     }
 
+    /// F32 rows that fill whole tiles are read where they lie; others are
+    /// widened and padded to whole tiles with zero rows.
+    #[test]
+    fn f32_rows_are_read_in_place_when_they_fill_whole_tiles() {
+        let n_in = 16;
+        for kernel in kernels() {
+            let tile = kernel.tile_rows();
+            for n_rows in [tile, 2 * tile, 2 * tile + 1] {
+                let w = row(n_rows * n_in, 3);
+                // SAFETY: viewing f32s as their bytes.
+                let (_, bytes, _) = unsafe { w.align_to::<u8>() };
+                let mut buf = Vec::new();
+                let rows = task_rows(Dense::F32, kernel, bytes, n_in, &mut buf);
+                let in_place = n_rows.is_multiple_of(tile);
+                assert_eq!(rows.as_ptr() == w.as_ptr(), in_place, "{kernel:?} {n_rows}");
+                assert_eq!(rows.len(), n_rows.next_multiple_of(tile) * n_in);
+                assert_eq!(&rows[..w.len()], &w[..]);
+                assert!(rows[w.len()..].iter().all(|&v| v == 0.0));
+                // Half-precision rows are always widened.
+                let mut half = vec![0u8; w.len() * 2];
+                Dense::F16.encode(&w, &mut half);
+                let mut buf = Vec::new();
+                let rows = task_rows(Dense::F16, kernel, &half, n_in, &mut buf);
+                assert_eq!(rows.len(), n_rows.next_multiple_of(tile) * n_in);
+            }
+        }
+    }
+
     /// The tiled tinyBLAS product equals the scalar tinyBLAS order bit for
     /// bit at every position, for shapes that do and do not fill the
     /// tiles and the tasks, and stays near the double-summed reference.
     #[test]
     fn tinyblas_matmul_equals_the_scalar_order() {
         for ty in [Dense::F32, Dense::F16, Dense::BF16] {
-            for (n_in, n_out, n_tokens) in [(8, 1, 2), (64, 7, 5), (768, 70, 13), (40, 130, 4)] {
+            for (n_in, n_out, n_tokens) in [
+                (8, 1, 2),
+                (64, 7, 5),
+                (768, 70, 13),
+                (40, 130, 4),
+                (64, 96, 9),
+            ] {
                 let wf = row(n_in * n_out, 5);
                 let mut w = vec![0u8; wf.len() * ty.size()];
                 ty.encode(&wf, &mut w);
@@ -646,11 +712,12 @@ mod tests {
                     // One block of every row, so each kernel's tails show.
                     let layout = kernel.lay_out(Cow::Borrowed(&acts), n_in);
                     let mut direct = vec![f32::NAN; n_out * n_tokens];
-                    let mut rows = wide.clone();
+                    let mut buf = Vec::new();
+                    let rows = task_rows(ty, kernel, &w, n_in, &mut buf);
                     let mut blocks: Vec<_> = rayon::iter::ParallelIterator::collect(
                         crate::quant::row_blocks::par_row_blocks(&mut direct, n_out, n_out),
                     );
-                    tinyblas_block(kernel, &mut rows, &layout, n_in, &mut blocks[0]);
+                    tinyblas_block(kernel, rows, &layout, n_in, &mut blocks[0]);
                     drop(blocks);
                     assert_eq!(direct, out, "{kernel:?} {ty:?} {n_in}x{n_out}");
                 }
