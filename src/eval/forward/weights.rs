@@ -2,7 +2,7 @@
 //!
 //! A [`Store`] is either a mapped GGUF file (matrices are read from the
 //! map in place, never copied whole) or a checkpoint's tensors decoded to
-//! f32 and held in memory. Either way the graphs see a [`Matrix`] (a 2-D
+//! f32 and held in memory, each in the vector it was made in. Either way the graphs see a [`Matrix`] (a 2-D
 //! weight of any ggml type, multiplied through `matmul`) or a small 1-D
 //! vector decoded to f32 once (norms, biases).
 
@@ -18,7 +18,16 @@ use crate::quant::{dequantize, GgmlType};
 struct Entry {
     ty: GgmlType,
     ne: Vec<u64>,
-    bytes: Range<usize>,
+    place: Place,
+}
+
+/// Where a tensor's bytes are.
+#[derive(Debug, Clone)]
+enum Place {
+    /// A byte range of the mapped GGUF file.
+    File(Range<usize>),
+    /// One of the tensors made in memory, whole.
+    Owned(usize),
 }
 
 /// The bytes behind the tensors.
@@ -26,8 +35,10 @@ struct Entry {
 enum Bytes {
     /// A mapped GGUF file.
     Gguf(GgufFile),
-    /// Tensors made in memory (a checkpoint's, as f32).
-    Owned(Vec<u8>),
+    /// Tensors made in memory (a checkpoint's, as f32 whose memory holds
+    /// their little-endian bytes), kept in the vectors they were made in:
+    /// copying half a gigabyte into one buffer cost more than making it.
+    Owned(Vec<Vec<f32>>),
 }
 
 /// The tensors of one model and its metadata.
@@ -50,7 +61,7 @@ pub(crate) struct Matrix {
     pub n_in: usize,
     /// Rows (output features).
     pub n_out: usize,
-    bytes: Range<usize>,
+    place: Place,
 }
 
 impl Store {
@@ -64,7 +75,7 @@ impl Store {
                 let entry = Entry {
                     ty: t.info.ty,
                     ne: t.info.ne.clone(),
-                    bytes: start..start + t.nbytes as usize,
+                    place: Place::File(start..start + t.nbytes as usize),
                 };
                 (t.info.name.clone(), entry)
             })
@@ -78,35 +89,43 @@ impl Store {
     }
 
     /// Tensors made one at a time as f32 elements with their ggml
-    /// dimensions (a checkpoint's), packed into one buffer as they come.
+    /// dimensions (a checkpoint's), kept as they come.
     pub fn owned<I>(tensors: I, metadata: Metadata) -> Result<Store, EvalError>
     where
         I: IntoIterator<Item = Result<(String, Vec<u64>, Vec<f32>), EvalError>>,
     {
-        let mut bytes = Vec::new();
+        let mut owned = Vec::new();
         let mut entries = HashMap::new();
         for t in tensors {
-            let (name, ne, data) = t?;
-            let start = bytes.len();
-            bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+            let (name, ne, mut data) = t?;
+            if cfg!(target_endian = "big") {
+                for v in &mut data {
+                    *v = f32::from_bits(v.to_bits().swap_bytes());
+                }
+            }
             let entry = Entry {
                 ty: GgmlType::F32,
                 ne,
-                bytes: start..bytes.len(),
+                place: Place::Owned(owned.len()),
             };
+            owned.push(data);
             entries.insert(name, entry);
         }
         Ok(Store {
-            bytes: Bytes::Owned(bytes),
+            bytes: Bytes::Owned(owned),
             entries,
             metadata,
         })
     }
 
-    fn all_bytes(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Gguf(f) => f.bytes(),
-            Bytes::Owned(b) => b,
+    /// The bytes at `place` (a place this store made).
+    fn bytes_at(&self, place: &Place) -> &[u8] {
+        match (&self.bytes, place) {
+            (Bytes::Gguf(f), Place::File(r)) => &f.bytes()[r.clone()],
+            (Bytes::Owned(t), Place::Owned(i)) => le_bytes(&t[*i]),
+            // Places come from this store's own entries; another store's
+            // would read as empty, which every reader refuses by size.
+            _ => &[],
         }
     }
 
@@ -136,7 +155,7 @@ impl Store {
             ty: e.ty,
             n_in,
             n_out,
-            bytes: e.bytes.clone(),
+            place: e.place.clone(),
         })
     }
 
@@ -154,7 +173,7 @@ impl Store {
                 reason: format!("has shape {:?}, the graph needs [{n}]", e.ne),
             });
         }
-        decode(name, e.ty, &self.all_bytes()[e.bytes.clone()], n)
+        decode(name, e.ty, self.bytes_at(&e.place), n)
     }
 
     /// `vector(name, n)` when the model has it.
@@ -168,7 +187,7 @@ impl Store {
 
     /// The bytes of `m`.
     pub fn data(&self, m: &Matrix) -> &[u8] {
-        &self.all_bytes()[m.bytes.clone()]
+        self.bytes_at(&m.place)
     }
 
     /// Row `row` of `m` decoded to f32 into `out` (ggml's `get_rows`).
@@ -182,6 +201,14 @@ impl Store {
         out.copy_from_slice(&decode(&m.name, m.ty, bytes, m.n_in)?);
         Ok(())
     }
+}
+
+/// The memory of `v`: its little-endian bytes, as [`Store::owned`] stores
+/// them on any machine.
+fn le_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and every byte is a valid u8; the slice
+    // covers exactly `v`'s memory and borrows it.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 fn decode(name: &str, ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, EvalError> {
