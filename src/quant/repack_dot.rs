@@ -273,19 +273,65 @@ fn q8_k_row_block(x: &[f32], q: &mut [i8]) -> f32 {
 /// ties-to-even and saturated, `d = 1 / iscale`.
 fn q8_k_mat_block(x: &[f32], q: &mut [i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.1") {
-        // SAFETY: the CPU has SSE4.1 (checked just above).
-        return unsafe { q8_k_mat_block_sse41(x, q) };
+    if std::arch::is_x86_feature_detected!("avx2") {
+        if let (Ok(x), Ok(q)) = (x.try_into(), q.try_into()) {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { q8_k_mat_block_avx2(x, q) };
+        }
     }
     q8_k_mat_block_any(x, q)
 }
 
-/// [`q8_k_mat_block_any`] with `roundss` for the rounding instead of a
-/// libm `rintf` call (the same ties-to-even result).
+/// [`q8_k_mat_block_any`] eight values at a time (it was 6 % of a
+/// Q4_K_M evaluation): the same `amax` (NaN ignored, as the scalar
+/// `>` does), the same scale, `roundps` ties-to-even, `cvtps2dq` and
+/// saturation, so the same bits.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.1")]
-unsafe fn q8_k_mat_block_sse41(x: &[f32], q: &mut [i8]) -> f32 {
-    q8_k_mat_block_any(x, q)
+#[target_feature(enable = "avx2")]
+unsafe fn q8_k_mat_block_avx2(x: &[f32; QK_K], q: &mut [i8; QK_K]) -> f32 {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr()));
+        m = _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_GT_OQ>(a, m));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let amax = abs_max(&lanes);
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let target = _mm256_set1_ps(amax);
+    let mut hit = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        let v = _mm256_loadu_ps(c.as_ptr());
+        hit = _mm256_or_ps(hit, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, target));
+    }
+    let iscale = if _mm256_movemask_ps(hit) != 0 {
+        -127.0 / amax
+    } else {
+        127.0 / amax
+    };
+    let mul = _mm256_set1_ps(iscale);
+    let (lo, hi) = (_mm256_set1_epi32(-128), _mm256_set1_epi32(127));
+    let int = |v: &[f32]| {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr()), mul),
+        );
+        _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(r), lo), hi)
+    };
+    // packs interleaves 128-bit lanes; the permutation puts the 32 bytes
+    // back in element order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (v, out) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)) {
+        let ab = _mm256_packs_epi32(int(&v[..8]), int(&v[8..16]));
+        let cd = _mm256_packs_epi32(int(&v[16..24]), int(&v[24..]));
+        let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes);
+    }
+    1.0 / iscale
 }
 
 #[inline(always)]
@@ -901,6 +947,46 @@ mod tests {
         assert!(!is_repacked(GgmlType::Q4K, 12, 256));
         assert!(!is_repacked(GgmlType::Q8_0, 768, 256));
         assert!(!is_repacked(GgmlType::Q5K, 768, 256));
+    }
+
+    /// The AVX2 block gives the scalar block's bits: ordinary values,
+    /// ties, +amax and −amax, NaN and infinities, all zeros, values that
+    /// round past ±127.
+    #[test]
+    fn mat_q8_k_vector_block_equals_the_scalar_one() {
+        let base: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0)
+            .collect();
+        let mut cases = vec![base.clone(), vec![0.0; QK_K], vec![-0.0; QK_K]];
+        let mut halves = base.clone();
+        for (i, v) in halves.iter_mut().enumerate() {
+            *v = (i as f32 - 128.0) * 0.5;
+        }
+        cases.push(halves);
+        for (at, v) in [
+            (5, 40.0),
+            (9, -40.0),
+            (17, f32::NAN),
+            (31, f32::INFINITY),
+            (200, f32::NEG_INFINITY),
+            (255, 1e-30),
+        ] {
+            let mut c = base.clone();
+            c[at] = v;
+            cases.push(c);
+        }
+        for (i, x) in cases.iter().enumerate() {
+            let (mut fast, mut slow) = ([0i8; QK_K], [0i8; QK_K]);
+            let d_fast = q8_k_mat_block(x, &mut fast);
+            let d_slow = q8_k_mat_block_any(x, &mut slow);
+            assert_eq!(d_fast.to_bits(), d_slow.to_bits(), "case {i}");
+            assert_eq!(fast, slow, "case {i}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            std::arch::is_x86_feature_detected!("avx2"),
+            "the test machines have AVX2: the vector block ran"
+        );
     }
 
     #[test]
