@@ -21,9 +21,9 @@
 //! the infinite and NaN products into `INT_MIN`, which the saturating packs
 //! make −128, and Q8_1's sum wraps as the 32-bit adds do. These functions
 //! are the one version both the reference and the fast path use; only
-//! Q8_0/Q8_1's rounding has an AVX2 twin (tested equal to the scalar
-//! one), because a scalar max-and-round chain cost 3 % of a Q8_0
-//! evaluation.
+//! Q8_0/Q8_1's rounding and the Q8_K block have AVX2 twins (tested equal
+//! to the scalar ones), because their scalar max-and-round chains cost
+//! 3 % of a Q8_0 and 2.5 % of a Q4_K_M evaluation.
 
 use super::fp16::f32_to_f16_bits;
 use super::search::nearest_int;
@@ -151,6 +151,22 @@ pub fn quantize_q8_1_block(x: &[f32], out: &mut [u8]) {
 
 /// `quantize_row_q8_K_ref` for one block.
 pub fn quantize_q8_k_block(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        if let (Ok(x), Some(Ok(out))) = (
+            x.try_into(),
+            out.get_mut(..Q8_K_SIZE).map(TryInto::try_into),
+        ) {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { quantize_q8_k_block_avx2(x, out) };
+            return;
+        }
+    }
+    quantize_q8_k_block_scalar(x, out);
+}
+
+/// [`quantize_q8_k_block`] element by element.
+fn quantize_q8_k_block_scalar(x: &[f32], out: &mut [u8]) {
     let mut max = 0f32;
     let mut amax = 0f32;
     for &v in x {
@@ -180,10 +196,104 @@ pub fn quantize_q8_k_block(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// [`quantize_q8_k_block_scalar`] eight values at a time (it was 2.5 %
+/// of a Q4_K_M evaluation): the largest |x| with NaN ignored, the
+/// signed value where it first occurs, `nearest_int`'s add-and-mask
+/// rounding after an unfused multiply, `MIN(127, ·)` and the low byte,
+/// so the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8_k_block_avx2(x: &[f32; QK_K], out: &mut [u8; Q8_K_SIZE]) {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr()));
+        m = _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_GT_OQ>(a, m));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+    let amax = abs_max(&lanes);
+    let Some(&max) = x.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
+        out.fill(0);
+        return;
+    };
+    let iscale = -127.0 / max;
+    let mul = _mm256_set1_ps(iscale);
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let (mantissa, half) = (
+        _mm256_set1_epi32(0x007f_ffff),
+        _mm256_set1_epi32(0x0040_0000),
+    );
+    let (top, low_byte) = (_mm256_set1_epi32(127), _mm256_set1_epi32(0xff));
+    let byte = |v: &[f32]| {
+        let val = _mm256_add_ps(_mm256_mul_ps(mul, _mm256_loadu_ps(v.as_ptr())), magic);
+        let i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(val), mantissa), half);
+        _mm256_and_si256(_mm256_min_epi32(i, top), low_byte)
+    };
+    // packus interleaves 128-bit lanes; the permutation puts the 32 bytes
+    // back in element order (every value is 0..=255, so nothing saturates).
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let qs = &mut out[4..4 + QK_K];
+    for (v, o) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)) {
+        let ab = _mm256_packus_epi32(byte(&v[..8]), byte(&v[8..16]));
+        let cd = _mm256_packus_epi32(byte(&v[16..24]), byte(&v[24..]));
+        let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+        _mm256_storeu_si256(o.as_mut_ptr().cast(), bytes);
+    }
+    let mut bsums = [0i16; QK_K / 16];
+    for (s, chunk) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+        *s = chunk.iter().map(|&q| i32::from(q as i8)).sum::<i32>() as i16;
+    }
+    out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    for (o, s) in out[4 + QK_K..].chunks_exact_mut(2).zip(bsums) {
+        o.copy_from_slice(&s.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::f16_bits_to_f32;
+
+    /// The AVX2 Q8_K block writes the scalar block's bytes: ordinary
+    /// values, ties, the largest |x| negative or positive or repeated
+    /// with both signs, NaN, infinities, zeros, a subnormal maximum.
+    #[test]
+    fn q8_k_vector_block_equals_the_scalar_one() {
+        let base: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 7919) % 1013) as f32 / 37.0 - 13.0)
+            .collect();
+        let mut cases = vec![base.clone(), vec![0.0; QK_K], vec![-0.0; QK_K]];
+        cases.push((0..QK_K).map(|i| (i as f32 - 128.0) * 0.5).collect());
+        cases.push((0..QK_K).map(|i| (i as f32 - 100.0) * 1e-40).collect());
+        for edits in [
+            &[(5, 40.0)][..],
+            &[(9, -40.0)],
+            &[(9, -40.0), (3, 40.0)],
+            &[(3, 40.0), (9, -40.0)],
+            &[(17, f32::NAN)],
+            &[(31, f32::INFINITY)],
+            &[(200, f32::NEG_INFINITY)],
+        ] {
+            let mut c = base.clone();
+            for &(at, v) in edits {
+                c[at] = v;
+            }
+            cases.push(c);
+        }
+        for (i, x) in cases.iter().enumerate() {
+            let (mut fast, mut slow) = ([0u8; Q8_K_SIZE], [1u8; Q8_K_SIZE]);
+            quantize_q8_k_block(x, &mut fast);
+            quantize_q8_k_block_scalar(x, &mut slow);
+            assert_eq!(fast, slow, "case {i}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            std::arch::is_x86_feature_detected!("avx2"),
+            "the test machines have AVX2: the vector block ran"
+        );
+    }
 
     #[test]
     fn q8_0_rounds_ties_to_even_with_127_over_amax() {
