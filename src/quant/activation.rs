@@ -196,14 +196,12 @@ fn quantize_q8_k_block_scalar(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// [`quantize_q8_k_block_scalar`] eight values at a time (it was 2.5 %
-/// of a Q4_K_M evaluation): the largest |x| with NaN ignored, the
-/// signed value where it first occurs, `nearest_int`'s add-and-mask
-/// rounding after an unfused multiply, `MIN(127, ·)` and the low byte,
-/// so the same bytes.
+/// [`abs_max`] of a Q8_K block eight lanes at a time: each lane keeps
+/// its largest |x| by the scalar `>` (NaN never wins), then the lanes are
+/// folded the same way, so the same value.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_q8_k_block_avx2(x: &[f32; QK_K], out: &mut [u8; Q8_K_SIZE]) {
+pub(super) unsafe fn abs_max_avx2(x: &[f32; QK_K]) -> f32 {
     use std::arch::x86_64::*;
     let sign = _mm256_set1_ps(-0.0);
     let mut m = _mm256_setzero_ps();
@@ -213,7 +211,19 @@ unsafe fn quantize_q8_k_block_avx2(x: &[f32; QK_K], out: &mut [u8; Q8_K_SIZE]) {
     }
     let mut lanes = [0f32; 8];
     _mm256_storeu_ps(lanes.as_mut_ptr(), m);
-    let amax = abs_max(&lanes);
+    abs_max(&lanes)
+}
+
+/// [`quantize_q8_k_block_scalar`] eight values at a time (it was 2.5 %
+/// of a Q4_K_M evaluation): the largest |x| with NaN ignored, the
+/// signed value where it first occurs, `nearest_int`'s add-and-mask
+/// rounding after an unfused multiply, `MIN(127, ·)` and the low byte,
+/// so the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8_k_block_avx2(x: &[f32; QK_K], out: &mut [u8; Q8_K_SIZE]) {
+    use std::arch::x86_64::*;
+    let amax = abs_max_avx2(x);
     let Some(&max) = x.iter().find(|v| v.abs() == amax).filter(|_| amax != 0.0) else {
         out.fill(0);
         return;

@@ -290,15 +290,7 @@ fn q8_k_mat_block(x: &[f32], q: &mut [i8]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn q8_k_mat_block_avx2(x: &[f32; QK_K], q: &mut [i8; QK_K]) -> f32 {
     use std::arch::x86_64::*;
-    let sign = _mm256_set1_ps(-0.0);
-    let mut m = _mm256_setzero_ps();
-    for c in x.chunks_exact(8) {
-        let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr()));
-        m = _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_GT_OQ>(a, m));
-    }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), m);
-    let amax = abs_max(&lanes);
+    let amax = super::activation::abs_max_avx2(x);
     if amax == 0.0 {
         q.fill(0);
         return 0.0;
