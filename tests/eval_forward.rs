@@ -456,3 +456,33 @@ fn same_inputs(
         }
     }
 }
+
+/// A checkpoint whose weights hold a NaN (a diverged run) is refused
+/// before evaluation, naming the tensor (its GGUF name), the element and
+/// its value: a copy of the hf-llama-az fixture with one element of
+/// `model.layers.0.mlp.down_proj.weight` made NaN.
+#[test]
+fn a_checkpoint_with_a_non_finite_weight_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures::path("hf-llama-az");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let path = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let start = header["model.layers.0.mlp.down_proj.weight"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize;
+    let at = 8 + header_len + start + 5 * 4;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let err = Model::from_checkpoint(dir.path(), &Default::default())
+        .expect_err("a NaN weight is refused")
+        .to_string();
+    for want in ["blk.0.ffn_down.weight", "element 5 is NaN", "not finite"] {
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+    }
+}
