@@ -356,12 +356,29 @@ pub(crate) fn materialize(
             t.n_elements()
         )));
     }
-    if let Ok(Some((i, v))) = crate::quant::Rows::F32(&data).first_non_finite() {
+    if let Some(i) = first_non_finite(&data) {
         return Err(bad(format!(
-            "element {i} is {v}: the weights are not finite"
+            "element {i} is {}: the weights are not finite",
+            data[i]
         )));
     }
     Ok(data)
+}
+
+/// The index of the first NaN or infinity in `data`. Pieces are tested
+/// in parallel without branching (which vectorises; a checkpoint's
+/// tensors are read whole before evaluation), then the first bad piece
+/// is searched element by element.
+fn first_non_finite(data: &[f32]) -> Option<usize> {
+    use rayon::prelude::*;
+    const PIECE: usize = 1 << 14;
+    let bad = |c: &[f32]| c.iter().fold(false, |bad, v| bad | !v.is_finite());
+    let piece = data.par_chunks(PIECE).position_first(bad)?;
+    let start = piece * PIECE;
+    data[start..]
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| start + i)
 }
 
 /// nanoGPT saves `iter_num`: a natural immutable version label.
@@ -370,4 +387,32 @@ fn version_label(ck: &Checkpoint) -> Option<String> {
         .get("iter_num")
         .and_then(|v| v.as_i64())
         .map(|n| format!("iter{n}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_finite;
+
+    /// The first bad element is found wherever it lies (first piece, a
+    /// piece boundary, the partial last piece), for NaN and both
+    /// infinities, and later bad elements do not hide it.
+    #[test]
+    fn the_first_non_finite_element_is_found() {
+        let mut data = vec![1.5f32; (1 << 14) * 3 + 5];
+        assert_eq!(first_non_finite(&data), None);
+        for at in [0, 7, 1 << 14, (1 << 14) * 2 - 1, data.len() - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                data[at] = bad;
+                if at + 3 < data.len() {
+                    data[at + 3] = f32::NAN;
+                }
+                assert_eq!(first_non_finite(&data), Some(at), "{bad} at {at}");
+                data[at] = f32::MAX;
+                if at + 3 < data.len() {
+                    data[at + 3] = 1.5;
+                }
+            }
+        }
+        assert_eq!(first_non_finite(&data), None);
+    }
 }
